@@ -1,0 +1,639 @@
+"""`webhook-router`: run the roles, migrate, publish, manage webhooks and read jobs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+
+from webhook_router import __version__, broker, logs, store
+from webhook_router.events import EventInvalid
+from webhook_router.settings import Settings, parse_schedule
+from webhook_router.store import JobFilter, Store
+from webhook_router.webhooks import WebhookInvalid, check_definition
+
+log = structlog.get_logger(__name__)
+
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+
+class CommandError(Exception):
+    """A failure to report in one line and exit with `code`."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+async def _open_store(settings: Settings) -> Store:
+    try:
+        pool = await store.connect(settings.database_url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise CommandError(f"database unavailable: {exc}", EXIT_UNAVAILABLE) from None
+    return Store(pool)
+
+
+# running the roles
+
+
+async def _run(args: argparse.Namespace, settings: Settings, names: Sequence[str]) -> None:
+    from webhook_router.api import ApiRole
+    from webhook_router.recorder import Recorder
+    from webhook_router.router import Router
+    from webhook_router.runtime import health_app, run_roles, serve
+    from webhook_router.service import Role
+    from webhook_router.worker import Worker
+
+    st = await _open_store(settings)
+    if getattr(args, "migrate", False):
+        applied = await store.migrate(st.pool)
+        log.info("migrations applied", applied=applied)
+    roles: list[Role] = []
+    for name in names:
+        if name == "router":
+            roles.append(Router(settings, st))
+        elif name == "worker":
+            roles.append(Worker(settings, st))
+        elif name == "recorder":
+            roles.append(Recorder(settings, st))
+        elif name == "api":
+            roles.append(ApiRole(settings, st))
+    health = None
+    if getattr(args, "health_port", 0):
+        health = await serve(health_app(roles), settings.api_host, args.health_port)
+    stop = asyncio.Event()
+    demo_task = None
+    if getattr(args, "demo", False):
+        from webhook_router.demo import run_demo
+
+        demo_task = asyncio.create_task(run_demo(settings, st, roles))
+    try:
+        await run_roles(roles, drain=settings.drain_timeout, stop=stop)
+    finally:
+        if demo_task is not None:
+            demo_task.cancel()
+        if health is not None:
+            await health.cleanup()
+        await st.pool.close()
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
+    if not settings.api_token:
+        token = secrets.token_urlsafe(24)
+        settings.api_token = [token]
+        print(f"API token (generated, set WEBHOOK_ROUTER_API_TOKEN to keep one): {token}")
+    args.migrate = True
+    asyncio.run(_run(args, settings, ["recorder", "router", "worker", "api"]))
+
+
+def _role_command(name: str) -> Callable[[argparse.Namespace, Settings], None]:
+    def command(args: argparse.Namespace, settings: Settings) -> None:
+        if name == "api" and not settings.api_token:
+            raise CommandError("set WEBHOOK_ROUTER_API_TOKEN: the API answers no one without it")
+        asyncio.run(_run(args, settings, [name]))
+
+    return command
+
+
+def cmd_engine(args: argparse.Namespace, settings: Settings) -> None:
+    from webhook_router.demo import serve_engine
+
+    async def go() -> None:
+        runner = await serve_engine(settings)
+        print(f"workflow engine (demo) at {settings.engine_url}", flush=True)
+        try:
+            await run_until_signal()
+        finally:
+            await runner.cleanup()
+
+    from webhook_router.runtime import run_until_signal
+
+    asyncio.run(go())
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
+    from webhook_router.demo import seed_demo
+
+    _with_store(settings, lambda st: seed_demo(settings, st))
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
+    async def go() -> list[str]:
+        st = await _open_store(settings)
+        try:
+            return await store.migrate(st.pool)
+        finally:
+            await st.pool.close()
+
+    applied = asyncio.run(go())
+    print("applied: " + ", ".join(applied) if applied else "nothing to apply: up to date")
+
+
+def cmd_publish(args: argparse.Namespace, settings: Settings) -> None:
+    from webhook_router.publisher import Publisher
+
+    if args.file == "-":
+        raw = sys.stdin.buffer.read()
+    else:
+        try:
+            with open(args.file, "rb") as f:
+                raw = f.read()
+        except OSError as exc:
+            raise CommandError(f"cannot read {args.file}: {exc.strerror}", EXIT_USAGE) from None
+
+    async def go() -> str:
+        async with Publisher(settings.amqp_url, settings.namespace) as publisher:
+            return await publisher.publish(raw)
+
+    try:
+        print(asyncio.run(go()))
+    except EventInvalid as exc:
+        for e in exc.errors:
+            print(f"{e['field']}: {e['message']}", file=sys.stderr)
+        raise CommandError("the event is not valid; nothing was published", EXIT_USAGE) from None
+    except broker.BrokerUnavailable as exc:
+        raise CommandError(str(exc), EXIT_UNAVAILABLE) from None
+
+
+# webhooks
+
+
+def _with_store(settings: Settings, work: Callable[[Store], Awaitable[Any]]) -> Any:
+    async def go() -> Any:
+        st = await _open_store(settings)
+        try:
+            return await work(st)
+        finally:
+            await st.pool.close()
+
+    return asyncio.run(go())
+
+
+def _webhook_row(w: Any) -> list[Any]:
+    return [w.name, w.kapp or "-", w.type, w.event, "yes" if w.enabled else "no", w.url]
+
+
+def _definition_error(exc: WebhookInvalid) -> CommandError:
+    for e in exc.errors:
+        print(f"{e['field']}: {e['message']}", file=sys.stderr)
+    return CommandError("the webhook is not valid; nothing was saved", EXIT_USAGE)
+
+
+def cmd_webhooks_list(args: argparse.Namespace, settings: Settings) -> None:
+    from webhook_router.api import webhook_json
+
+    webhooks = _with_store(settings, lambda st: st.scope_webhooks(args.space, args.kapp))
+    if args.json:
+        _print_json({"webhooks": [webhook_json(w) for w in webhooks]})
+    else:
+        _table(
+            [_webhook_row(w) for w in webhooks], ["NAME", "KAPP", "TYPE", "EVENT", "ENABLED", "URL"]
+        )
+
+
+def cmd_webhooks_show(args: argparse.Namespace, settings: Settings) -> None:
+    from webhook_router.api import webhook_json
+
+    webhook = _with_store(settings, lambda st: st.get_webhook(args.space, args.kapp, args.name))
+    if webhook is None:
+        raise CommandError(f"no webhook named {args.name!r}")
+    _print_json({"webhook": webhook_json(webhook, with_secret=True)})
+
+
+def cmd_webhooks_create(args: argparse.Namespace, settings: Settings) -> None:
+    from webhook_router.api import webhook_json
+
+    fields = {
+        "name": args.name,
+        "type": args.type,
+        "event": args.event,
+        "filter": args.filter,
+        "url": args.url,
+        "auth_strategy": args.auth_strategy,
+    }
+    try:
+        check_definition(kapp=args.kapp, **fields)
+    except WebhookInvalid as exc:
+        raise _definition_error(exc) from None
+    created = _with_store(
+        settings,
+        lambda st: st.insert_webhook(
+            space=args.space, kapp=args.kapp, enabled=not args.disabled, **fields
+        ),
+    )
+    if created is None:
+        raise CommandError(f"a webhook named {args.name!r} already exists here")
+    _print_json({"webhook": webhook_json(created, with_secret=True)})
+
+
+def cmd_webhooks_update(args: argparse.Namespace, settings: Settings) -> None:
+    from dataclasses import replace
+
+    from webhook_router.api import webhook_json
+
+    async def work(st: Store) -> Any:
+        current = await st.get_webhook(args.space, args.kapp, args.name)
+        if current is None:
+            raise CommandError(f"no webhook named {args.name!r}")
+        changes: dict[str, Any] = {
+            k: v
+            for k, v in {
+                "name": args.new_name,
+                "type": args.type,
+                "event": args.event,
+                "filter": args.filter,
+                "url": args.url,
+                "auth_strategy": args.auth_strategy,
+            }.items()
+            if v is not None
+        }
+        if args.enable or args.disable:
+            changes["enabled"] = bool(args.enable)
+        changed = replace(current, **changes)
+        try:
+            check_definition(
+                kapp=changed.kapp,
+                name=changed.name,
+                type=changed.type,
+                event=changed.event,
+                filter=changed.filter,
+                url=changed.url,
+                auth_strategy=changed.auth_strategy,
+            )
+        except WebhookInvalid as exc:
+            raise _definition_error(exc) from None
+        saved = await st.update_webhook(changed)
+        if saved is None:
+            raise CommandError(f"a webhook named {changed.name!r} already exists here")
+        return saved
+
+    _print_json({"webhook": webhook_json(_with_store(settings, work), with_secret=True)})
+
+
+def cmd_webhooks_delete(args: argparse.Namespace, settings: Settings) -> None:
+    async def work(st: Store) -> None:
+        current = await st.get_webhook(args.space, args.kapp, args.name)
+        if current is None:
+            raise CommandError(f"no webhook named {args.name!r}")
+        await st.delete_webhook(current.id)
+
+    _with_store(settings, work)
+    print(f"deleted {args.name}")
+
+
+def cmd_webhooks_install_defaults(args: argparse.Namespace, settings: Settings) -> None:
+    from webhook_router.defaults import install_defaults
+
+    created = _with_store(
+        settings, lambda st: install_defaults(st, settings.tree_source, args.space, args.kapp)
+    )
+    print(f"created {len(created)} webhooks" + (": " + ", ".join(created) if created else ""))
+
+
+# jobs
+
+
+def _when(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CommandError(f"not an ISO 8601 date-time: {text!r}", EXIT_USAGE) from None
+    if value.tzinfo is None:
+        raise CommandError(f"give a time zone (e.g. Z) in {text!r}", EXIT_USAGE)
+    return value
+
+
+def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> None:
+    from webhook_router.api import job_json
+    from webhook_router.jobs import Status
+
+    statuses = {s.value.lower(): s.value for s in Status}
+    if args.status and args.status.lower() not in statuses:
+        raise CommandError(f"status must be one of {', '.join(statuses)}", EXIT_USAGE)
+    f = JobFilter(
+        space=args.space,
+        kapp=args.kapp,
+        status=statuses[args.status.lower()] if args.status else None,
+        webhook=args.webhook,
+        parent_type=args.parent_type,
+        parent_key=args.parent_key,
+        start=_when(args.start),
+        end=_when(args.end),
+        limit=args.limit,
+    )
+    rows = _with_store(settings, lambda st: st.list_jobs(f))
+    if args.json:
+        _print_json({"webhookJobs": [job_json(r) for r in rows]})
+        return
+    _table(
+        [
+            [
+                str(r["id"]),
+                r["status"],
+                r["summary"],
+                r["run_id"],
+                r["webhook_name"],
+                f"{r['tree_group']} :: {r['tree_name']}",
+                r["scheduled_at"].isoformat(timespec="seconds"),
+            ]
+            for r in rows
+        ],
+        ["ID", "STATUS", "SUMMARY", "RUN", "WEBHOOK", "TREE", "SCHEDULED"],
+    )
+
+
+def _pretty(content: str | None) -> str:
+    if content is None:
+        return "(none)"
+    try:
+        return json.dumps(json.loads(content), indent=2, ensure_ascii=False)
+    except ValueError:
+        return content
+
+
+def cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> None:
+    from webhook_router.api import attempt_json, job_json
+
+    async def work(st: Store) -> tuple[Any, list[Any]]:
+        row = await st.get_job(args.id)
+        if row is None:
+            raise CommandError(f"no webhook job {args.id!r}")
+        return row, await st.job_attempts(args.id)
+
+    row, attempts = _with_store(settings, work)
+    job = job_json(row) | {"attemptHistory": [attempt_json(a) for a in attempts]}
+    if args.json:
+        _print_json({"webhookJob": job})
+        return
+    for key in (
+        "id",
+        "status",
+        "summary",
+        "runId",
+        "name",
+        "type",
+        "event",
+        "treeGroup",
+        "treeName",
+        "url",
+        "eventId",
+        "retryCount",
+        "attempts",
+        "scheduledAt",
+        "createdAt",
+        "updatedAt",
+        "completedAt",
+    ):
+        print(f"{key + ':':<13} {'' if job[key] is None else job[key]}")
+    print("\nrequest:\n" + _pretty(job["requestContent"]))
+    print("\nresponse:\n" + _pretty(job["responseContent"]))
+    for a in job["attemptHistory"]:
+        answer = a["responseStatus"] if a["responseStatus"] is not None else a["error"]
+        print(
+            f"\nattempt {a['replay']}.{a['attempt']} at {a['startedAt']}: {answer} "
+            f"in {a['durationMs']:.0f} ms"
+        )
+
+
+async def _with_topology(settings: Settings, work: Callable[[Store, Any], Awaitable[Any]]) -> Any:
+    from webhook_router.topology import Names, declare
+
+    st = await _open_store(settings)
+    try:
+        try:
+            connection = await broker.connect(settings.amqp_url, name="cli")
+        except broker.BrokerUnavailable as exc:
+            raise CommandError(str(exc), EXIT_UNAVAILABLE) from None
+        async with connection:
+            channel = await broker.channel(connection)
+            topology = await declare(
+                channel, Names(settings.namespace), parse_schedule(settings.retry_schedule)
+            )
+            return await work(st, topology)
+    finally:
+        await st.pool.close()
+
+
+def cmd_jobs_retry(args: argparse.Namespace, settings: Settings) -> None:
+    from webhook_router.replay import ReplayRefused, replay_job
+
+    async def work(st: Store, topology: Any) -> Any:
+        row = await st.get_job(args.id)
+        if row is None:
+            raise CommandError(f"no webhook job {args.id!r}")
+        try:
+            return await replay_job(st, topology, row, settings.engine_url)
+        except ReplayRefused as exc:
+            raise CommandError(f"the job cannot be retried: {exc}") from None
+
+    result = asyncio.run(_with_topology(settings, work))
+    print(f"job {result.job_id} {result.status} -> {result.url}")
+
+
+def cmd_jobs_replay(args: argparse.Namespace, settings: Settings) -> None:
+    from webhook_router.replay import replay_failed
+
+    async def work(st: Store, topology: Any) -> int:
+        return await replay_failed(
+            st,
+            topology,
+            settings.engine_url,
+            space=args.space,
+            kapp=args.kapp,
+            webhook=args.webhook,
+            start=_when(args.start),
+            end=_when(args.end),
+            dry_run=args.dry_run,
+        )
+
+    count = asyncio.run(_with_topology(settings, work))
+    print(f"{'would queue' if args.dry_run else 'queued'} {count} failed jobs")
+
+
+# the parser
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="webhook-router",
+        description="Platform events through RabbitMQ to webhook POSTs, every job recorded "
+        "in PostgreSQL. Settings come from WEBHOOK_ROUTER_* environment variables.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def role(name: str, help_text: str) -> argparse.ArgumentParser:
+        r = sub.add_parser(name, help=help_text, description=help_text)
+        r.add_argument(
+            "--health-port",
+            type=int,
+            default=0,
+            help="serve /healthz and /readyz on this port (default: off)",
+        )
+        return r
+
+    up = role("up", "Migrate, then run every role and the API in one process.")
+    up.add_argument(
+        "--demo",
+        action="store_true",
+        help="also run a local workflow engine, install demo webhooks and publish sample events",
+    )
+    up.set_defaults(func=cmd_up)
+    for name, text in (
+        ("router", "Run a router: events in, deliveries out."),
+        ("worker", "Run a delivery worker: POST deliveries, report outcomes."),
+        ("recorder", "Run a recorder: write outcomes to the job log."),
+        ("api", "Run the HTTP API (ingest, webhooks, webhook jobs)."),
+    ):
+        role(name, text).set_defaults(func=_role_command(name))
+
+    sub.add_parser(
+        "migrate",
+        help="Apply the database migrations (idempotent).",
+        description="Apply the database migrations (idempotent).",
+    ).set_defaults(func=cmd_migrate)
+
+    pub = sub.add_parser(
+        "publish",
+        help="Publish an event from a JSON file or stdin.",
+        description="Publish an event from a JSON file or stdin; prints its "
+        "id once the broker confirmed it.",
+    )
+    pub.add_argument("file", nargs="?", default="-", help="JSON file, or - for stdin (default)")
+    pub.set_defaults(func=cmd_publish)
+
+    def scoped(parser_: argparse.ArgumentParser, settings_default: str) -> None:
+        parser_.add_argument(
+            "--space",
+            default=settings_default,
+            help="space slug (default: WEBHOOK_ROUTER_DEFAULT_SPACE)",
+        )
+        parser_.add_argument("--kapp", default=None, help="kapp slug for kapp-level webhooks")
+
+    space_default = Settings().default_space
+    wh = sub.add_parser(
+        "webhooks",
+        help="Create, update, delete, list and show webhooks.",
+        description="Create, update, delete, list and show webhooks.",
+    )
+    whs = wh.add_subparsers(dest="action", required=True, metavar="ACTION")
+    w = whs.add_parser("list", help="List the webhooks of a space or kapp.")
+    scoped(w, space_default)
+    w.add_argument("--json", action="store_true", help="print JSON")
+    w.set_defaults(func=cmd_webhooks_list)
+    w = whs.add_parser("show", help="Show one webhook, with its signing secret.")
+    scoped(w, space_default)
+    w.add_argument("name")
+    w.set_defaults(func=cmd_webhooks_show)
+    w = whs.add_parser("create", help="Create a webhook.")
+    scoped(w, space_default)
+    w.add_argument("--name", required=True)
+    w.add_argument("--type", required=True, help="catalogue type, e.g. 'Submission'")
+    w.add_argument("--event", required=True, help="action, e.g. 'Submitted'")
+    w.add_argument("--url", required=True, help="URL template; a leading / goes to the engine")
+    w.add_argument("--filter", default=None, help="filter expression; empty means always")
+    w.add_argument("--auth-strategy", default=None, choices=["Signature"])
+    w.add_argument("--disabled", action="store_true", help="create it disabled")
+    w.set_defaults(func=cmd_webhooks_create)
+    w = whs.add_parser("update", help="Change some fields of a webhook.")
+    scoped(w, space_default)
+    w.add_argument("name")
+    w.add_argument("--new-name", default=None)
+    w.add_argument("--type", default=None)
+    w.add_argument("--event", default=None)
+    w.add_argument("--url", default=None)
+    w.add_argument("--filter", default=None)
+    w.add_argument("--auth-strategy", default=None, choices=["Signature"])
+    toggle = w.add_mutually_exclusive_group()
+    toggle.add_argument("--enable", action="store_true")
+    toggle.add_argument("--disable", action="store_true")
+    w.set_defaults(func=cmd_webhooks_update)
+    w = whs.add_parser("delete", help="Delete a webhook.")
+    scoped(w, space_default)
+    w.add_argument("name")
+    w.set_defaults(func=cmd_webhooks_delete)
+    w = whs.add_parser(
+        "install-defaults",
+        help="Create the platform's standard webhooks (idempotent).",
+        description="Create the platform's standard webhooks: one per "
+        "space-level catalogue entry, or with --kapp one per kapp-level entry; "
+        "each POSTs to the run-tree path of its tree. Running it twice changes "
+        "nothing.",
+    )
+    scoped(w, space_default)
+    w.set_defaults(func=cmd_webhooks_install_defaults)
+
+    jb = sub.add_parser(
+        "jobs",
+        help="List, show, retry and replay webhook jobs.",
+        description="List, show, retry and replay webhook jobs.",
+    )
+    jbs = jb.add_subparsers(dest="action", required=True, metavar="ACTION")
+    j = jbs.add_parser("list", help="List jobs, newest first.")
+    scoped(j, space_default)
+    j.add_argument("--status", help="Queued, In Progress, Complete, Failed or Cancelled")
+    j.add_argument("--webhook", help="webhook name")
+    j.add_argument("--parent-type", help="event type of the parent, e.g. Submission")
+    j.add_argument("--parent-key", help="submission id, form slug, username...")
+    j.add_argument("--start", help="scheduled at or after (ISO 8601 with zone)")
+    j.add_argument("--end", help="scheduled before (ISO 8601 with zone)")
+    j.add_argument("--limit", type=int, default=25)
+    j.add_argument("--json", action="store_true", help="print JSON")
+    j.set_defaults(func=cmd_jobs_list)
+    j = jbs.add_parser("show", help="Show a job with its request, response and attempts.")
+    j.add_argument("id")
+    j.add_argument("--json", action="store_true", help="print JSON")
+    j.set_defaults(func=cmd_jobs_show)
+    j = jbs.add_parser(
+        "retry", help="Send a Failed job again through its webhook's current definition."
+    )
+    j.add_argument("id")
+    j.set_defaults(func=cmd_jobs_retry)
+    j = jbs.add_parser("replay", help="Retry every Failed job of a webhook in a time window.")
+    scoped(j, space_default)
+    j.add_argument("--webhook", required=True, help="webhook name")
+    j.add_argument("--start", help="scheduled at or after (ISO 8601 with zone)")
+    j.add_argument("--end", help="scheduled before (ISO 8601 with zone)")
+    j.add_argument("--dry-run", action="store_true", help="only count what would be queued")
+    j.set_defaults(func=cmd_jobs_replay)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    settings = Settings()
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        args.func(args, settings)
+    except CommandError as exc:
+        print(f"webhook-router: {exc}", file=sys.stderr)
+        sys.exit(exc.code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Webhook jobs: identity, statuses and the messages that move them along.
+
+A job is one event sent to one webhook. Its id is derived from the event id and the webhook
+id, so an event delivered twice never makes a second job. Every change of a job travels as
+an `Outcome` to the recorder; outcomes are ordered by `(replay, attempt, rank)` so a late or
+repeated one never moves a job back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+JOB_NAMESPACE = uuid.UUID("5b0c7c62-4f0e-4a43-9d1e-6f1f3e0b7a10")
+
+
+class Status(StrEnum):
+    QUEUED = "Queued"
+    IN_PROGRESS = "In Progress"
+    COMPLETE = "Complete"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+RANK = {
+    Status.QUEUED: 0,
+    Status.IN_PROGRESS: 1,
+    Status.COMPLETE: 2,
+    Status.FAILED: 2,
+    Status.CANCELLED: 2,
+}
+
+
+def job_id(event_id: str, webhook_id: str) -> str:
+    return str(uuid.uuid5(JOB_NAMESPACE, f"{event_id}\n{webhook_id}"))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One POST to make: everything the worker needs, and the job it belongs to."""
+
+    job_id: str
+    event_id: str
+    event_at: str
+    webhook_id: str
+    webhook_name: str
+    space: str
+    scope_type: str
+    scope_id: str
+    type: str
+    action: str
+    parent_type: str
+    parent_id: str | None
+    tree_group: str
+    tree_name: str
+    url: str
+    body: str
+    auth_strategy: str | None = None
+    to_engine: bool = False
+    """Sent to the workflow engine (a relative URL): never signed, always allowed."""
+    attempt: int = 1
+    replay: int = 0
+    created_at: str = ""
+
+    def encode(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Delivery:
+        data = orjson.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("a delivery must be a JSON object")
+        return cls(**data)
+
+    def next_attempt(self) -> Delivery:
+        return replace(self, attempt=self.attempt + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What one HTTP attempt gave."""
+
+    number: int
+    started_at: str
+    duration_ms: float
+    response_status: int | None
+    response_content: str | None
+    error: str | None
+    request_headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A job's new state, for the recorder. Carries the job's fields so that it can be
+    recorded whichever outcome of a job arrives first."""
+
+    delivery: Delivery
+    status: str
+    summary: str | None = None
+    retry_count: int = 0
+    scheduled_at: str | None = None
+    run_id: str | None = None
+    response_status: int | None = None
+    response_content: str | None = None
+    attempt: Attempt | None = None
+    disable_webhook: str | None = None
+
+    @property
+    def version(self) -> tuple[int, int, int]:
+        number = self.attempt.number if self.attempt else 0
+        if self.status == Status.FAILED and self.attempt is None:
+            number = self.delivery.attempt
+        return (self.delivery.replay, number, RANK[Status(self.status)])
+
+    def encode(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Outcome:
+        data: dict[str, Any] = orjson.loads(raw)
+        data["delivery"] = Delivery(**data["delivery"])
+        if data.get("attempt") is not None:
+            data["attempt"] = Attempt(**data["attempt"])
+        return cls(**data)

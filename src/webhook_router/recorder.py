@@ -1,0 +1,178 @@
+"""Recorder role: outcomes in, batched idempotent writes to the job log.
+
+Outcomes are acknowledged only after their batch committed. While PostgreSQL is away the
+recorder keeps its batch, stops acknowledging (so the broker stops sending) and writes
+when the database is back; nothing is requeued, so nothing counts against the delivery
+limit. An outcome the database refuses on its own is dead-lettered, not retried forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+import structlog
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from webhook_router import broker
+from webhook_router.jobs import Outcome
+from webhook_router.service import dead_letter
+from webhook_router.settings import Settings, parse_schedule
+from webhook_router.store import Store, make_partitions
+from webhook_router.topology import Names, Topology, declare
+
+log = structlog.get_logger(__name__)
+
+UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    TimeoutError,
+)
+PARTITION_EVERY = 3600.0
+
+
+class Recorder:
+    name = "recorder"
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.names = Names(settings.namespace)
+        self.connection: AbstractRobustConnection | None = None
+        self.topology: Topology | None = None
+        self._consumer_tag: str | None = None
+        self._buffer: list[tuple[Outcome, AbstractIncomingMessage]] = []
+        self._arrived = asyncio.Event()
+        self._stopping = False
+        self._flusher: asyncio.Task[None] | None = None
+        self._partitioner: asyncio.Task[None] | None = None
+        self.database_ok = True
+
+    async def start(self) -> None:
+        s = self.settings
+        self.connection = await broker.connect(s.amqp_url, name="recorder")
+        channel = await broker.channel(self.connection, prefetch=s.recorder_batch_size * 2)
+        self.topology = await declare(channel, self.names, parse_schedule(s.retry_schedule))
+        self._flusher = asyncio.create_task(self._flush_loop(), name="recorder-flush")
+        self._partitioner = asyncio.create_task(self._partition_loop(), name="partitions")
+        self._consumer_tag = await self.topology.record.consume(self.on_outcome)
+        log.info("recorder started", queue=self.names.record)
+
+    def ready(self) -> bool:
+        return self.connection is not None and not self.connection.is_closed
+
+    async def stop(self, deadline: float) -> None:
+        if self.topology is not None and self._consumer_tag is not None:
+            await self.topology.record.cancel(self._consumer_tag)
+        self._stopping = True
+        self._arrived.set()
+        if self._flusher is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._flusher), deadline)
+            self._flusher.cancel()
+        if self._partitioner is not None:
+            self._partitioner.cancel()
+        if self.connection is not None:
+            await self.connection.close()
+
+    async def on_outcome(self, message: AbstractIncomingMessage) -> None:
+        assert self.topology is not None
+        try:
+            outcome = Outcome.decode(message.body)
+        except (ValueError, TypeError, KeyError) as exc:
+            await dead_letter(
+                self.topology.dead, message, role=self.name, reason=f"bad outcome: {exc!r}"
+            )
+            await message.ack()
+            return
+        self._buffer.append((outcome, message))
+        self._arrived.set()
+
+    async def _flush_loop(self) -> None:
+        size = self.settings.recorder_batch_size
+        while not (self._stopping and not self._buffer):
+            await self._arrived.wait()
+            if len(self._buffer) < size and not self._stopping:
+                await asyncio.sleep(self.settings.recorder_batch_wait)
+            batch, self._buffer[:] = self._buffer[:size], self._buffer[size:]
+            if not self._buffer:
+                self._arrived.clear()
+            if batch:
+                await self._write(batch)
+
+    async def _write(self, batch: list[tuple[Outcome, AbstractIncomingMessage]]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.store.record([o for o, _ in batch])
+                break
+            except UNAVAILABLE as exc:
+                if self.database_ok:
+                    log.warning("database unavailable, holding outcomes", error=repr(exc))
+                self.database_ok = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except asyncpg.PostgresError as exc:
+                if len(batch) == 1:
+                    await self._refused(batch[0][1], exc)
+                    return
+                for item in batch:
+                    await self._write([item])
+                return
+        if not self.database_ok:
+            log.info("database back, outcomes written")
+            self.database_ok = True
+        await self._apply_side_effects([o for o, _ in batch])
+        await _ack_all([m for _, m in batch])
+        log.debug("outcomes recorded", count=len(batch))
+
+    async def _apply_side_effects(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            if outcome.disable_webhook:
+                disabled = await self.store.disable_webhook(
+                    outcome.delivery.webhook_id, outcome.disable_webhook
+                )
+                if disabled:
+                    log.warning(
+                        "webhook disabled",
+                        webhook=outcome.delivery.webhook_name,
+                        job_id=outcome.delivery.job_id,
+                        event_id=outcome.delivery.event_id,
+                        reason=outcome.disable_webhook,
+                    )
+
+    async def _refused(self, message: AbstractIncomingMessage, exc: Exception) -> None:
+        assert self.topology is not None
+        await dead_letter(
+            self.topology.dead, message, role=self.name, reason=f"database refused: {exc!r}"
+        )
+        await message.ack()
+
+    async def _partition_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PARTITION_EVERY)
+            try:
+                await make_partitions(self.store.pool)
+            except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
+                log.warning("partitions not made", error=repr(exc))
+
+
+async def _ack_all(messages: list[AbstractIncomingMessage]) -> None:
+    """Acknowledge a batch: one multiple-ack per channel for the highest delivery tag."""
+    highest: dict[int, AbstractIncomingMessage] = {}
+    for m in messages:
+        key = id(m.channel)
+        if key not in highest or (m.delivery_tag or 0) > (highest[key].delivery_tag or 0):
+            highest[key] = m
+    for m in highest.values():
+        try:
+            await m.ack(multiple=True)
+        except Exception as exc:  # the channel died: the broker redelivers, writes are idempotent
+            log.debug("ack lost with its channel", error=repr(exc))

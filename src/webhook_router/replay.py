@@ -1,0 +1,108 @@
+"""Sending a job's event again, as an admin does after fixing a webhook.
+
+The job's recorded event goes through the webhook's *current* definition: its current URL
+(rendered again) and authentication. The filter is not asked again: the admin asked for
+this job. The replay counter moves on, so the new attempts never collide with the old ones
+and a late outcome of the old run cannot overwrite the new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from webhook_router import broker
+from webhook_router.events import EventInvalid, parse_event
+from webhook_router.jobs import Status
+from webhook_router.router import plan
+from webhook_router.store import JobFilter, Store
+from webhook_router.topology import DELIVER_KEY, RECORD_KEY, Topology
+from webhook_router.webhooks import Match, match_one
+
+
+class ReplayRefused(ValueError):
+    """The job cannot be sent again; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    job_id: str
+    status: str
+    url: str | None
+
+
+async def replay_job(
+    store: Store, topology: Topology, job: asyncpg.Record, engine_url: str
+) -> ReplayResult:
+    if job["status"] not in (Status.FAILED, Status.CANCELLED):
+        raise ReplayRefused(
+            f"only Failed or Cancelled jobs are retried; this one is {job['status']}"
+        )
+    webhook = await store.get_webhook_by_id(str(job["webhook_id"]))
+    if webhook is None:
+        raise ReplayRefused("its webhook was deleted")
+    if job["request_content"] is None:
+        raise ReplayRefused("its event was not recorded")
+    try:
+        event = parse_event(job["request_content"], fill=False)
+    except EventInvalid as exc:
+        raise ReplayRefused(f"its recorded event is no longer valid: {exc}") from None
+    match = match_one(webhook, event.body, engine_url, check_filter=False) or Match(webhook, None)
+    deliveries, outcomes = plan(event, [match], replay=job["replay"] + 1)
+    publishes: list[Any] = [
+        broker.publish(topology.deliveries, d.encode(), DELIVER_KEY, message_id=d.job_id)
+        for d in deliveries
+    ] + [
+        broker.publish(topology.results, o.encode(), RECORD_KEY, message_id=o.delivery.job_id)
+        for o in outcomes
+    ]
+    await asyncio.gather(*publishes)
+    outcome = outcomes[0]
+    return ReplayResult(outcome.delivery.job_id, outcome.status, match.url)
+
+
+async def replay_failed(
+    store: Store,
+    topology: Topology,
+    engine_url: str,
+    *,
+    space: str,
+    kapp: str | None,
+    webhook: str,
+    start: datetime | None,
+    end: datetime | None,
+    dry_run: bool = False,
+) -> int:
+    """Retry every Failed job of a webhook in a window; returns how many were queued."""
+    queued = 0
+    after = None
+    while True:
+        page = await store.list_jobs(
+            JobFilter(
+                space=space,
+                kapp=kapp,
+                kapp_only=kapp is None,
+                status=Status.FAILED,
+                webhook=webhook,
+                start=start,
+                end=end,
+                limit=500,
+                after=after,
+            )
+        )
+        for job in page:
+            if dry_run:
+                queued += 1
+                continue
+            try:
+                await replay_job(store, topology, job, engine_url)
+            except ReplayRefused:
+                continue
+            queued += 1
+        if len(page) < 500:
+            return queued
+        after = (page[-1]["scheduled_at"], str(page[-1]["id"]))

@@ -1,0 +1,163 @@
+"""Router role: events in, one delivery per matching webhook out, each job recorded Queued.
+
+The event is acknowledged only after every delivery and every Queued record it caused was
+confirmed by the broker, so a router that dies mid-event loses nothing; the event comes
+back and, job ids being derived from event and webhook, makes no second job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from webhook_router import broker
+from webhook_router.cache import WebhookCache
+from webhook_router.events import Event, EventInvalid, parse_event
+from webhook_router.jobs import Delivery, Outcome, Status, job_id, utcnow
+from webhook_router.service import InFlight, dead_letter
+from webhook_router.settings import Settings, parse_schedule
+from webhook_router.store import Store
+from webhook_router.topology import DELIVER_KEY, RECORD_KEY, Names, Topology, declare
+from webhook_router.trees import tree_of
+from webhook_router.webhooks import Match
+
+log = structlog.get_logger(__name__)
+
+_PARENT_KEYS = {
+    "Space": ("space", "slug"),
+    "User": ("user", "username"),
+    "Team": ("team", "slug"),
+    "Datastore Form": ("form", "slug"),
+    "Form": ("form", "slug"),
+    "Datastore Submission": ("submission", "id"),
+    "Submission": ("submission", "id"),
+}
+
+
+def parent_of(event: Event) -> str | None:
+    """The key of what the event is about: submission id, form slug, username..."""
+    entity, key = _PARENT_KEYS[event.type]
+    value = event.body.get(entity, {}).get(key)
+    if value is None and event.type == "Team":
+        value = event.body.get("team", {}).get("name")
+    return None if value is None else str(value)
+
+
+def plan(
+    event: Event, matches: Sequence[Match], *, replay: int = 0
+) -> tuple[list[Delivery], list[Outcome]]:
+    """The deliveries to publish and the outcomes to record for the event's matches."""
+    tree = tree_of(event.type, event.action, event.body)
+    body = event.encode().decode()
+    created = utcnow().isoformat()
+    parent = parent_of(event)
+    deliveries: list[Delivery] = []
+    outcomes: list[Outcome] = []
+    for match in matches:
+        w = match.webhook
+        delivery = Delivery(
+            job_id=job_id(event.id, w.id),
+            event_id=event.id,
+            event_at=event.timestamp.isoformat(),
+            webhook_id=w.id,
+            webhook_name=w.name,
+            space=w.space,
+            scope_type=w.scope_type,
+            scope_id=w.scope_id,
+            type=event.type,
+            action=event.action,
+            parent_type=event.type,
+            parent_id=parent,
+            tree_group=tree.group,
+            tree_name=tree.name,
+            url=match.url or "",
+            body=body,
+            auth_strategy=w.auth_strategy,
+            to_engine=match.to_engine,
+            replay=replay,
+            created_at=created,
+        )
+        if match.error is not None:
+            outcomes.append(Outcome(delivery, Status.FAILED, summary=match.error))
+        else:
+            deliveries.append(delivery)
+            outcomes.append(Outcome(delivery, Status.QUEUED))
+    return deliveries, outcomes
+
+
+class Router:
+    name = "router"
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.names = Names(settings.namespace)
+        self.cache = WebhookCache(store, settings.database_url, settings.webhook_refresh)
+        self.inflight = InFlight()
+        self.connection: AbstractRobustConnection | None = None
+        self.topology: Topology | None = None
+        self._consumer_tag: str | None = None
+
+    async def start(self) -> None:
+        await self.cache.start()
+        self.connection = await broker.connect(self.settings.amqp_url, name="router")
+        channel = await broker.channel(self.connection, prefetch=self.settings.router_prefetch)
+        self.topology = await declare(
+            channel, self.names, parse_schedule(self.settings.retry_schedule)
+        )
+        self._consumer_tag = await self.topology.router.consume(self.on_event)
+        log.info("router started", queue=self.names.router)
+
+    def ready(self) -> bool:
+        return self.connection is not None and not self.connection.is_closed
+
+    async def stop(self, deadline: float) -> None:
+        if self.topology is not None and self._consumer_tag is not None:
+            await self.topology.router.cancel(self._consumer_tag)
+        await self.inflight.wait_idle(deadline)
+        await self.cache.stop()
+        if self.connection is not None:
+            await self.connection.close()
+
+    async def on_event(self, message: AbstractIncomingMessage) -> None:
+        assert self.topology is not None
+        topology = self.topology
+        with self.inflight.hold():
+            try:
+                event = parse_event(message.body)
+            except EventInvalid as exc:
+                await dead_letter(topology.dead, message, role=self.name, reason=str(exc))
+                await message.ack()
+                return
+            await self.route(event)
+            await message.ack()
+
+    async def route(self, event: Event, *, replay: int = 0) -> int:
+        """Publish the event's deliveries and Queued records; returns how many jobs."""
+        assert self.topology is not None
+        matches = self.cache.index.match(event, self.settings.engine_url)
+        deliveries, outcomes = plan(event, matches, replay=replay)
+        publishes = [
+            broker.publish(self.topology.deliveries, d.encode(), DELIVER_KEY, message_id=d.job_id)
+            for d in deliveries
+        ] + [
+            broker.publish(
+                self.topology.results, o.encode(), RECORD_KEY, message_id=o.delivery.job_id
+            )
+            for o in outcomes
+        ]
+        await asyncio.gather(*publishes)
+        for o in outcomes:
+            log.info(
+                "job queued" if o.status == Status.QUEUED else "job failed",
+                event_id=event.id,
+                job_id=o.delivery.job_id,
+                webhook=o.delivery.webhook_name,
+                url=o.delivery.url,
+                summary=o.summary,
+            )
+        if not outcomes:
+            log.debug("no webhook matched", event_id=event.id, type=event.type, action=event.action)
+        return len(outcomes)

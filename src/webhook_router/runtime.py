@@ -1,0 +1,81 @@
+"""Running roles: one or several in a process, until SIGTERM or SIGINT, then draining."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Sequence
+
+import structlog
+from aiohttp import web
+
+from webhook_router.service import Role
+
+log = structlog.get_logger(__name__)
+
+
+def health_app(roles: Sequence[Role]) -> web.Application:
+    """`/healthz` (alive) and `/readyz` (every role connected) for a role process."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        state = {role.name: role.ready() for role in roles}
+        ready = all(state.values())
+        return web.json_response(
+            {"status": "ready" if ready else "unavailable", "roles": state},
+            status=200 if ready else 503,
+        )
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+def _on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def run_until_signal() -> None:
+    """Wait for SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    _on_signals(asyncio.get_running_loop(), stop)
+    await stop.wait()
+
+
+async def run_roles(
+    roles: Sequence[Role], *, drain: float, stop: asyncio.Event | None = None
+) -> None:
+    """Start every role, wait for a stop signal, then stop them in reverse order."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    _on_signals(loop, stop)
+    started: list[Role] = []
+    try:
+        for role in roles:
+            await role.start()
+            started.append(role)
+        await stop.wait()
+        log.info("stopping", roles=[r.name for r in started], drain_seconds=drain)
+    finally:
+        for role in reversed(started):
+            try:
+                await role.stop(drain)
+            except Exception as exc:  # keep stopping the others
+                log.warning("role did not stop cleanly", role=role.name, error=repr(exc))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    log.info("stopped")

@@ -1,0 +1,128 @@
+"""Settings from the environment, prefix `WEBHOOK_ROUTER_`; the README's table lists each."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from webhook_router.durations import parse_duration, parse_schedule
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WEBHOOK_ROUTER_", extra="ignore")
+
+    amqp_url: Annotated[list[str], NoDecode] = Field(
+        default=["amqp://guest:guest@127.0.0.1:5672/"],
+        description="RabbitMQ URL, or several comma-separated (nodes of one cluster).",
+    )
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/webhook_router",
+        description="PostgreSQL URL of the webhooks and the job log.",
+    )
+    namespace: str = Field(
+        default="webhook_router", description="Prefix of every exchange and queue."
+    )
+    engine_url: str = Field(
+        default="http://127.0.0.1:8081",
+        description="Base URL of the workflow engine, for webhook URLs starting with `/`.",
+    )
+    tree_source: str = Field(
+        default="Kinetic Request CE", description="Source part of run-tree paths."
+    )
+    api_host: str = Field(default="127.0.0.1", description="Address the API listens on.")
+    api_port: int = Field(default=8080, description="Port the API listens on.")
+    api_token: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Bearer tokens the API accepts, comma-separated; `up` makes one if empty.",
+    )
+    default_space: str = Field(
+        default="default", description="Space of the API's short paths and of CLI commands."
+    )
+    log_format: str = Field(
+        default="auto", description="`json`, `console`, or `auto` (console on a terminal)."
+    )
+    log_level: str = Field(default="info", description="Lowest level logged.")
+    allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Networks webhooks may reach although private or loopback "
+        "(comma-separated CIDRs); the engine's host is always allowed.",
+    )
+    signature_grace: float = Field(
+        default=86400.0,
+        description="Seconds a rotated-out signing secret keeps signing beside the new one.",
+    )
+    connect_timeout: float = Field(
+        default=5.0, description="Seconds to connect to a webhook's host."
+    )
+    request_timeout: float = Field(
+        default=30.0, description="Seconds for a whole webhook POST, answer included."
+    )
+    response_limit: int = Field(
+        default=65536, description="Bytes of a webhook's answer read and stored."
+    )
+    worker_concurrency: int = Field(
+        default=64, description="Deliveries one worker process POSTs at once."
+    )
+    endpoint_concurrency: int = Field(
+        default=16,
+        description="POSTs one worker makes at once to one endpoint (scheme, host, port); "
+        "more wait in a retry queue without spending an attempt.",
+    )
+    circuit_threshold: int = Field(
+        default=5,
+        description="Failures in a row (no answer or 5xx) that open an endpoint's circuit.",
+    )
+    circuit_cooldown: float = Field(
+        default=30.0, description="Seconds an open circuit defers deliveries before a trial."
+    )
+    router_prefetch: int = Field(default=64, description="Events one router handles at once.")
+    recorder_batch_size: int = Field(
+        default=500, description="Most outcomes the recorder writes in one transaction."
+    )
+    recorder_batch_wait: float = Field(
+        default=0.05, description="Seconds the recorder waits to fill a batch."
+    )
+    webhook_refresh: float = Field(
+        default=5.0,
+        description="Seconds between the router's checks for changed webhooks "
+        "(changes are also pushed at once by PostgreSQL notifications).",
+    )
+    retry_schedule: str = Field(
+        default="5s,30s,2m,10m,30m,1h,3h,6h,12h,24h",
+        description="Waits before each retry of a failed delivery; its length is the "
+        "number of retries.",
+    )
+    drain_timeout: float = Field(
+        default=25.0, description="Seconds a role has on SIGTERM to finish what it holds."
+    )
+
+    @field_validator("amqp_url", "api_token", "allowed_networks", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
+
+    @field_validator("engine_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+
+__all__ = ["Settings", "parse_duration", "parse_schedule"]

@@ -1,0 +1,91 @@
+-- Every query the project runs, by name. store.py is the only reader.
+
+-- name: webhook_revision
+SELECT revision FROM webhook_revision;
+
+-- name: all_webhooks
+SELECT * FROM webhooks ORDER BY space, kapp NULLS FIRST, name;
+
+-- name: scope_webhooks
+SELECT * FROM webhooks
+WHERE space = $1 AND kapp IS NOT DISTINCT FROM $2
+ORDER BY name;
+
+-- name: get_webhook
+SELECT * FROM webhooks WHERE space = $1 AND kapp IS NOT DISTINCT FROM $2 AND name = $3;
+
+-- name: get_webhook_by_id
+SELECT * FROM webhooks WHERE id = $1;
+
+-- name: insert_webhook
+INSERT INTO webhooks (id, space, kapp, name, type, event, filter, url, auth_strategy,
+                      enabled, secret)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT DO NOTHING
+RETURNING *;
+
+-- name: update_webhook
+UPDATE webhooks SET name = $2, type = $3, event = $4, filter = $5, url = $6,
+                    auth_strategy = $7, enabled = $8,
+                    disabled_reason = CASE WHEN $8 THEN NULL ELSE disabled_reason END,
+                    updated_at = now()
+WHERE id = $1
+RETURNING *;
+
+-- name: rotate_webhook_secret
+UPDATE webhooks SET previous_secret = secret, previous_secret_until = now() + $3::interval,
+                    secret = $2, updated_at = now()
+WHERE id = $1
+RETURNING *;
+
+-- name: disable_webhook
+UPDATE webhooks SET enabled = false, disabled_reason = $2, updated_at = now()
+WHERE id = $1 AND enabled;
+
+-- name: delete_webhook
+DELETE FROM webhooks WHERE id = $1;
+
+-- name: record_job
+INSERT INTO webhook_jobs AS j (
+    id, event_at, event_id, webhook_id, webhook_name, space, scope_type, scope_id, type, event,
+    parent_type, parent_id, tree_group, tree_name, url, request_content, response_status,
+    response_content, summary, run_id, status, retry_count, attempts, replay, version_attempt,
+    version_rank, duration_ms, scheduled_at, created_at, updated_at, completed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+        $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)
+ON CONFLICT (id, event_at) DO UPDATE SET
+    webhook_name = EXCLUDED.webhook_name,
+    url = EXCLUDED.url,
+    request_content = coalesce(EXCLUDED.request_content, j.request_content),
+    response_status = EXCLUDED.response_status,
+    response_content = EXCLUDED.response_content,
+    summary = EXCLUDED.summary,
+    run_id = EXCLUDED.run_id,
+    status = EXCLUDED.status,
+    retry_count = EXCLUDED.retry_count,
+    attempts = EXCLUDED.attempts,
+    replay = EXCLUDED.replay,
+    version_attempt = EXCLUDED.version_attempt,
+    version_rank = EXCLUDED.version_rank,
+    duration_ms = EXCLUDED.duration_ms,
+    scheduled_at = EXCLUDED.scheduled_at,
+    updated_at = EXCLUDED.updated_at,
+    completed_at = EXCLUDED.completed_at
+WHERE (EXCLUDED.replay, EXCLUDED.version_attempt, EXCLUDED.version_rank)
+    > (j.replay, j.version_attempt, j.version_rank);
+
+-- name: record_attempt
+INSERT INTO webhook_job_attempts (
+    job_id, event_at, replay, attempt, webhook_id, url, started_at, duration_ms,
+    response_status, response_content, error, request_headers)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT DO NOTHING;
+
+-- name: get_job
+SELECT * FROM webhook_jobs WHERE id = $1;
+
+-- name: job_attempts
+SELECT * FROM webhook_job_attempts WHERE job_id = $1 ORDER BY replay, attempt;
+
+-- name: make_partitions
+SELECT webhook_router_make_partitions($1::date, $2::integer);

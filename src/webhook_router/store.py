@@ -1,0 +1,329 @@
+"""PostgreSQL: migrations, webhooks and the job log. The only module that speaks SQL.
+
+Static queries live by name in sql/queries.sql; the job list, whose filters vary, is put
+together here from fixed fragments, never from user text.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from importlib import resources
+from typing import Any
+
+import asyncpg
+import orjson
+
+from webhook_router.jobs import RANK, Outcome, Status
+from webhook_router.signing import generate_secret
+from webhook_router.webhooks import Webhook
+
+_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+MIGRATION_LOCK = 0x7765_6268_6F6F_6B  # advisory lock key: one migrator at a time
+
+
+def _load_queries() -> dict[str, str]:
+    text = resources.files("webhook_router.sql").joinpath("queries.sql").read_text()
+    parts = _NAME.split(text)
+    return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts), 2)}
+
+
+Q = _load_queries()
+
+
+def _ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def webhook_of(row: asyncpg.Record) -> Webhook:
+    return Webhook(
+        id=str(row["id"]),
+        space=row["space"],
+        kapp=row["kapp"],
+        name=row["name"],
+        type=row["type"],
+        event=row["event"],
+        filter=row["filter"],
+        url=row["url"],
+        auth_strategy=row["auth_strategy"],
+        enabled=row["enabled"],
+        secret=row["secret"],
+        previous_secret=row["previous_secret"],
+        previous_secret_until=row["previous_secret_until"],
+        disabled_reason=row["disabled_reason"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    space: str
+    kapp: str | None = None
+    """None: every job of the space; a slug: jobs of that kapp's webhooks."""
+    kapp_only: bool = False
+    status: str | None = None
+    webhook: str | None = None
+    parent_type: str | None = None
+    parent_key: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    limit: int = 25
+    after: tuple[datetime, str] | None = None
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+
+
+async def connect(database_url: str, *, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        database_url, min_size=min_size, max_size=max_size, init=_init_connection
+    )
+    assert pool is not None
+    return pool
+
+
+async def migrate(pool: asyncpg.Pool) -> list[str]:
+    """Apply the migrations not yet applied, in order; returns what it applied."""
+    folder = resources.files("webhook_router.sql").joinpath("migrations")
+    files = sorted((f.name, f.read_text()) for f in folder.iterdir() if f.name.endswith(".sql"))
+    applied: list[str] = []
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for name, sql in files:
+            version = name.removesuffix(".sql")
+            if version in done:
+                continue
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+            applied.append(version)
+    await make_partitions(pool)
+    return applied
+
+
+async def make_partitions(pool: asyncpg.Pool, months_ahead: int = 3) -> None:
+    """Monthly partitions from last month to `months_ahead` months ahead."""
+    today = datetime.now(UTC).date()
+    first = date(today.year - (today.month == 1), (today.month - 2) % 12 + 1, 1)
+    await pool.execute(Q["make_partitions"], first, months_ahead + 2)
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    # webhooks
+
+    async def webhook_revision(self) -> int:
+        value = await self.pool.fetchval(Q["webhook_revision"])
+        return int(value)
+
+    async def all_webhooks(self) -> list[Webhook]:
+        return [webhook_of(r) for r in await self.pool.fetch(Q["all_webhooks"])]
+
+    async def scope_webhooks(self, space: str, kapp: str | None) -> list[Webhook]:
+        return [webhook_of(r) for r in await self.pool.fetch(Q["scope_webhooks"], space, kapp)]
+
+    async def get_webhook(self, space: str, kapp: str | None, name: str) -> Webhook | None:
+        row = await self.pool.fetchrow(Q["get_webhook"], space, kapp, name)
+        return webhook_of(row) if row else None
+
+    async def get_webhook_by_id(self, webhook_id: str) -> Webhook | None:
+        row = await self.pool.fetchrow(Q["get_webhook_by_id"], uuid.UUID(webhook_id))
+        return webhook_of(row) if row else None
+
+    async def insert_webhook(
+        self,
+        *,
+        space: str,
+        kapp: str | None,
+        name: str,
+        type: str,
+        event: str,
+        filter: str | None,
+        url: str,
+        auth_strategy: str | None,
+        enabled: bool = True,
+    ) -> Webhook | None:
+        """The new webhook, or None when its name is taken in its scope."""
+        row = await self.pool.fetchrow(
+            Q["insert_webhook"],
+            uuid.uuid4(),
+            space,
+            kapp,
+            name,
+            type,
+            event,
+            filter,
+            url,
+            auth_strategy,
+            enabled,
+            generate_secret(),
+        )
+        return webhook_of(row) if row else None
+
+    async def update_webhook(self, webhook: Webhook) -> Webhook | None:
+        """Saves name, type, event, filter, url, auth strategy and enabled; None on a
+        name taken in the scope."""
+        try:
+            row = await self.pool.fetchrow(
+                Q["update_webhook"],
+                uuid.UUID(webhook.id),
+                webhook.name,
+                webhook.type,
+                webhook.event,
+                webhook.filter,
+                webhook.url,
+                webhook.auth_strategy,
+                webhook.enabled,
+            )
+        except asyncpg.UniqueViolationError:
+            return None
+        return webhook_of(row) if row else None
+
+    async def rotate_secret(self, webhook_id: str, grace_seconds: float) -> Webhook | None:
+        row = await self.pool.fetchrow(
+            Q["rotate_webhook_secret"],
+            uuid.UUID(webhook_id),
+            generate_secret(),
+            f"{grace_seconds} seconds",
+        )
+        return webhook_of(row) if row else None
+
+    async def disable_webhook(self, webhook_id: str, reason: str) -> bool:
+        result = await self.pool.execute(Q["disable_webhook"], uuid.UUID(webhook_id), reason)
+        return bool(result.endswith(" 1"))
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await self.pool.execute(Q["delete_webhook"], uuid.UUID(webhook_id))
+
+    # the job log
+
+    async def record(self, outcomes: Sequence[Outcome]) -> None:
+        """Write a batch of outcomes in one transaction; replays change nothing."""
+        now = datetime.now(UTC)
+        jobs = []
+        attempts = []
+        for o in sorted(outcomes, key=lambda o: (o.delivery.job_id, o.version)):
+            d = o.delivery
+            event_at = datetime.fromisoformat(d.event_at)
+            number, rank = o.version[1], RANK[Status(o.status)]
+            completed = now if o.status in (Status.COMPLETE, Status.FAILED) else None
+            duration = o.attempt.duration_ms if o.attempt else None
+            jobs.append(
+                (
+                    uuid.UUID(d.job_id),
+                    event_at,
+                    d.event_id,
+                    uuid.UUID(d.webhook_id),
+                    d.webhook_name,
+                    d.space,
+                    d.scope_type,
+                    d.scope_id,
+                    d.type,
+                    d.action,
+                    d.parent_type,
+                    d.parent_id,
+                    d.tree_group,
+                    d.tree_name,
+                    d.url,
+                    d.body if d.body else None,
+                    o.response_status,
+                    o.response_content,
+                    o.summary,
+                    o.run_id,
+                    o.status,
+                    o.retry_count,
+                    number,
+                    d.replay,
+                    number,
+                    rank,
+                    duration,
+                    _ts(o.scheduled_at) or _ts(d.created_at) or now,
+                    _ts(d.created_at) or now,
+                    now,
+                    completed,
+                )
+            )
+            if o.attempt is not None:
+                a = o.attempt
+                attempts.append(
+                    (
+                        uuid.UUID(d.job_id),
+                        event_at,
+                        d.replay,
+                        a.number,
+                        uuid.UUID(d.webhook_id),
+                        d.url,
+                        datetime.fromisoformat(a.started_at),
+                        a.duration_ms,
+                        a.response_status,
+                        a.response_content,
+                        a.error,
+                        a.request_headers,
+                    )
+                )
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.executemany(Q["record_job"], jobs)
+            if attempts:
+                await conn.executemany(Q["record_attempt"], attempts)
+
+    async def get_job(self, job_id: str) -> asyncpg.Record | None:
+        try:
+            key = uuid.UUID(job_id)
+        except ValueError:
+            return None
+        return await self.pool.fetchrow(Q["get_job"], key)
+
+    async def job_attempts(self, job_id: str) -> list[asyncpg.Record]:
+        return list(await self.pool.fetch(Q["job_attempts"], uuid.UUID(job_id)))
+
+    async def list_jobs(self, f: JobFilter) -> list[asyncpg.Record]:
+        """Newest first by scheduledAt then id; `after` continues a page."""
+        where = ["space = $1"]
+        args: list[Any] = [f.space]
+
+        def add(fragment: str, value: Any) -> None:
+            args.append(value)
+            where.append(fragment.replace("?", f"${len(args)}"))
+
+        if f.kapp is not None:
+            add("scope_type = 'Kapp' AND scope_id = ?", f.kapp)
+        elif f.kapp_only:
+            where.append("scope_type = 'Space'")
+        if f.status is not None:
+            add("status = ?", f.status)
+        if f.webhook is not None:
+            add("webhook_name = ?", f.webhook)
+        if f.parent_type is not None:
+            add("parent_type = ?", f.parent_type)
+        if f.parent_key is not None:
+            add("parent_id = ?", f.parent_key)
+        if f.start is not None:
+            add("scheduled_at >= ?", f.start)
+        if f.end is not None:
+            add("scheduled_at < ?", f.end)
+        if f.after is not None:
+            args.extend(f.after)
+            where.append(f"(scheduled_at, id) < (${len(args) - 1}, ${len(args)}::uuid)")
+        args.append(f.limit)
+        sql = (
+            "SELECT * FROM webhook_jobs WHERE "
+            + " AND ".join(where)
+            + f" ORDER BY scheduled_at DESC, id DESC LIMIT ${len(args)}"
+        )
+        return list(await self.pool.fetch(sql, *args))

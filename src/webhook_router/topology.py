@@ -1,0 +1,157 @@
+"""Names and shape of every exchange and queue, all under the namespace.
+
+    events (topic, key type.action) -> router        (quorum)
+    deliveries (direct)             -> deliver       (quorum)
+    retry (direct, key = delay)     -> retry.{delay} (TTL, dead-letters into deliveries)
+    results (direct)                -> record        (quorum)
+    dead (fanout)                   -> dead          (quorum)
+
+Work queues dead-letter into `dead` after a delivery limit, at least once, so a message
+that crashes its consumer again and again stops looping and is never dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+DELIVER_KEY = "deliver"
+RECORD_KEY = "record"
+DELIVERY_LIMIT = 10
+
+
+def delay_name(seconds: float) -> str:
+    """A retry queue's suffix: `5s`, `2m`, `1h`, `1500ms`."""
+    millis = round(seconds * 1000)
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if millis % size == 0:
+            return f"{millis // size}{unit}"
+    return f"{millis}ms"
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    namespace: str
+
+    @property
+    def events(self) -> str:
+        return f"{self.namespace}.events"
+
+    @property
+    def router(self) -> str:
+        return f"{self.namespace}.router"
+
+    @property
+    def deliveries(self) -> str:
+        return f"{self.namespace}.deliveries"
+
+    @property
+    def deliver(self) -> str:
+        return f"{self.namespace}.deliver"
+
+    @property
+    def retry(self) -> str:
+        return f"{self.namespace}.retry"
+
+    def retry_queue(self, seconds: float) -> str:
+        return f"{self.namespace}.retry.{delay_name(seconds)}"
+
+    @property
+    def results(self) -> str:
+        return f"{self.namespace}.results"
+
+    @property
+    def record(self) -> str:
+        return f"{self.namespace}.record"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.namespace}.dead"
+
+    def work_queues(self) -> tuple[str, ...]:
+        return (self.router, self.deliver, self.record)
+
+
+def _work_queue_arguments(names: Names) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": DELIVERY_LIMIT,
+        "x-dead-letter-exchange": names.dead,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+async def declare_ingress(channel: AbstractChannel, names: Names) -> AbstractExchange:
+    """Just what publishing needs: the events exchange and the queue that keeps events
+    until a router takes them, so that nothing published before the first router is lost."""
+    events = await channel.declare_exchange(names.events, aio_pika.ExchangeType.TOPIC, durable=True)
+    await channel.declare_exchange(names.dead, aio_pika.ExchangeType.FANOUT, durable=True)
+    router = await channel.declare_queue(
+        names.router, durable=True, arguments=_work_queue_arguments(names)
+    )
+    await router.bind(events, routing_key="#")
+    return events
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    events: AbstractExchange
+    deliveries: AbstractExchange
+    retry: AbstractExchange
+    results: AbstractExchange
+    dead: AbstractExchange
+    router: AbstractQueue
+    deliver: AbstractQueue
+    record: AbstractQueue
+    dead_queue: AbstractQueue
+
+
+async def declare(
+    channel: AbstractChannel, names: Names, retry_delays: tuple[float, ...] = ()
+) -> Topology:
+    """Declare everything (idempotent); every role calls it on start."""
+    events = await channel.declare_exchange(names.events, aio_pika.ExchangeType.TOPIC, durable=True)
+    deliveries = await channel.declare_exchange(
+        names.deliveries, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    retry = await channel.declare_exchange(names.retry, aio_pika.ExchangeType.DIRECT, durable=True)
+    results = await channel.declare_exchange(
+        names.results, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    dead = await channel.declare_exchange(names.dead, aio_pika.ExchangeType.FANOUT, durable=True)
+
+    dead_queue = await channel.declare_queue(
+        names.dead, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await dead_queue.bind(dead, routing_key="")
+    router = await channel.declare_queue(
+        names.router, durable=True, arguments=_work_queue_arguments(names)
+    )
+    await router.bind(events, routing_key="#")
+    deliver = await channel.declare_queue(
+        names.deliver, durable=True, arguments=_work_queue_arguments(names)
+    )
+    await deliver.bind(deliveries, routing_key=DELIVER_KEY)
+    record = await channel.declare_queue(
+        names.record, durable=True, arguments=_work_queue_arguments(names)
+    )
+    await record.bind(results, routing_key=RECORD_KEY)
+    for seconds in sorted(set(retry_delays)):
+        wait = await channel.declare_queue(
+            names.retry_queue(seconds),
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-message-ttl": round(seconds * 1000),
+                "x-dead-letter-exchange": names.deliveries,
+                "x-dead-letter-routing-key": DELIVER_KEY,
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            },
+        )
+        await wait.bind(retry, routing_key=delay_name(seconds))
+    return Topology(events, deliveries, retry, results, dead, router, deliver, record, dead_queue)

@@ -1,0 +1,165 @@
+"""Webhooks as admins define them, and the matching of events to them.
+
+Matching is pure: the router hands it an event and the webhooks it holds in memory and gets
+back, per webhook that fires, the URL to POST to, or the reason it could not be rendered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from webhook_router.catalogue import TYPES, Level
+from webhook_router.events import Event
+from webhook_router.expressions import (
+    ExpressionError,
+    ExpressionRuntimeError,
+    compile_filter,
+    compile_url,
+)
+
+SCOPE_SPACE = "Space"
+SCOPE_KAPP = "Kapp"
+AUTH_STRATEGIES = (None, "Signature")
+
+
+class WebhookInvalid(ValueError):
+    """A definition that cannot be saved; `errors` name each bad field."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    id: str
+    space: str
+    kapp: str | None
+    name: str
+    type: str
+    event: str
+    filter: str | None
+    url: str
+    auth_strategy: str | None = None
+    enabled: bool = True
+    secret: str | None = None
+    previous_secret: str | None = None
+    previous_secret_until: datetime | None = None
+    disabled_reason: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scope_type(self) -> str:
+        return SCOPE_KAPP if self.kapp is not None else SCOPE_SPACE
+
+    @property
+    def scope_id(self) -> str:
+        return self.kapp if self.kapp is not None else self.space
+
+
+def check_definition(
+    *,
+    kapp: str | None,
+    name: str,
+    type: str,
+    event: str,
+    filter: str | None,
+    url: str,
+    auth_strategy: str | None,
+) -> None:
+    """Refuse a definition the router could never use, naming field and position."""
+    errors: list[dict[str, str]] = []
+    if not name or not name.strip():
+        errors.append({"field": "name", "message": "must not be empty"})
+    entry = TYPES.get(type)
+    if entry is None:
+        errors.append(
+            {
+                "field": "type",
+                "message": f"unknown type {type!r}; expected one of {', '.join(TYPES)}",
+            }
+        )
+    else:
+        level = Level.KAPP if kapp is not None else Level.SPACE
+        if entry.level is not level:
+            errors.append(
+                {
+                    "field": "type",
+                    "message": f"{type} webhooks are defined on the {entry.level.value}, "
+                    f"not on the {level.value}",
+                }
+            )
+        if event not in entry.actions:
+            errors.append(
+                {
+                    "field": "event",
+                    "message": f"unknown event {event!r} for type {type}; "
+                    f"expected one of {', '.join(entry.actions)}",
+                }
+            )
+    try:
+        compile_filter(filter)
+    except ExpressionError as exc:
+        errors.append({"field": "filter", "message": str(exc)})
+    try:
+        compile_url(url)
+    except ExpressionError as exc:
+        errors.append({"field": "url", "message": str(exc)})
+    if auth_strategy not in AUTH_STRATEGIES:
+        errors.append({"field": "authStrategy", "message": "must be null or 'Signature'"})
+    if errors:
+        raise WebhookInvalid(errors)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A webhook that fires for an event: the URL to POST to, or why there is none."""
+
+    webhook: Webhook
+    url: str | None
+    error: str | None = None
+    to_engine: bool = False
+
+
+class WebhookIndex:
+    """Enabled webhooks by (space, kapp, type, event), for matching without a query."""
+
+    def __init__(self, webhooks: Iterable[Webhook] = ()) -> None:
+        self._by_key: dict[tuple[str, str | None, str, str], list[Webhook]] = {}
+        self.count = 0
+        for webhook in webhooks:
+            if webhook.enabled:
+                key = (webhook.space, webhook.kapp, webhook.type, webhook.event)
+                self._by_key.setdefault(key, []).append(webhook)
+                self.count += 1
+
+    def candidates(self, event: Event) -> list[Webhook]:
+        return self._by_key.get((event.space, event.kapp, event.type, event.action), [])
+
+    def match(self, event: Event, engine_url: str) -> list[Match]:
+        return [m for w in self.candidates(event) if (m := match_one(w, event.body, engine_url))]
+
+
+def match_one(
+    webhook: Webhook, body: Mapping[str, Any], engine_url: str, *, check_filter: bool = True
+) -> Match | None:
+    """None when the filter is false; a Match with an error when filter or URL fail."""
+    try:
+        if check_filter and not compile_filter(webhook.filter).matches(body):
+            return None
+    except ExpressionRuntimeError as exc:
+        return Match(webhook, None, f"filter failed: {exc}")
+    except ExpressionError as exc:
+        return Match(webhook, None, f"filter invalid: {exc}")
+    try:
+        url = compile_url(webhook.url).render(body)
+    except ExpressionError as exc:
+        return Match(webhook, None, f"url failed: {exc}")
+    if url.startswith("/"):
+        return Match(webhook, engine_url + url, to_engine=True)
+    return Match(webhook, url)

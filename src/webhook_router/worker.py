@@ -1,0 +1,292 @@
+"""Delivery worker role: POST each delivery, classify the answer, report the outcome.
+
+One shared aiohttp session whose connector refuses private and internal addresses after
+resolution. A delivery is acknowledged only after its outcome (and, for a retry, the next
+attempt waiting in its TTL queue) was confirmed by the broker: a worker killed mid-POST
+loses nothing, the delivery comes back and is posted again under the same job id, which
+receivers get in `webhook-id` to drop duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import aiohttp
+import structlog
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from webhook_router import __version__, broker
+from webhook_router.cache import WebhookCache
+from webhook_router.classify import Decision, Verdict, classify
+from webhook_router.isolation import EndpointGuard, endpoint_of
+from webhook_router.jobs import Attempt, Delivery, Outcome, Status, utcnow
+from webhook_router.runs import run_id_of
+from webhook_router.service import InFlight, dead_letter
+from webhook_router.settings import Settings, parse_schedule
+from webhook_router.signing import signature_headers
+from webhook_router.ssrf import AddressPolicy, guarded_connector, refusal_of
+from webhook_router.store import Store
+from webhook_router.topology import RECORD_KEY, Names, Topology, declare, delay_name
+
+log = structlog.get_logger(__name__)
+
+USER_AGENT = f"webhook-router/{__version__}"
+
+
+class Worker:
+    name = "worker"
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.names = Names(settings.namespace)
+        self.schedule = parse_schedule(settings.retry_schedule)
+        self.cache = WebhookCache(store, settings.database_url, settings.webhook_refresh)
+        self.guard = EndpointGuard(
+            settings.endpoint_concurrency, settings.circuit_threshold, settings.circuit_cooldown
+        )
+        self.policy = AddressPolicy(
+            settings.allowed_networks,
+            allowed_hosts=[urlsplit(settings.engine_url).hostname or ""],
+        )
+        self.inflight = InFlight()
+        self.connection: AbstractRobustConnection | None = None
+        self.topology: Topology | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self._consumer_tag: str | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.cache.start()
+        self.session = aiohttp.ClientSession(
+            connector=guarded_connector(self.policy, limit=0, ttl_dns_cache=60),
+            timeout=aiohttp.ClientTimeout(total=s.request_timeout, sock_connect=s.connect_timeout),
+            headers={"User-Agent": USER_AGENT},
+            trust_env=False,
+        )
+        self.connection = await broker.connect(s.amqp_url, name="worker")
+        channel = await broker.channel(self.connection, prefetch=s.worker_concurrency)
+        self.topology = await declare(channel, self.names, self.schedule)
+        self._consumer_tag = await self.topology.deliver.consume(self.on_delivery)
+        log.info("worker started", queue=self.names.deliver)
+
+    def ready(self) -> bool:
+        return self.connection is not None and not self.connection.is_closed
+
+    async def stop(self, deadline: float) -> None:
+        if self.topology is not None and self._consumer_tag is not None:
+            await self.topology.deliver.cancel(self._consumer_tag)
+        await self.inflight.wait_idle(deadline)
+        if self.connection is not None:
+            await self.connection.close()
+        if self.session is not None:
+            await self.session.close()
+        await self.cache.stop()
+
+    async def on_delivery(self, message: AbstractIncomingMessage) -> None:
+        assert self.topology is not None
+        with self.inflight.hold():
+            try:
+                delivery = Delivery.decode(message.body)
+            except (ValueError, TypeError) as exc:
+                await dead_letter(
+                    self.topology.dead, message, role=self.name, reason=f"bad delivery: {exc}"
+                )
+                await message.ack()
+                return
+            await self.deliver(delivery)
+            await message.ack()
+
+    async def deliver(self, delivery: Delivery) -> None:
+        endpoint = endpoint_of(delivery.url)
+        wait = self.guard.acquire(endpoint, time.monotonic())
+        if wait is not None:
+            await self.defer(delivery, wait)
+            return
+        healthy = True
+        try:
+            attempt, retry_after_header, refused = await self.post(delivery)
+            status = attempt.response_status
+            healthy = refused or (status is not None and status < 500)
+        finally:
+            self.guard.release(endpoint, healthy=healthy, now=time.monotonic())
+        decision = classify(
+            status=attempt.response_status,
+            error=attempt.error,
+            attempt=delivery.attempt,
+            schedule=self.schedule,
+            retry_after_header=retry_after_header,
+            refused=refused,
+        )
+        await self.report(delivery, attempt, decision)
+
+    async def defer(self, delivery: Delivery, reason: str) -> None:
+        """Hold a delivery back without spending an attempt: it waits the schedule's
+        first step in the retry queue and comes back as the same attempt."""
+        assert self.topology is not None
+        await broker.publish(
+            self.topology.retry,
+            delivery.encode(),
+            delay_name(self.schedule[0]),
+            message_id=delivery.job_id,
+            headers={"x-deferred": reason},
+        )
+        log.info(
+            "delivery deferred",
+            event_id=delivery.event_id,
+            job_id=delivery.job_id,
+            webhook=delivery.webhook_name,
+            url=delivery.url,
+            reason=reason,
+        )
+
+    async def report(self, delivery: Delivery, attempt: Attempt, decision: Decision) -> None:
+        assert self.topology is not None
+        outcome = outcome_of(delivery, attempt, decision)
+        publishes = [
+            broker.publish(
+                self.topology.results, outcome.encode(), RECORD_KEY, message_id=delivery.job_id
+            )
+        ]
+        if decision.verdict is Verdict.RETRY:
+            assert decision.delay is not None
+            publishes.append(
+                broker.publish(
+                    self.topology.retry,
+                    delivery.next_attempt().encode(),
+                    delay_name(decision.delay),
+                    message_id=delivery.job_id,
+                )
+            )
+        if decision.exhausted:
+            publishes.append(
+                broker.publish(
+                    self.topology.dead,
+                    delivery.encode(),
+                    "",
+                    message_id=delivery.job_id,
+                    headers={"x-reason": decision.summary, "x-failed-in": self.name},
+                )
+            )
+        await asyncio.gather(*publishes)
+        log.info(
+            "attempt made",
+            event_id=delivery.event_id,
+            job_id=delivery.job_id,
+            webhook=delivery.webhook_name,
+            attempt=delivery.attempt,
+            url=delivery.url,
+            summary=decision.summary,
+            verdict=decision.verdict.value,
+            duration_ms=round(attempt.duration_ms, 1),
+        )
+
+    async def headers_for(self, delivery: Delivery, body: bytes) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "webhook-id": delivery.job_id}
+        if delivery.auth_strategy != "Signature" or delivery.to_engine:
+            return headers
+        webhook = self.cache.by_id.get(delivery.webhook_id)
+        if webhook is None:
+            await self.cache.reload()
+            webhook = self.cache.by_id.get(delivery.webhook_id)
+        if webhook is None or webhook.secret is None:
+            raise LookupError("its webhook was deleted, so there is no secret to sign with")
+        secrets = [webhook.secret]
+        until = webhook.previous_secret_until
+        if webhook.previous_secret and until is not None and until > datetime.now(UTC):
+            secrets.append(webhook.previous_secret)
+        return headers | signature_headers(secrets, delivery.job_id, body)
+
+    async def post(self, delivery: Delivery) -> tuple[Attempt, str | None, bool]:
+        """Make one HTTP attempt; never raises for anything the endpoint does.
+        Returns the attempt, the Retry-After header and whether the target was refused."""
+        assert self.session is not None
+        body = delivery.body.encode()
+        started = utcnow()
+        clock = time.perf_counter()
+        status: int | None = None
+        content: str | None = None
+        error: str | None = None
+        retry_after: str | None = None
+        refused = False
+        headers: dict[str, str] = {}
+        try:
+            headers = await self.headers_for(delivery, body)
+            async with self.session.post(
+                delivery.url, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+                content = await self._read(response)
+        except LookupError as exc:
+            error, refused = f"not sent: {exc}", True
+        except TimeoutError:
+            error = f"timed out after {self.settings.request_timeout:g}s"
+        except aiohttp.ClientError as exc:
+            refusal = refusal_of(exc)
+            if refusal is not None:
+                error, refused = str(refusal), True
+            elif isinstance(exc, aiohttp.ClientConnectorError):
+                error = f"connection failed: {exc.os_error or exc}"
+            elif isinstance(exc, aiohttp.InvalidURL):
+                error, refused = f"bad URL: {exc}", True
+            else:
+                error = f"{type(exc).__name__}: {exc}"
+        except OSError as exc:
+            refusal = refusal_of(exc)
+            error, refused = (
+                (str(refusal), True) if refusal else (f"connection failed: {exc}", False)
+            )
+        duration = (time.perf_counter() - clock) * 1000
+        shown = {k: v for k, v in headers.items() if k != "webhook-signature"}
+        attempt = Attempt(
+            number=delivery.attempt,
+            started_at=started.isoformat(),
+            duration_ms=duration,
+            response_status=status,
+            response_content=content,
+            error=error,
+            request_headers=shown,
+        )
+        return attempt, retry_after, refused
+
+    async def _read(self, response: aiohttp.ClientResponse) -> str:
+        limit = self.settings.response_limit
+        data = await response.content.read(limit + 1)
+        truncated = len(data) > limit
+        text = data[:limit].decode("utf-8", errors="replace")
+        return text + "\n[truncated]" if truncated else text
+
+
+def outcome_of(delivery: Delivery, attempt: Attempt, decision: Decision) -> Outcome:
+    """The job's new state after an attempt and its decision."""
+    content = attempt.response_content
+    summary = decision.summary
+    if attempt.error and decision.verdict is not Verdict.COMPLETE and attempt.error not in summary:
+        summary = f"{summary}: {attempt.error}"
+    base = Outcome(
+        delivery,
+        Status.FAILED,
+        summary=summary,
+        response_status=attempt.response_status,
+        response_content=content,
+        attempt=attempt,
+        retry_count=delivery.attempt - 1,
+    )
+    if decision.verdict is Verdict.COMPLETE:
+        return replace(base, status=Status.COMPLETE, run_id=run_id_of(content))
+    if decision.verdict is Verdict.RETRY:
+        assert decision.delay is not None
+        next_at = utcnow() + timedelta(seconds=decision.delay)
+        return replace(
+            base,
+            status=Status.QUEUED,
+            retry_count=delivery.attempt,
+            scheduled_at=next_at.isoformat(),
+        )
+    if decision.verdict is Verdict.DISABLE:
+        return replace(base, disable_webhook=decision.summary)
+    return base

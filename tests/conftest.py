@@ -1,0 +1,166 @@
+"""Services for the tests: the given or local RabbitMQ and PostgreSQL, else containers.
+
+Each test session gets its own database and its own namespace of exchanges and queues,
+made here and dropped at the end, so the suite never touches a running deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from webhook_router import store
+from webhook_router.settings import Settings
+
+DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), 2):
+            return True
+    except OSError:
+        return False
+
+
+def docker_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env().ping()
+    except Exception:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Services:
+    amqp_url: str
+    admin_database_url: str
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    """The broker and database to test against, or a skip that says why not."""
+    amqp = os.environ.get("WEBHOOK_ROUTER_AMQP_URL", DEFAULT_AMQP).split(",")[0]
+    database = os.environ.get("WEBHOOK_ROUTER_DATABASE_URL", DEFAULT_DATABASE)
+    if reachable(amqp) and reachable(database):
+        yield Services(amqp, database)
+        return
+    if not docker_available():
+        pytest.skip(
+            f"no RabbitMQ at {urlsplit(amqp).netloc} or no PostgreSQL at "
+            f"{urlsplit(database).netloc}, and no Docker engine for containers"
+        )
+    from testcontainers.postgres import PostgresContainer
+    from testcontainers.rabbitmq import RabbitMqContainer
+
+    with ExitStack() as stack:
+        rabbit = stack.enter_context(RabbitMqContainer("rabbitmq:3.13"))
+        pg = stack.enter_context(PostgresContainer("postgres:16", driver=None))
+        amqp = (
+            f"amqp://guest:guest@{rabbit.get_container_host_ip()}:{rabbit.get_exposed_port(5672)}/"
+        )
+        yield Services(amqp, pg.get_connection_url())
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest_asyncio.fixture(scope="session")
+async def database_url(services: Services) -> AsyncIterator[str]:
+    """A database of this test session's own, migrated; dropped at the end."""
+    name = f"webhook_router_test_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(services.admin_database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = _with_database(services.admin_database_url, name)
+    pool = await store.connect(url)
+    try:
+        await store.migrate(pool)
+    finally:
+        await pool.close()
+    yield url
+    admin = await asyncpg.connect(services.admin_database_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def namespace(services: Services) -> AsyncIterator[str]:
+    """A namespace of this test session's own; its queues and exchanges are deleted."""
+    import aio_pika
+
+    name = f"wrtest_{uuid.uuid4().hex[:10]}"
+    yield name
+    connection = await aio_pika.connect(services.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        from webhook_router.topology import Names
+
+        names = Names(name)
+        queues = [*names.work_queues(), names.dead]
+        queues += [names.retry_queue(s) for s in TEST_SCHEDULE]
+        for queue in queues:
+            await channel.queue_delete(queue)
+        for exchange in (names.events, names.deliveries, names.retry, names.results, names.dead):
+            await channel.exchange_delete(exchange)
+
+
+TEST_SCHEDULE = (0.2, 0.4, 0.6)
+
+
+@pytest.fixture(scope="session")
+def settings(services: Services, database_url: str, namespace: str) -> Settings:
+    return Settings(
+        amqp_url=[services.amqp_url],
+        database_url=database_url,
+        namespace=namespace,
+        engine_url="http://127.0.0.1:1",
+        retry_schedule=",".join(f"{round(s * 1000)}ms" for s in TEST_SCHEDULE),
+        api_token=["test-token"],
+        allowed_networks=["127.0.0.0/8", "::1/128"],
+        default_space="acme",
+        recorder_batch_wait=0.01,
+        webhook_refresh=1.0,
+        request_timeout=5.0,
+        connect_timeout=2.0,
+        drain_timeout=5.0,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def eventually(check, timeout: float = 15.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll `check` (async, returning a value) until it is truthy; its last value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(interval)

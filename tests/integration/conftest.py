@@ -1,0 +1,176 @@
+"""The whole stack in the test process: router, worker, recorder, API and a local engine,
+on the test session's own namespace and database, with real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest_asyncio
+from aiohttp import web
+
+from webhook_router import store
+from webhook_router.api import ApiRole
+from webhook_router.engine import Engine
+from webhook_router.jobs import Status
+from webhook_router.publisher import Publisher
+from webhook_router.recorder import Recorder
+from webhook_router.router import Router
+from webhook_router.runtime import serve
+from webhook_router.settings import Settings
+from webhook_router.store import Store
+from webhook_router.webhooks import Webhook
+
+from ..conftest import eventually, free_port
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    store: Store
+    engine: Engine
+    router: Router
+    worker: Any
+    recorder: Recorder
+    publisher: Publisher
+    api_url: str
+
+    def space(self) -> str:
+        """A space of the test's own, so tests never see each other's jobs."""
+        return f"space-{uuid.uuid4().hex[:8]}"
+
+    async def webhook(self, space: str, *, kapp: str | None = None, **fields: Any) -> Webhook:
+        created = await self.store.insert_webhook(
+            space=space,
+            kapp=kapp,
+            name=fields.pop("name", f"hook-{uuid.uuid4().hex[:6]}"),
+            type=fields.pop("type"),
+            event=fields.pop("event"),
+            filter=fields.pop("filter", None),
+            url=fields.pop("url"),
+            auth_strategy=fields.pop("auth_strategy", None),
+        )
+        assert created is not None
+        await eventually(self._cached(created.id), timeout=10)
+        return created
+
+    def _cached(self, webhook_id: str) -> Any:
+        async def check() -> bool:
+            return webhook_id in self.router.cache.by_id
+
+        return check
+
+    async def synced(self) -> None:
+        """Wait until the router holds the current webhooks."""
+        revision = await self.store.webhook_revision()
+
+        async def check() -> bool:
+            return self.router.cache.revision >= revision
+
+        assert await eventually(check, timeout=10)
+
+    async def jobs(self, space: str) -> list[asyncpg.Record]:
+        return list(
+            await self.store.pool.fetch(
+                "SELECT * FROM webhook_jobs WHERE space = $1 ORDER BY created_at", space
+            )
+        )
+
+    async def settled(
+        self,
+        space: str,
+        count: int,
+        statuses: tuple[str, ...] = (Status.COMPLETE, Status.FAILED),
+        timeout: float = 20.0,
+    ) -> list[asyncpg.Record]:
+        """The space's jobs once `count` of them are in one of `statuses`."""
+
+        async def check() -> list[asyncpg.Record] | None:
+            rows = await self.jobs(space)
+            done = [r for r in rows if r["status"] in statuses]
+            return rows if len(done) >= count else None
+
+        rows = await eventually(check, timeout=timeout)
+        assert rows is not None, f"fewer than {count} jobs of {space} reached {statuses}"
+        return rows
+
+    def received_for(self, space: str) -> list[Any]:
+        return [r for r in self.engine.received if r.json()["space"]["slug"] == space]
+
+    async def api(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        token: str | None = "test-token",
+        data: bytes | None = None,
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                method, self.api_url + path, json=json, data=data, headers=headers
+            ) as response,
+        ):
+            body = await response.read()
+            try:
+                parsed: Any = await response.json(content_type=None) if body else None
+            except ValueError:
+                parsed = body.decode()
+            return response.status, parsed
+
+
+def event_for(space: str, type_: str, action: str, **entities: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "event": {"type": type_, "action": action},
+        "space": {"slug": space, "attributes": []},
+        **entities,
+    }
+
+
+@pytest_asyncio.fixture(scope="session")
+async def stack(settings: Settings) -> AsyncIterator[Stack]:
+    from webhook_router.worker import Worker
+
+    engine = Engine()
+    engine_port = free_port()
+    engine_runner = await serve(engine.app(), "127.0.0.1", engine_port)
+    api_port = free_port()
+    s = settings.model_copy(
+        update={"engine_url": f"http://127.0.0.1:{engine_port}", "api_port": api_port}
+    )
+    pool = await store.connect(s.database_url, max_size=10)
+    st = Store(pool)
+    recorder = Recorder(s, st)
+    router = Router(s, st)
+    worker = Worker(s, st)
+    api = ApiRole(s, st)
+    roles = [recorder, router, worker, api]
+    for role in roles:
+        await role.start()
+    publisher = Publisher(s.amqp_url, s.namespace)
+    await publisher.open()
+    try:
+        yield Stack(
+            s, st, engine, router, worker, recorder, publisher, f"http://127.0.0.1:{api_port}"
+        )
+    finally:
+        await publisher.close()
+        for role in reversed(roles):
+            await role.stop(5.0)
+        await engine_runner.cleanup()
+        await pool.close()
+
+
+async def answer_app(handler: Any) -> tuple[web.AppRunner, str]:
+    """A receiver on 127.0.0.1 answering every POST with `handler`; (runner, base URL)."""
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handler)
+    port = free_port()
+    runner = await serve(app, "127.0.0.1", port)
+    return runner, f"http://127.0.0.1:{port}"

@@ -1,0 +1,188 @@
+import ipaddress
+import pickle
+import socket
+
+import aiohttp
+import pytest
+from aiohttp.abc import ResolveResult
+from aiohttp.client_reqrep import ConnectionKey
+
+from webhook_router.ssrf import AddressPolicy, TargetRefused, classify, refusal_of
+
+_KEY = ConnectionKey("h", 80, False, True, None, None, None)
+
+CLASSIFIED = [
+    ("127.0.0.1", "loopback"),
+    ("127.255.255.254", "loopback"),
+    ("10.0.0.5", "private"),
+    ("172.16.0.1", "private"),
+    ("172.31.255.255", "private"),
+    ("192.168.1.1", "private"),
+    ("169.254.169.254", "link-local"),
+    ("100.64.0.1", "cgnat"),
+    ("100.127.255.255", "cgnat"),
+    ("224.0.0.1", "multicast"),
+    ("239.255.255.250", "multicast"),
+    ("0.0.0.0", "unspecified"),
+    ("0.1.2.3", "unspecified"),
+    ("255.255.255.255", "broadcast"),
+    ("240.0.0.1", "reserved"),
+    ("192.0.0.8", "reserved"),
+    ("192.0.2.10", "documentation"),
+    ("198.51.100.10", "documentation"),
+    ("203.0.113.10", "documentation"),
+    ("198.18.0.1", "benchmark"),
+    ("198.19.255.255", "benchmark"),
+    ("192.88.99.1", "6to4-relay"),
+    ("::1", "loopback"),
+    ("::", "unspecified"),
+    ("fc00::1", "private"),
+    ("fd12:3456::1", "private"),
+    ("fec0::1", "private"),
+    ("fe80::1", "link-local"),
+    ("fe80::1%eth0", "link-local"),
+    ("ff02::1", "multicast"),
+    ("2001:db8::1", "documentation"),
+    ("3fff::1", "documentation"),
+    ("2001:2::1", "benchmark"),
+    ("2001:0:4136:e378::1", "reserved"),
+    ("100::1", "reserved"),
+    ("5f00::1", "reserved"),
+    ("64:ff9b:1::a00:5", "private"),
+    ("4000::1", "reserved"),
+    ("::ffff:127.0.0.1", "loopback"),
+    ("::ffff:10.0.0.5", "private"),
+    ("::ffff:169.254.169.254", "link-local"),
+    ("::ffff:100.64.0.1", "cgnat"),
+    ("::ffff:0.0.0.0", "unspecified"),
+    ("64:ff9b::127.0.0.1", "loopback"),
+    ("64:ff9b::a9fe:a9fe", "link-local"),
+    ("64:ff9b::192.168.0.1", "private"),
+    ("::127.0.0.1", "loopback"),
+    ("::10.0.0.5", "private"),
+    ("::8.8.8.8", "reserved"),
+    ("::ffff:0:8.8.8.8", "reserved"),
+    ("::ffff:0:127.0.0.1", "loopback"),
+    ("2002:7f00:1::", "loopback"),
+    ("2002:a00:5::1", "private"),
+]
+
+PUBLIC = [
+    "8.8.8.8",
+    "1.1.1.1",
+    "93.184.215.14",
+    "172.32.0.1",
+    "100.128.0.1",
+    "192.169.0.1",
+    "2606:4700:4700::1111",
+    "2a00:1450:4001:80b::200e",
+    "::ffff:8.8.8.8",
+    "64:ff9b::8.8.8.8",
+    "2002:808:808::1",
+]
+
+
+@pytest.mark.parametrize(("address", "expected"), CLASSIFIED)
+def test_classify_special_addresses(address: str, expected: str) -> None:
+    assert classify(ipaddress.ip_address(address)) == expected
+
+
+@pytest.mark.parametrize("address", PUBLIC)
+def test_classify_public_addresses(address: str) -> None:
+    assert classify(ipaddress.ip_address(address)) is None
+
+
+def test_refusal_message_and_attributes() -> None:
+    with pytest.raises(TargetRefused) as info:
+        AddressPolicy().check("intranet.example", "10.0.0.5")
+    refused = info.value
+    assert str(refused) == "refused: 10.0.0.5 is a private address (host intranet.example)"
+    assert (refused.host, refused.address, refused.reason) == (
+        "intranet.example",
+        "10.0.0.5",
+        "private",
+    )
+    assert isinstance(refused, OSError)
+    assert "an unspecified address" in str(AddressPolicy().refusal("h", "0.0.0.0"))
+
+
+def test_refusal_survives_pickling() -> None:
+    refused = TargetRefused("h.example", "127.0.0.1", "loopback")
+    copy = pickle.loads(pickle.dumps(refused))
+    assert (copy.host, copy.address, copy.reason, str(copy)) == (
+        refused.host,
+        refused.address,
+        refused.reason,
+        str(refused),
+    )
+
+
+def test_public_address_is_allowed_by_default() -> None:
+    AddressPolicy().check("example.com", "93.184.215.14")
+    AddressPolicy().check("example.com", "2606:4700:4700::1111")
+
+
+def test_unparseable_address_is_refused() -> None:
+    with pytest.raises(TargetRefused, match="invalid"):
+        AddressPolicy().check("example.com", "not-an-ip")
+
+
+def test_allowed_networks_open_only_their_range() -> None:
+    policy = AddressPolicy(allowed_networks=["10.1.0.0/16", ipaddress.ip_network("fd00::/8")])
+    policy.check("svc", "10.1.2.3")
+    policy.check("svc", "fd00::2")
+    for address in ("10.2.0.1", "127.0.0.1", "fc00::1", "::1"):
+        with pytest.raises(TargetRefused):
+            policy.check("svc", address)
+
+
+def test_allowed_ipv4_network_covers_its_mapped_form() -> None:
+    policy = AddressPolicy(allowed_networks=["127.0.0.0/8"])
+    policy.check("svc", "::ffff:127.0.0.1")
+    policy.check("svc", "::ffff:7f00:2")
+    with pytest.raises(TargetRefused):
+        policy.check("svc", "::1")
+    with pytest.raises(TargetRefused):
+        policy.check("svc", "64:ff9b::127.0.0.1")
+
+
+def test_allowed_network_must_be_a_network() -> None:
+    with pytest.raises(ValueError, match="host bits set"):
+        AddressPolicy(allowed_networks=["10.0.0.5/8"])
+    assert AddressPolicy(allowed_networks=["10.0.0.5"]).refusal("h", "10.0.0.5") is None
+
+
+def test_allowed_hosts_skip_the_address_check_for_that_host_only() -> None:
+    policy = AddressPolicy(allowed_hosts=["Engine.Internal."])
+    policy.check("engine.internal", "10.0.0.5")
+    policy.check("ENGINE.internal.", "127.0.0.1")
+    with pytest.raises(TargetRefused):
+        policy.check("other.internal", "10.0.0.5")
+
+
+def _result(host: str, address: str) -> ResolveResult:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return ResolveResult(hostname=host, host=address, port=80, family=family, proto=0, flags=0)
+
+
+def test_filter_drops_refused_addresses_and_keeps_the_rest() -> None:
+    results = [_result("mixed.example", "10.0.0.5"), _result("mixed.example", "93.184.215.14")]
+    assert AddressPolicy().filter("mixed.example", results) == [results[1]]
+
+
+def test_filter_refuses_when_nothing_is_left() -> None:
+    results = [_result("rebound.example", "127.0.0.1"), _result("rebound.example", "::1")]
+    with pytest.raises(TargetRefused, match=r"127\.0\.0\.1 is a loopback address"):
+        AddressPolicy().filter("rebound.example", results)
+
+
+def test_refusal_of_follows_causes_and_contexts() -> None:
+    refused = TargetRefused("h", "127.0.0.1", "loopback")
+    outer = RuntimeError("wrapped")
+    outer.__cause__ = refused
+    assert refusal_of(outer) is refused
+    context = KeyError("during handling")
+    context.__context__ = aiohttp.ClientConnectorError(_KEY, refused)
+    assert refusal_of(context) is refused
+    assert refusal_of(ExceptionGroup("many", [ValueError(), refused])) is refused
+    assert refusal_of(OSError("plain")) is None
