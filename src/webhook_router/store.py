@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from typing import Any
 
@@ -200,7 +200,7 @@ class Store:
             Q["rotate_webhook_secret"],
             uuid.UUID(webhook_id),
             generate_secret(),
-            f"{grace_seconds} seconds",
+            timedelta(seconds=grace_seconds),
         )
         return webhook_of(row) if row else None
 

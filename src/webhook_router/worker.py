@@ -134,7 +134,7 @@ class Worker:
             message_id=delivery.job_id,
             headers={"x-deferred": reason},
         )
-        log.info(
+        log.debug(
             "delivery deferred",
             event_id=delivery.event_id,
             job_id=delivery.job_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,8 +134,11 @@ def event_for(space: str, type_: str, action: str, **entities: Mapping[str, Any]
     }
 
 
-@pytest_asyncio.fixture(scope="session")
-async def stack(settings: Settings) -> AsyncIterator[Stack]:
+@asynccontextmanager
+async def open_stack(
+    settings: Settings, roles: tuple[str, ...] = ("recorder", "router", "worker", "api")
+) -> AsyncIterator[Stack]:
+    """Run the given roles in this process, with a local engine, until the block ends."""
     from webhook_router.worker import Worker
 
     engine = Engine()
@@ -150,21 +154,29 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
     router = Router(s, st)
     worker = Worker(s, st)
     api = ApiRole(s, st)
-    roles = [recorder, router, worker, api]
-    for role in roles:
-        await role.start()
+    chosen = [r for r in (recorder, router, worker, api) if r.name in roles]
+    started: list[Any] = []
     publisher = Publisher(s.amqp_url, s.namespace)
-    await publisher.open()
     try:
+        for role in chosen:
+            await role.start()
+            started.append(role)
+        await publisher.open()
         yield Stack(
             s, st, engine, router, worker, recorder, publisher, f"http://127.0.0.1:{api_port}"
         )
     finally:
         await publisher.close()
-        for role in reversed(roles):
+        for role in reversed(started):
             await role.stop(5.0)
         await engine_runner.cleanup()
         await pool.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def stack(settings: Settings) -> AsyncIterator[Stack]:
+    async with open_stack(settings) as running:
+        yield running
 
 
 async def answer_app(handler: Any) -> tuple[web.AppRunner, str]:

@@ -190,7 +190,8 @@ async def test_a_webhook_changed_while_running_governs_the_next_event(stack: Sta
             "unknown type",
         ),
         (
-            b'{"event": {"type": "User", "action": "Exploded"}, "space": {"slug": "x"}, "user": {}}',
+            b'{"event": {"type": "User", "action": "Exploded"}, "space": {"slug": "x"},'
+            b' "user": {}}',
             "unknown action",
         ),
         (
