@@ -107,25 +107,30 @@ async def database_url(services: Services) -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest_asyncio.fixture(scope="session")
-async def namespace(services: Services) -> AsyncIterator[str]:
-    """A namespace of this test session's own; its queues and exchanges are deleted."""
+async def drop_namespace(amqp_url: str, name: str) -> None:
+    """Delete every queue and exchange of a namespace."""
     import aio_pika
 
-    name = f"wrtest_{uuid.uuid4().hex[:10]}"
-    yield name
-    connection = await aio_pika.connect(services.amqp_url)
+    from webhook_router.topology import Names
+
+    names = Names(name)
+    connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
-        from webhook_router.topology import Names
-
-        names = Names(name)
         queues = [*names.work_queues(), names.dead]
         queues += [names.retry_queue(s) for s in TEST_SCHEDULE]
         for queue in queues:
             await channel.queue_delete(queue)
         for exchange in (names.events, names.deliveries, names.retry, names.results, names.dead):
             await channel.exchange_delete(exchange)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def namespace(services: Services) -> AsyncIterator[str]:
+    """A namespace of this test session's own; its queues and exchanges are deleted."""
+    name = f"wrtest_{uuid.uuid4().hex[:10]}"
+    yield name
+    await drop_namespace(services.amqp_url, name)
 
 
 TEST_SCHEDULE = (0.2, 0.4, 0.6)

@@ -559,9 +559,10 @@ class _Parser:
                 i += 2
             elif esc == "u" and text[i : i + 1] == "{":
                 end = text.find("}", i)
-                digits = text[i + 1 : end] if end > 0 else ""
+                digits = text[i + 1 : end] if end >= 0 else ""
                 if not digits or not all(c in "0123456789abcdefABCDEF" for c in digits):
-                    self._error("hex digits in \\u{...}", i, "something else")
+                    found = f"'{text[i : end + 1]}'" if end >= 0 else "end of text"
+                    self._error("hex digits in \\u{...}", i, found)
                 if int(digits, 16) > 0x10FFFF:
                     self._error("a code point up to 10FFFF", i + 1, digits)
                 out.append(chr(int(digits, 16)))
@@ -672,7 +673,7 @@ class _Parser:
                 lambda e: yes(e) if _truthy(test(e)) else no(e), op.pos, left, then, otherwise
             )
         if op.text == ".":
-            return self.member(left, op)
+            return self.member(left)
         right = self.expression(_INFIX_POWER[op.text])
         lhs, rhs = left.fn, right.fn
         if op.text in _EQUALITIES:
@@ -706,7 +707,7 @@ class _Parser:
 
         return self.node(evaluate, op.pos, *operands)
 
-    def member(self, receiver: _Node, dot: _Token) -> _Node:
+    def member(self, receiver: _Node) -> _Node:
         name = self.token
         if name.kind != "name":
             self.fail("a property or method name")
@@ -755,6 +756,7 @@ class Filter:
         self._fn = fn
 
     def matches(self, event: Mapping[str, Any]) -> bool:
+        """JavaScript truthiness of the filter's value for this event body."""
         if self._fn is None:
             return True
         try:
@@ -804,6 +806,7 @@ class UrlTemplate:
 
 
 def _check_rendered(url: str) -> None:
+    """Only a path for the workflow engine or an http(s) URL with a host can be sent."""
     if url.startswith("/"):
         return
     shown = url if len(url) <= 80 else url[:77] + "..."
@@ -813,7 +816,7 @@ def _check_rendered(url: str) -> None:
     except ValueError:
         raise ExpressionRuntimeError(f"rendered URL {shown!r} is not a valid URL") from None
     scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not url[: len(scheme)].lower() == scheme:
+    if scheme not in ("http", "https") or url[: len(scheme)].lower() != scheme:
         raise ExpressionRuntimeError(
             f"rendered URL {shown!r} must be http or https, or start with '/'"
         )

@@ -14,6 +14,7 @@ import contextlib
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
 from webhook_router import broker
 from webhook_router.jobs import Outcome
@@ -105,7 +106,12 @@ class Recorder:
             if not self._buffer:
                 self._arrived.clear()
             if batch:
-                await self._write(batch)
+                try:
+                    await self._write(batch)
+                except Exception:
+                    # never let the loop die: the batch stays unacknowledged and comes
+                    # back from the broker when the channel is recovered
+                    log.exception("batch not recorded", count=len(batch))
 
     async def _write(self, batch: list[tuple[Outcome, AbstractIncomingMessage]]) -> None:
         delay = 0.5
@@ -165,14 +171,20 @@ class Recorder:
 
 
 async def _ack_all(messages: list[AbstractIncomingMessage]) -> None:
-    """Acknowledge a batch: one multiple-ack per channel for the highest delivery tag."""
+    """Acknowledge a batch: one multiple-ack per channel for the highest delivery tag.
+
+    Messages of a channel that died are skipped: the broker redelivers them to the
+    recovered channel, and writing them again changes nothing."""
     highest: dict[int, AbstractIncomingMessage] = {}
     for m in messages:
-        key = id(m.channel)
+        try:
+            key = id(m.channel)
+        except ChannelInvalidStateError:
+            continue
         if key not in highest or (m.delivery_tag or 0) > (highest[key].delivery_tag or 0):
             highest[key] = m
     for m in highest.values():
         try:
             await m.ack(multiple=True)
-        except Exception as exc:  # the channel died: the broker redelivers, writes are idempotent
+        except (ChannelInvalidStateError, AMQPError, RuntimeError) as exc:
             log.debug("ack lost with its channel", error=repr(exc))

@@ -96,7 +96,14 @@ class Stack:
             return rows if len(done) >= count else None
 
         rows = await eventually(check, timeout=timeout)
-        assert rows is not None, f"fewer than {count} jobs of {space} reached {statuses}"
+        if rows is None:
+            seen = await self.jobs(space)
+            by_status: dict[str, int] = {}
+            for r in seen:
+                by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+            raise AssertionError(
+                f"fewer than {count} jobs of {space} reached {statuses}: {by_status}"
+            )
         return rows
 
     def received_for(self, space: str) -> list[Any]:

@@ -1,0 +1,194 @@
+"""Faults under the roles: a worker killed mid-POST, SIGTERM, broker connections closed,
+PostgreSQL stopped. Roles run as real processes or in this process against a namespace,
+virtual host or database server of the test's own."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import web
+
+from webhook_router import store
+from webhook_router.settings import Settings
+
+from ..conftest import drop_namespace, eventually, free_port
+from ..support.processes import (
+    PrivatePostgres,
+    close_vhost_connections,
+    private_vhost,
+    role_process,
+    terminate,
+)
+from .conftest import Stack, answer_app, event_for, open_stack
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(120)]
+
+
+@asynccontextmanager
+async def own_namespace(settings: Settings, **changes: Any) -> AsyncIterator[Settings]:
+    own = settings.model_copy(update={"namespace": f"wrtest_{uuid.uuid4().hex[:8]}", **changes})
+    try:
+        yield own
+    finally:
+        await drop_namespace(own.amqp_url[0], own.namespace)
+
+
+def user_created(space: str, n: int = 0) -> dict[str, Any]:
+    return event_for(space, "User", "Created", user={"username": f"user-{n}"})
+
+
+async def publish_all(stack: Stack, events: list[dict[str, Any]]) -> None:
+    """Publish like a platform service: again until the broker confirms."""
+    for event in events:
+        for _ in range(100):
+            try:
+                await stack.publisher.publish(event)
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+                if not stack.publisher.connected:
+                    await stack.publisher.close()
+                    try:
+                        await stack.publisher.open()
+                    except Exception:
+                        await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("could not publish")
+
+
+async def test_a_worker_killed_mid_post_loses_nothing_and_makes_no_second_job(
+    settings: Settings,
+) -> None:
+    arrived = asyncio.Event()
+    posts: list[str] = []
+
+    async def hang_first(request: web.Request) -> web.Response:
+        posts.append(request.headers["webhook-id"])
+        if len(posts) == 1:
+            arrived.set()
+            await asyncio.sleep(3600)
+        return web.json_response({"message": "Initiated run #9."})
+
+    runner, url = await answer_app(hang_first)
+    try:
+        async with own_namespace(settings) as own, open_stack(own, ("recorder", "router")) as st:
+            space = st.space()
+            await st.webhook(space, type="User", event="Created", url=url + "/hook")
+            async with role_process(st.settings, "worker") as first:
+                await st.publisher.publish(user_created(space))
+                await asyncio.wait_for(arrived.wait(), 30)
+                first.kill()
+                assert await first.wait() == -9
+            async with role_process(st.settings, "worker"):
+                [job] = await st.settled(space, 1, timeout=60)
+            assert job["status"] == "Complete"
+            assert job["run_id"] == "9"
+            assert posts == [str(job["id"]), str(job["id"])]
+            assert len(await st.jobs(space)) == 1
+    finally:
+        await runner.cleanup()
+
+
+async def test_sigterm_lets_a_worker_finish_what_it_holds_then_exit(settings: Settings) -> None:
+    arrived = asyncio.Event()
+    posts = 0
+
+    async def slow(request: web.Request) -> web.Response:
+        nonlocal posts
+        posts += 1
+        arrived.set()
+        await asyncio.sleep(1.0)
+        return web.json_response({"message": "Initiated run #4."})
+
+    runner, url = await answer_app(slow)
+    try:
+        async with own_namespace(settings) as own, open_stack(own, ("recorder", "router")) as st:
+            space = st.space()
+            await st.webhook(space, type="User", event="Created", url=url + "/hook")
+            async with role_process(st.settings, "worker") as worker:
+                await st.publisher.publish(user_created(space))
+                await asyncio.wait_for(arrived.wait(), 30)
+                terminate(worker)
+                assert await asyncio.wait_for(worker.wait(), 30) == 0
+            [job] = await st.settled(space, 1, timeout=10)
+            assert job["status"] == "Complete"
+            assert posts == 1
+    finally:
+        await runner.cleanup()
+
+
+async def test_closed_broker_connections_are_survived_by_every_role(settings: Settings) -> None:
+    count = 300
+    with private_vhost(settings.amqp_url[0]) as vhost_url:
+        own = settings.model_copy(update={"amqp_url": [vhost_url]})
+        async with open_stack(own) as st:
+            space = st.space()
+            await st.webhook(
+                space,
+                type="User",
+                event="Created",
+                url="/app/api/v1/run-tree/Kinetic%20Request%20CE/Users/Created",
+            )
+            events = [user_created(space, n) for n in range(count)]
+            publishing = asyncio.create_task(publish_all(st, events))
+
+            async def some_recorded() -> bool:
+                return len(await st.jobs(space)) >= count // 10
+
+            assert await eventually(some_recorded, timeout=30)
+            close_vhost_connections(vhost_url)
+            await asyncio.sleep(1.0)
+            close_vhost_connections(vhost_url)
+            await asyncio.wait_for(publishing, 60)
+            rows = await st.settled(space, count, timeout=90)
+            assert len(rows) == count
+            assert {r["status"] for r in rows} == {"Complete"}
+            users = {p.json()["user"]["username"] for p in st.received_for(space)}
+            assert users == {f"user-{n}" for n in range(count)}
+
+
+async def test_postgres_stopped_mid_run_loses_no_outcome(settings: Settings) -> None:
+    count = 200
+    pg = PrivatePostgres(free_port())
+    pg.init()
+    pg.start()
+    try:
+        admin = await asyncpg.connect(pg.url)
+        await admin.execute("CREATE DATABASE router")
+        await admin.close()
+        database_url = pg.url.rsplit("/", 1)[0] + "/router"
+        pool = await store.connect(database_url)
+        await store.migrate(pool)
+        await pool.close()
+        async with own_namespace(settings, database_url=database_url) as own, open_stack(own) as st:
+            space = st.space()
+            await st.webhook(
+                space,
+                type="User",
+                event="Created",
+                url="/app/api/v1/run-tree/Kinetic%20Request%20CE/Users/Created",
+            )
+            await st.publisher.publish(user_created(space, -1))
+            await st.settled(space, 1)
+            pg.stop()
+            for n in range(count):
+                await st.publisher.publish(user_created(space, n))
+            # the router and the workers keep delivering while the database is away
+            assert await eventually(lambda: _received_at_least(st, space, count + 1), timeout=60)
+            assert not st.recorder.database_ok
+            pg.start()
+            rows = await st.settled(space, count + 1, timeout=90)
+            assert len(rows) == count + 1
+            assert {r["status"] for r in rows} == {"Complete"}
+    finally:
+        pg.remove()
+
+
+async def _received_at_least(st: Stack, space: str, n: int) -> bool:
+    return len(st.received_for(space)) >= n
