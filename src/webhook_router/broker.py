@@ -8,6 +8,8 @@ from typing import Any
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from yarl import URL
 
 log = structlog.get_logger(__name__)
 
@@ -18,20 +20,53 @@ class BrokerUnavailable(ConnectionError):
     """No broker node of the configured list could be reached."""
 
 
+class FailoverConnection(aio_pika.RobustConnection):
+    """A robust connection over the nodes of a cluster: each (re)connection attempt tries
+    the nodes in turn, starting with the last one that worked, so losing a node moves the
+    connection to a live one and the robust channels restore their consumers there.
+
+    aio-pika reconnects to one URL only; its per-attempt step is private, so it is
+    overridden here by its mangled name (kept to this one method)."""
+
+    def __init__(self, urls: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(URL(urls[0]), **kwargs)
+        self.urls = [URL(u) for u in urls]
+        self._node = 0
+
+    async def _RobustConnection__connect_transport(self) -> None:
+        last: BaseException | None = None
+        for _ in range(len(self.urls)):
+            self.url = self.urls[self._node]
+            try:
+                await _connect_transport(self)
+            except CONNECTION_EXCEPTIONS as exc:
+                last = exc
+                log.warning("broker node unavailable", node=_safe(str(self.url)), error=repr(exc))
+                self._node = (self._node + 1) % len(self.urls)
+                continue
+            log.info("broker connected", node=_safe(str(self.url)))
+            return
+        assert last is not None
+        raise last
+
+
+_connect_transport = aio_pika.RobustConnection._RobustConnection__connect_transport  # type: ignore[attr-defined]
+
+
 async def connect(urls: Sequence[str], *, name: str) -> AbstractRobustConnection:
-    """A robust connection to the first reachable node of `urls`."""
-    errors: list[str] = []
-    for url in urls:
-        try:
-            connection = await aio_pika.connect_robust(
-                url, client_properties={"connection_name": name}, timeout=10
-            )
-        except (OSError, aio_pika.exceptions.AMQPError, TimeoutError) as exc:
-            errors.append(f"{_safe(url)}: {exc!r}")
-            continue
-        log.debug("broker connected", node=_safe(url), connection=name)
-        return connection
-    raise BrokerUnavailable("no broker reachable: " + "; ".join(errors))
+    """A robust connection to the first reachable node of `urls`, failing over to the
+    others whenever it is lost."""
+    connection = FailoverConnection(
+        urls, client_properties={"connection_name": name}, reconnect_interval=1.0
+    )
+    try:
+        await connection.connect(timeout=10)
+    except (*CONNECTION_EXCEPTIONS, TimeoutError) as exc:
+        await connection.close()
+        raise BrokerUnavailable(
+            f"no broker reachable at {', '.join(_safe(u) for u in urls)}: {exc!r}"
+        ) from None
+    return connection
 
 
 def _safe(url: str) -> str:

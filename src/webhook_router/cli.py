@@ -104,14 +104,26 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
         settings.api_token = [token]
         print(f"API token (generated, set WEBHOOK_ROUTER_API_TOKEN to keep one): {token}")
     args.migrate = True
-    asyncio.run(_run(args, settings, ["recorder", "router", "worker", "api"]))
+    _serve(_run(args, settings, ["recorder", "router", "worker", "api"]))
+
+
+def _serve(main: Awaitable[None]) -> None:
+    """Run a long-lived role on uvloop where it is installed (faster sockets and
+    scheduling), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)  # type: ignore[arg-type]
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)  # type: ignore[arg-type]
 
 
 def _role_command(name: str) -> Callable[[argparse.Namespace, Settings], None]:
     def command(args: argparse.Namespace, settings: Settings) -> None:
         if name == "api" and not settings.api_token:
             raise CommandError("set WEBHOOK_ROUTER_API_TOKEN: the API answers no one without it")
-        asyncio.run(_run(args, settings, [name]))
+        _serve(_run(args, settings, [name]))
 
     return command
 

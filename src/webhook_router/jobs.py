@@ -9,7 +9,7 @@ repeated one never moves a job back.
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -72,7 +72,7 @@ class Delivery:
     created_at: str = ""
 
     def encode(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self)
 
     @classmethod
     def decode(cls, raw: bytes) -> Delivery:
@@ -122,12 +122,19 @@ class Outcome:
         return (self.delivery.replay, number, RANK[Status(self.status)])
 
     def encode(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self)
 
     @classmethod
-    def decode(cls, raw: bytes) -> Outcome:
-        data: dict[str, Any] = orjson.loads(raw)
+    def from_dict(cls, data: dict[str, Any]) -> Outcome:
+        data = dict(data)
         data["delivery"] = Delivery(**data["delivery"])
         if data.get("attempt") is not None:
             data["attempt"] = Attempt(**data["attempt"])
         return cls(**data)
+
+    @classmethod
+    def decode_batch(cls, raw: bytes) -> list[Outcome]:
+        """A results message: a JSON array of outcomes (a single object is one outcome)."""
+        data = orjson.loads(raw)
+        items = data if isinstance(data, list) else [data]
+        return [cls.from_dict(item) for item in items]

@@ -49,7 +49,8 @@ class Recorder:
         self.connection: AbstractRobustConnection | None = None
         self.topology: Topology | None = None
         self._consumer_tag: str | None = None
-        self._buffer: list[tuple[Outcome, AbstractIncomingMessage]] = []
+        self._buffer: list[tuple[list[Outcome], AbstractIncomingMessage]] = []
+        self._buffered = 0
         self._arrived = asyncio.Event()
         self._stopping = False
         self._flusher: asyncio.Task[None] | None = None
@@ -86,23 +87,24 @@ class Recorder:
     async def on_outcome(self, message: AbstractIncomingMessage) -> None:
         assert self.topology is not None
         try:
-            outcome = Outcome.decode(message.body)
-        except (ValueError, TypeError, KeyError) as exc:
+            outcomes = Outcome.decode_batch(message.body)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             await dead_letter(
                 self.topology.dead, message, role=self.name, reason=f"bad outcome: {exc!r}"
             )
             await message.ack()
             return
-        self._buffer.append((outcome, message))
+        self._buffer.append((outcomes, message))
+        self._buffered += len(outcomes)
         self._arrived.set()
 
     async def _flush_loop(self) -> None:
         size = self.settings.recorder_batch_size
         while not (self._stopping and not self._buffer):
             await self._arrived.wait()
-            if len(self._buffer) < size and not self._stopping:
+            if self._buffered < size and not self._stopping:
                 await asyncio.sleep(self.settings.recorder_batch_wait)
-            batch, self._buffer[:] = self._buffer[:size], self._buffer[size:]
+            batch = self._take(size)
             if not self._buffer:
                 self._arrived.clear()
             if batch:
@@ -113,11 +115,24 @@ class Recorder:
                     # back from the broker when the channel is recovered
                     log.exception("batch not recorded", count=len(batch))
 
-    async def _write(self, batch: list[tuple[Outcome, AbstractIncomingMessage]]) -> None:
+    def _take(self, size: int) -> list[tuple[list[Outcome], AbstractIncomingMessage]]:
+        """Whole messages from the front of the buffer, up to about `size` outcomes."""
+        taken = 0
+        count = 0
+        for outcomes, _ in self._buffer:
+            if count and taken + len(outcomes) > size:
+                break
+            taken += len(outcomes)
+            count += 1
+        batch, self._buffer[:] = self._buffer[:count], self._buffer[count:]
+        self._buffered -= taken
+        return batch
+
+    async def _write(self, batch: list[tuple[list[Outcome], AbstractIncomingMessage]]) -> None:
         delay = 0.5
         while True:
             try:
-                await self.store.record([o for o, _ in batch])
+                await self.store.record([o for outcomes, _ in batch for o in outcomes])
                 break
             except UNAVAILABLE as exc:
                 if self.database_ok:
@@ -135,9 +150,9 @@ class Recorder:
         if not self.database_ok:
             log.info("database back, outcomes written")
             self.database_ok = True
-        await self._apply_side_effects([o for o, _ in batch])
+        await self._apply_side_effects([o for outcomes, _ in batch for o in outcomes])
         await _ack_all([m for _, m in batch])
-        log.debug("outcomes recorded", count=len(batch))
+        log.debug("outcomes recorded", messages=len(batch))
 
     async def _apply_side_effects(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:

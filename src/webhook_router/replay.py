@@ -8,19 +8,16 @@ and a late outcome of the old run cannot overwrite the new one.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
-from webhook_router import broker
 from webhook_router.events import EventInvalid, parse_event
 from webhook_router.jobs import Status
-from webhook_router.router import plan
+from webhook_router.router import plan, publish_jobs
 from webhook_router.store import JobFilter, Store
-from webhook_router.topology import DELIVER_KEY, RECORD_KEY, Topology
+from webhook_router.topology import Topology
 from webhook_router.webhooks import Match, match_one
 
 
@@ -53,14 +50,7 @@ async def replay_job(
         raise ReplayRefused(f"its recorded event is no longer valid: {exc}") from None
     match = match_one(webhook, event.body, engine_url, check_filter=False) or Match(webhook, None)
     deliveries, outcomes = plan(event, [match], replay=job["replay"] + 1)
-    publishes: list[Any] = [
-        broker.publish(topology.deliveries, d.encode(), DELIVER_KEY, message_id=d.job_id)
-        for d in deliveries
-    ] + [
-        broker.publish(topology.results, o.encode(), RECORD_KEY, message_id=o.delivery.job_id)
-        for o in outcomes
-    ]
-    await asyncio.gather(*publishes)
+    await publish_jobs(topology, deliveries, outcomes)
     outcome = outcomes[0]
     return ReplayResult(outcome.delivery.job_id, outcome.status, match.url)
 

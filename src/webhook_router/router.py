@@ -8,12 +8,14 @@ back and, job ids being derived from event and webhook, makes no second job.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
+import orjson
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 
 from webhook_router import broker
+from webhook_router.batching import OutcomeBatcher
 from webhook_router.cache import WebhookCache
 from webhook_router.events import Event, EventInvalid, parse_event
 from webhook_router.jobs import Delivery, Outcome, Status, job_id, utcnow
@@ -99,6 +101,7 @@ class Router:
         self.connection: AbstractRobustConnection | None = None
         self.topology: Topology | None = None
         self._consumer_tag: str | None = None
+        self.batcher: OutcomeBatcher | None = None
 
     async def start(self) -> None:
         await self.cache.start()
@@ -107,8 +110,13 @@ class Router:
         self.topology = await declare(
             channel, self.names, parse_schedule(self.settings.retry_schedule)
         )
+        self.batcher = OutcomeBatcher(lambda: self._results())
         self._consumer_tag = await self.topology.router.consume(self.on_event)
         log.info("router started", queue=self.names.router)
+
+    def _results(self) -> AbstractExchange:
+        assert self.topology is not None
+        return self.topology.results
 
     def ready(self) -> bool:
         return self.connection is not None and not self.connection.is_closed
@@ -117,6 +125,8 @@ class Router:
         if self.topology is not None and self._consumer_tag is not None:
             await self.topology.router.cancel(self._consumer_tag)
         await self.inflight.wait_idle(deadline)
+        if self.batcher is not None:
+            await self.batcher.drain()
         await self.cache.stop()
         if self.connection is not None:
             await self.connection.close()
@@ -134,21 +144,12 @@ class Router:
             await self.route(event)
             await message.ack()
 
-    async def route(self, event: Event, *, replay: int = 0) -> int:
+    async def route(self, event: Event) -> int:
         """Publish the event's deliveries and Queued records; returns how many jobs."""
         assert self.topology is not None
         matches = self.cache.index.match(event, self.settings.engine_url)
-        deliveries, outcomes = plan(event, matches, replay=replay)
-        publishes = [
-            broker.publish(self.topology.deliveries, d.encode(), DELIVER_KEY, message_id=d.job_id)
-            for d in deliveries
-        ] + [
-            broker.publish(
-                self.topology.results, o.encode(), RECORD_KEY, message_id=o.delivery.job_id
-            )
-            for o in outcomes
-        ]
-        await asyncio.gather(*publishes)
+        deliveries, outcomes = plan(event, matches)
+        await publish_jobs(self.topology, deliveries, outcomes, self.batcher)
         for o in outcomes:
             log.info(
                 "job queued" if o.status == Status.QUEUED else "job failed",
@@ -161,3 +162,24 @@ class Router:
         if not outcomes:
             log.debug("no webhook matched", event_id=event.id, type=event.type, action=event.action)
         return len(outcomes)
+
+
+async def publish_jobs(
+    topology: Topology,
+    deliveries: Sequence[Delivery],
+    outcomes: Sequence[Outcome],
+    batcher: OutcomeBatcher | None = None,
+) -> None:
+    """Publish deliveries and their jobs' records; returns once the broker confirmed all."""
+    publishes: list[Awaitable[None]] = [
+        broker.publish(topology.deliveries, d.encode(), DELIVER_KEY, message_id=d.job_id)
+        for d in deliveries
+    ]
+    if outcomes:
+        if batcher is not None:
+            publishes.append(batcher.add(*outcomes))
+        else:
+            publishes.append(
+                broker.publish(topology.results, orjson.dumps(list(outcomes)), RECORD_KEY)
+            )
+    await asyncio.gather(*publishes)

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 
 from webhook_router import __version__, broker
+from webhook_router.batching import OutcomeBatcher
 from webhook_router.cache import WebhookCache
 from webhook_router.classify import Decision, Verdict, classify
 from webhook_router.isolation import EndpointGuard, endpoint_of
@@ -30,7 +32,7 @@ from webhook_router.settings import Settings, parse_schedule
 from webhook_router.signing import signature_headers
 from webhook_router.ssrf import AddressPolicy, guarded_connector, refusal_of
 from webhook_router.store import Store
-from webhook_router.topology import RECORD_KEY, Names, Topology, declare, delay_name
+from webhook_router.topology import Names, Topology, declare, delay_name
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +59,7 @@ class Worker:
         self.topology: Topology | None = None
         self.session: aiohttp.ClientSession | None = None
         self._consumer_tag: str | None = None
+        self.batcher: OutcomeBatcher | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -70,8 +73,13 @@ class Worker:
         self.connection = await broker.connect(s.amqp_url, name="worker")
         channel = await broker.channel(self.connection, prefetch=s.worker_concurrency)
         self.topology = await declare(channel, self.names, self.schedule)
+        self.batcher = OutcomeBatcher(lambda: self._results())
         self._consumer_tag = await self.topology.deliver.consume(self.on_delivery)
         log.info("worker started", queue=self.names.deliver)
+
+    def _results(self) -> AbstractExchange:
+        assert self.topology is not None
+        return self.topology.results
 
     def ready(self) -> bool:
         return self.connection is not None and not self.connection.is_closed
@@ -80,6 +88,8 @@ class Worker:
         if self.topology is not None and self._consumer_tag is not None:
             await self.topology.deliver.cancel(self._consumer_tag)
         await self.inflight.wait_idle(deadline)
+        if self.batcher is not None:
+            await self.batcher.drain()
         if self.connection is not None:
             await self.connection.close()
         if self.session is not None:
@@ -145,12 +155,9 @@ class Worker:
 
     async def report(self, delivery: Delivery, attempt: Attempt, decision: Decision) -> None:
         assert self.topology is not None
+        assert self.batcher is not None
         outcome = outcome_of(delivery, attempt, decision)
-        publishes = [
-            broker.publish(
-                self.topology.results, outcome.encode(), RECORD_KEY, message_id=delivery.job_id
-            )
-        ]
+        publishes: list[Awaitable[None]] = [self.batcher.add(outcome)]
         if decision.verdict is Verdict.RETRY:
             assert decision.delay is not None
             publishes.append(

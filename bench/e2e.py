@@ -1,0 +1,383 @@
+"""End-to-end benchmark: each role as its own process against the configured RabbitMQ and
+PostgreSQL, a receiver answering like the workflow engine, N events published, every job
+waited for until it is recorded Complete; then figures, and a check of the result.
+
+    python bench/e2e.py --scenario single --events 20000
+    python bench/e2e.py --scenario fanout --events 4000
+    python bench/e2e.py --scenario retry --events 10000
+    python bench/e2e.py --scenario latency --rate 300 --seconds 30
+    python bench/e2e.py --all            # the four, with the issue's sizes
+
+It makes its own database and namespace and drops them at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+
+from webhook_router import store
+from webhook_router.events import parse_event
+from webhook_router.publisher import Publisher
+from webhook_router.settings import Settings
+from webhook_router.topology import Names
+
+HERE = Path(__file__).parent
+TICK = os.sysconf("SC_CLK_TCK")
+URL = "/app/api/v1/run-tree/Kinetic%20Request%20CE/Users/Created"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env_of(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBHOOK_ROUTER_")}
+    for name, value in settings.model_dump().items():
+        env[f"WEBHOOK_ROUTER_{name.upper()}"] = (
+            ",".join(value) if isinstance(value, list) else str(value)
+        )
+    env["WEBHOOK_ROUTER_LOG_LEVEL"] = "warning"
+    env["WEBHOOK_ROUTER_LOG_FORMAT"] = "json"
+    return env
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+@dataclass
+class Result:
+    scenario: str
+    events: int
+    webhooks: int
+    jobs: int
+    publish_seconds: float
+    total_seconds: float
+    post_latency: list[float]
+    record_latency: list[float]
+    rss: dict[str, float]
+    cpu: dict[str, float]
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    def report(self) -> str:
+        rate = self.jobs / self.total_seconds
+        lines = [
+            f"scenario {self.scenario}: {self.events} events x {self.webhooks} webhooks "
+            f"= {self.jobs} jobs",
+            f"  publish rate            {self.events / self.publish_seconds:9.0f} events/s",
+            f"  recorded deliveries     {rate:9.0f} /s  ({self.total_seconds:.1f} s in all)",
+            "  event -> POST    p50 {:7.1f} ms  p95 {:7.1f} ms  p99 {:7.1f} ms".format(
+                *(1000 * pct(self.post_latency, q) for q in (50, 95, 99))
+            ),
+            "  event -> record  p50 {:7.1f} ms  p95 {:7.1f} ms  p99 {:7.1f} ms".format(
+                *(1000 * pct(self.record_latency, q) for q in (50, 95, 99))
+            ),
+            "  peak RSS MB       " + "  ".join(f"{k} {v:.0f}" for k, v in self.rss.items()),
+            "  CPU s / 1000 deliveries  "
+            + "  ".join(f"{k} {1000 * v / self.jobs:.2f}" for k, v in self.cpu.items()),
+            "  checks           " + "  ".join(f"{k}={v}" for k, v in self.checks.items()),
+        ]
+        return "\n".join(lines)
+
+
+async def run(
+    base: Settings,
+    scenario: str,
+    events: int,
+    fanout: int,
+    fail_share: float,
+    rate: float | None,
+    processes: dict[str, int],
+    profile_dir: Path | None = None,
+) -> Result:
+    namespace = f"bench_{uuid.uuid4().hex[:8]}"
+    dbname = f"webhook_router_bench_{uuid.uuid4().hex[:8]}"
+    parts = urlsplit(base.database_url)
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    database_url = urlunsplit(parts._replace(path="/" + dbname))
+    admin = await asyncpg.connect(admin_url)
+    await admin.execute(f'CREATE DATABASE "{dbname}"')
+    receiver_port = free_port()
+    settings = base.model_copy(
+        update={
+            "namespace": namespace,
+            "database_url": database_url,
+            "engine_url": f"http://127.0.0.1:{receiver_port}",
+            "retry_schedule": "1s,2s,4s",
+        }
+    )
+    pool = await store.connect(database_url)
+    started: list[subprocess.Popen[bytes]] = []
+    profilers: list[subprocess.Popen[bytes]] = []
+    try:
+        await store.migrate(pool)
+        space = "bench"
+        st = store.Store(pool)
+        for n in range(fanout):
+            await st.insert_webhook(
+                space=space,
+                kapp=None,
+                name=f"hook-{n}",
+                type="User",
+                event="Created",
+                filter=None,
+                url=URL,
+                auth_strategy=None,
+            )
+        receiver = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "receiver.py"),
+                "--port",
+                str(receiver_port),
+                "--fail-share",
+                str(fail_share),
+            ]
+        )
+        started.append(receiver)
+        roles: dict[str, list[subprocess.Popen[bytes]]] = {}
+        for role, count in processes.items():
+            roles[role] = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "webhook_router.cli", role], env=env_of(settings)
+                )
+                for _ in range(count)
+            ]
+            started.extend(roles[role])
+        if profile_dir is not None:
+            profile_dir.mkdir(parents=True, exist_ok=True)
+            for role, procs in roles.items():
+                profilers.append(
+                    subprocess.Popen(
+                        [
+                            "py-spy",
+                            "record",
+                            "--pid",
+                            str(procs[0].pid),
+                            "--format",
+                            "raw",
+                            "--rate",
+                            "200",
+                            "--output",
+                            str(profile_dir / f"{role}.txt"),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+        await wait_ready(receiver_port)
+        await asyncio.sleep(2.0)  # roles connect and declare
+
+        async with Publisher(settings.amqp_url, settings.namespace) as publisher:
+            began = time.time()
+            await publish(publisher, events, space, rate)
+            published = time.time()
+        jobs = events * fanout
+        await wait_complete(pool, jobs)
+        finished = time.time()
+
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{receiver_port}/stats") as response,
+        ):
+            stats = await response.json()
+        rows = await pool.fetch(
+            "SELECT event_at, completed_at, status FROM webhook_jobs WHERE status = 'Complete'"
+        )
+        record_latency = [(r["completed_at"] - r["event_at"]).total_seconds() for r in rows]
+        rss = {}
+        cpu = {}
+        for role, procs in roles.items():
+            rss[role] = max(peak_rss_mb(p.pid) for p in procs)
+            cpu[role] = sum(cpu_seconds(p.pid) for p in procs)
+        checks = {
+            "all_complete": len(rows) == jobs,
+            "posts_answered_once": stats["jobs"] == jobs and stats["duplicates"] == 0,
+            "extra_posts": stats["posts"] - jobs,
+        }
+        return Result(
+            scenario,
+            events,
+            fanout,
+            jobs,
+            published - began,
+            finished - began,
+            stats["latencies"],
+            record_latency,
+            rss,
+            cpu,
+            checks,
+        )
+    finally:
+        for p in profilers:
+            p.send_signal(signal.SIGINT)
+            p.wait(60)
+        for p in started:
+            p.terminate()
+        for p in started:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        await pool.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        await admin.close()
+        await drop_namespace(settings)
+
+
+async def drop_namespace(settings: Settings) -> None:
+    import aio_pika
+
+    names = Names(settings.namespace)
+    connection = await aio_pika.connect(settings.amqp_url[0])
+    async with connection:
+        channel = await connection.channel()
+        for queue in [*names.work_queues(), names.dead, *(names.retry_queue(s) for s in (1, 2, 4))]:
+            await channel.queue_delete(queue)
+        for exchange in (names.events, names.deliveries, names.retry, names.results, names.dead):
+            await channel.exchange_delete(exchange)
+
+
+async def wait_ready(port: int) -> None:
+    for _ in range(100):
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{port}/stats"),
+            ):
+                return
+        except aiohttp.ClientError:
+            await asyncio.sleep(0.1)
+    raise RuntimeError("receiver did not start")
+
+
+async def publish(publisher: Publisher, events: int, space: str, rate: float | None) -> None:
+    """Closed loop (as fast as confirms come back, 200 in flight) or open loop at `rate`."""
+
+    def event(n: int) -> Any:
+        stamp = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        return parse_event(
+            {
+                "event": {
+                    "id": str(uuid.uuid4()),
+                    "type": "User",
+                    "action": "Created",
+                    "timestamp": stamp,
+                },
+                "space": {"slug": space},
+                "user": {"username": f"user-{n}"},
+            }
+        )
+
+    if rate is None:
+        window = asyncio.Semaphore(200)
+
+        async def one(n: int) -> None:
+            async with window:
+                await publisher.publish(event(n))
+
+        await asyncio.gather(*(one(n) for n in range(events)))
+        return
+    began = time.perf_counter()
+    pending = set()
+    for n in range(events):
+        delay = began + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        pending.add(asyncio.create_task(publisher.publish(event(n))))
+        pending = {t for t in pending if not t.done()}
+    await asyncio.gather(*pending)
+
+
+async def wait_complete(pool: asyncpg.Pool, jobs: int, timeout: float = 900) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        done = await pool.fetchval("SELECT count(*) FROM webhook_jobs WHERE status = 'Complete'")
+        if done >= jobs:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"only {done} of {jobs} jobs Complete after {timeout} s")
+
+
+SCENARIOS = {
+    "single": {"events": 20000, "fanout": 1, "fail_share": 0.0, "rate": None},
+    "fanout": {"events": 4000, "fanout": 5, "fail_share": 0.0, "rate": None},
+    "retry": {"events": 10000, "fanout": 1, "fail_share": 0.1, "rate": None},
+    "latency": {"events": 9000, "fanout": 1, "fail_share": 0.0, "rate": 300.0},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", choices=SCENARIOS, default="single")
+    parser.add_argument("--all", action="store_true", help="run every scenario")
+    parser.add_argument("--events", type=int, help="events to publish")
+    parser.add_argument("--fanout", type=int, help="webhooks per event")
+    parser.add_argument("--rate", type=float, help="open loop: events per second")
+    parser.add_argument("--seconds", type=float, help="open loop: for this long")
+    parser.add_argument("--routers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--recorders", type=int, default=1)
+    parser.add_argument("--profile", type=Path, help="py-spy each role into this folder")
+    args = parser.parse_args()
+    base = Settings()
+    processes = {"router": args.routers, "worker": args.workers, "recorder": args.recorders}
+    print(
+        f"machine: {os.cpu_count()} CPUs; broker {urlsplit(base.amqp_url[0]).netloc}; "
+        f"database {urlsplit(base.database_url).netloc}; processes {processes}"
+    )
+    chosen = list(SCENARIOS) if args.all else [args.scenario]
+    failed = False
+    for name in chosen:
+        spec = dict(SCENARIOS[name])
+        if not args.all:
+            if args.events:
+                spec["events"] = args.events
+            if args.fanout:
+                spec["fanout"] = args.fanout
+            if args.rate:
+                spec["rate"] = args.rate
+            if args.rate and args.seconds:
+                spec["events"] = int(args.rate * args.seconds)
+        result = asyncio.run(run(base, name, processes=processes, profile_dir=args.profile, **spec))  # type: ignore[arg-type]
+        print(result.report(), flush=True)
+        failed |= not (result.checks["all_complete"] and result.checks["posts_answered_once"])
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
