@@ -14,8 +14,8 @@ $(BIN)/webhook-router: pyproject.toml
 install: $(BIN)/webhook-router
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 test: lint
