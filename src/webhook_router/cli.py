@@ -130,6 +130,7 @@ def _role_command(name: str) -> Callable[[argparse.Namespace, Settings], None]:
 
 def cmd_engine(args: argparse.Namespace, settings: Settings) -> None:
     from webhook_router.demo import serve_engine
+    from webhook_router.runtime import run_until_signal
 
     async def go() -> None:
         runner = await serve_engine(settings)
@@ -138,8 +139,6 @@ def cmd_engine(args: argparse.Namespace, settings: Settings) -> None:
             await run_until_signal()
         finally:
             await runner.cleanup()
-
-    from webhook_router.runtime import run_until_signal
 
     asyncio.run(go())
 
@@ -527,6 +526,19 @@ def parser() -> argparse.ArgumentParser:
         help="Apply the database migrations (idempotent).",
         description="Apply the database migrations (idempotent).",
     ).set_defaults(func=cmd_migrate)
+
+    sub.add_parser(
+        "engine",
+        help="Run the demo workflow engine at WEBHOOK_ROUTER_ENGINE_URL.",
+        description="Run a small local workflow engine that answers run-tree calls like the "
+        'real one ("Initiated run #N"), at WEBHOOK_ROUTER_ENGINE_URL.',
+    ).set_defaults(func=cmd_engine)
+    sub.add_parser(
+        "demo",
+        help="Install the standard webhooks in the default space and publish sample events.",
+        description="Install the standard webhooks in the default space (and kapp services) "
+        "and publish five sample events.",
+    ).set_defaults(func=cmd_demo)
 
     pub = sub.add_parser(
         "publish",

@@ -8,10 +8,6 @@ from urllib.parse import quote
 
 import pytest
 
-from webhook_router.catalogue import entries
-from webhook_router.defaults import install_defaults
-from webhook_router.trees import run_tree_path, tree_of
-
 from ..conftest import eventually
 from .conftest import Stack, event_for
 
@@ -67,37 +63,6 @@ async def test_submission_submitted_reaches_its_tree_and_is_recorded(stack: Stac
     assert job["scope_type"] == "Kapp" and job["scope_id"] == "services"
     attempts = await stack.store.job_attempts(str(job["id"]))
     assert [(a["attempt"], a["response_status"]) for a in attempts] == [(1, 200)]
-
-
-async def test_every_catalogue_entry_reaches_its_tree(stack: Stack) -> None:
-    space = stack.space()
-    await install_defaults(stack.store, stack.settings.tree_source, space, None)
-    await install_defaults(stack.store, stack.settings.tree_source, space, "services")
-    await stack.synced()
-    expected = {}
-    for entry, action in entries():
-        entities = {
-            "user": {"username": "jane"},
-            "team": {"name": "Role::Employee", "slug": "emp"},
-            "kapp": {"slug": "services"},
-            "form": {"slug": "ipad-request"},
-            "submission": {"id": "s1", "values": {}},
-        }
-        event = event_for(space, entry.name, action, **{k: entities[k] for k in entry.entities})
-        tree = tree_of(entry.name, action, event)
-        expected[(entry.name, action)] = run_tree_path(stack.settings.tree_source, tree)
-        await stack.publisher.publish(event)
-
-    rows = await stack.settled(space, len(expected))
-    assert len(rows) == len(expected)
-    assert all(r["status"] == "Complete" and r["run_id"] for r in rows), [
-        (r["type"], r["event"], r["summary"]) for r in rows if r["status"] != "Complete"
-    ]
-    got = {
-        (p.json()["event"]["type"], p.json()["event"]["action"]): p.path
-        for p in stack.received_for(space)
-    }
-    assert got == expected
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,225 @@
+"""The command line as a user runs it: `up --demo`, publish, webhooks, jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from webhook_router.settings import Settings
+
+from ..conftest import drop_namespace, free_port
+from ..support.processes import env_of
+from .conftest import Stack
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(120)]
+SAMPLES = Path(__file__).parent.parent / "samples"
+
+
+async def cli(settings: Settings, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "webhook_router.cli",
+        *args,
+        env=env_of(settings),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(stdin), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_up_demo_shows_complete_jobs_with_run_numbers(settings: Settings) -> None:
+    own = settings.model_copy(
+        update={
+            "namespace": f"wrtest_{uuid.uuid4().hex[:8]}",
+            "default_space": f"demo-{uuid.uuid4().hex[:6]}",
+            "engine_url": f"http://127.0.0.1:{free_port()}",
+            "api_port": free_port(),
+            "api_token": [],
+        }
+    )
+    env = env_of(own)
+    del env["WEBHOOK_ROUTER_API_TOKEN"]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "webhook_router.cli",
+        "up",
+        "--demo",
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        printed = []
+        while not any("Demo:" in line for line in printed):
+            line = await asyncio.wait_for(process.stdout.readline(), 60)
+            assert line, "up --demo ended early: " + "".join(printed)
+            printed.append(line.decode())
+        assert printed[0].startswith("API token (generated")
+        jobs: list[dict[str, Any]] = []
+        for _ in range(100):
+            code, out, err = await cli(own, "jobs", "list", "--json")
+            assert code == 0, err
+            jobs = json.loads(out)["webhookJobs"]
+            if len(jobs) == 5 and all(j["status"] == "Complete" for j in jobs):
+                break
+            await asyncio.sleep(0.2)
+        assert len(jobs) == 5
+        assert all(j["status"] == "Complete" and j["runId"] for j in jobs), jobs
+        assert {j["treeGroup"] for j in jobs} >= {
+            "Users",
+            "Teams",
+            "Submissions > services > ipad-request",
+        }
+        code, out, _ = await cli(own, "jobs", "list")
+        assert "Complete" in out and "200 OK" in out
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 60) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await drop_namespace(own.amqp_url[0], own.namespace)
+
+
+async def test_publish_a_sample_file_then_read_its_job(stack: Stack) -> None:
+    space = stack.space()
+    s = stack.settings.model_copy(update={"default_space": space})
+    code, out, err = await cli(s, "webhooks", "install-defaults")
+    assert code == 0, err
+    assert out.startswith("created 21 webhooks")
+    code, out, _ = await cli(s, "webhooks", "install-defaults")
+    assert out.strip() == "created 0 webhooks"
+    await stack.synced()
+
+    sample = json.loads((SAMPLES / "user.created.json").read_text())
+    sample["space"]["slug"] = space
+    del sample["event"]["id"]
+    code, out, err = await cli(s, "publish", "-", stdin=json.dumps(sample).encode())
+    assert code == 0, err
+    event_id = out.strip()
+    [job] = await stack.settled(space, 1)
+    assert job["event_id"] == event_id
+    code, out, err = await cli(s, "jobs", "show", str(job["id"]))
+    assert code == 0, err
+    assert "status:       Complete" in out
+    assert f'"id": "{event_id}"' in out  # the request, pretty-printed
+    assert "Initiated run #" in out
+    code, out, _ = await cli(s, "jobs", "list", "--status", "complete", "--json")
+    assert [j["id"] for j in json.loads(out)["webhookJobs"]] == [str(job["id"])]
+
+
+async def test_publish_refuses_a_bad_event_and_names_the_field(stack: Stack) -> None:
+    code, _, err = await cli(
+        stack.settings,
+        "publish",
+        "-",
+        stdin=b'{"event": {"type": "Submission", "action": "Submitted"}, "space": {"slug": "a"}}',
+    )
+    assert code == 2
+    assert "needs kapp, form, submission" in err
+    assert "nothing was published" in err
+
+
+async def test_webhook_create_refuses_a_bad_filter_naming_the_position(stack: Stack) -> None:
+    space = stack.space()
+    code, _, err = await cli(
+        stack.settings,
+        "webhooks",
+        "create",
+        "--space",
+        space,
+        "--kapp",
+        "services",
+        "--name",
+        "bad",
+        "--type",
+        "Submission",
+        "--event",
+        "Submitted",
+        "--url",
+        "/x",
+        "--filter",
+        "values('Status') == 'Open' &&",
+    )
+    assert code == 2
+    assert "filter: at position 29: expected an expression but found end of text" in err
+    code, out, _ = await cli(
+        stack.settings, "webhooks", "list", "--space", space, "--kapp", "services", "--json"
+    )
+    assert json.loads(out) == {"webhooks": []}
+
+
+async def test_webhooks_create_update_show_delete(stack: Stack) -> None:
+    space = stack.space()
+    base = ("--space", space)
+    code, out, err = await cli(
+        stack.settings,
+        "webhooks",
+        "create",
+        *base,
+        "--name",
+        "Users",
+        "--type",
+        "User",
+        "--event",
+        "Created",
+        "--url",
+        "/u",
+        "--auth-strategy",
+        "Signature",
+    )
+    assert code == 0, err
+    created = json.loads(out)["webhook"]
+    assert created["secret"].startswith("whsec_")
+    code, out, err = await cli(
+        stack.settings, "webhooks", "update", *base, "Users", "--url", "/v", "--disable"
+    )
+    assert code == 0, err
+    assert json.loads(out)["webhook"]["url"] == "/v"
+    assert json.loads(out)["webhook"]["enabled"] is False
+    code, out, _ = await cli(stack.settings, "webhooks", "list", *base)
+    assert "Users" in out and "/v" in out
+    code, out, _ = await cli(stack.settings, "webhooks", "delete", *base, "Users")
+    assert code == 0
+    code, _, err = await cli(stack.settings, "webhooks", "show", *base, "Users")
+    assert code == 1 and "no webhook named 'Users'" in err
+
+
+async def test_every_command_has_help(settings: Settings) -> None:
+    commands = [
+        [],
+        ["up"],
+        ["router"],
+        ["worker"],
+        ["recorder"],
+        ["api"],
+        ["migrate"],
+        ["publish"],
+        ["engine"],
+        ["demo"],
+        ["webhooks"],
+        ["webhooks", "create"],
+        ["webhooks", "install-defaults"],
+        ["jobs"],
+        ["jobs", "list"],
+        ["jobs", "retry"],
+        ["jobs", "replay"],
+    ]
+    for command in commands:
+        code, out, _ = await cli(settings, *command, "--help")
+        assert code == 0
+        assert "usage: webhook-router" in out
