@@ -267,7 +267,7 @@ async def drop_namespace(settings: Settings) -> None:
         channel = await connection.channel()
         for queue in [*names.work_queues(), names.dead, *(names.retry_queue(s) for s in (1, 2, 4))]:
             await channel.queue_delete(queue)
-        for exchange in (names.events, names.deliveries, names.retry, names.results, names.dead):
+        for exchange in names.exchanges():
             await channel.exchange_delete(exchange)
 
 

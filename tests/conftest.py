@@ -107,13 +107,13 @@ async def database_url(services: Services) -> AsyncIterator[str]:
         await admin.close()
 
 
-async def drop_namespace(amqp_url: str, name: str) -> None:
+async def drop_namespace(amqp_url: str, name: str, shards: int = 1) -> None:
     """Delete every queue and exchange of a namespace."""
     import aio_pika
 
     from webhook_router.topology import Names
 
-    names = Names(name)
+    names = Names(name, shards)
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
@@ -121,7 +121,7 @@ async def drop_namespace(amqp_url: str, name: str) -> None:
         queues += [names.retry_queue(s) for s in TEST_SCHEDULE]
         for queue in queues:
             await channel.queue_delete(queue)
-        for exchange in (names.events, names.deliveries, names.retry, names.results, names.dead):
+        for exchange in names.exchanges():
             await channel.exchange_delete(exchange)
 
 

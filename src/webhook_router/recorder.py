@@ -45,7 +45,7 @@ class Recorder:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self.names = Names(settings.namespace)
+        self.names = Names(settings.namespace, settings.delivery_shards)
         self.connection: AbstractRobustConnection | None = None
         self.topology: Topology | None = None
         self._consumer_tag: str | None = None

@@ -22,7 +22,7 @@ from webhook_router.jobs import Delivery, Outcome, Status, job_id, utcnow
 from webhook_router.service import InFlight, dead_letter
 from webhook_router.settings import Settings, parse_schedule
 from webhook_router.store import Store
-from webhook_router.topology import DELIVER_KEY, RECORD_KEY, Names, Topology, declare
+from webhook_router.topology import RECORD_KEY, Names, Topology, declare
 from webhook_router.trees import tree_of
 from webhook_router.webhooks import Match
 
@@ -95,7 +95,7 @@ class Router:
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
-        self.names = Names(settings.namespace)
+        self.names = Names(settings.namespace, settings.delivery_shards)
         self.cache = WebhookCache(store, settings.database_url, settings.webhook_refresh)
         self.inflight = InFlight()
         self.connection: AbstractRobustConnection | None = None
@@ -172,7 +172,7 @@ async def publish_jobs(
 ) -> None:
     """Publish deliveries and their jobs' records; returns once the broker confirmed all."""
     publishes: list[Awaitable[None]] = [
-        broker.publish(topology.deliveries, d.encode(), DELIVER_KEY, message_id=d.job_id)
+        broker.publish(topology.deliveries, d.encode(), d.webhook_id, message_id=d.job_id)
         for d in deliveries
     ]
     if outcomes:

@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     namespace: str = Field(
         default="webhook_router", description="Prefix of every exchange and queue."
     )
+    delivery_shards: int = Field(
+        default=1,
+        ge=1,
+        description="Delivery queues, spread by webhook over the consistent-hash exchange "
+        "(needs its plugin when above 1).",
+    )
     engine_url: str = Field(
         default="http://127.0.0.1:8081",
         description="Base URL of the workflow engine, for webhook URLs starting with `/`.",

@@ -116,10 +116,13 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
 
 
 async def make_partitions(pool: asyncpg.Pool, months_ahead: int = 3) -> None:
-    """Monthly partitions from last month to `months_ahead` months ahead."""
+    """Monthly partitions from last month to `months_ahead` months ahead; one maker at a
+    time, so roles starting together never race to create the same partition."""
     today = datetime.now(UTC).date()
     first = date(today.year - (today.month == 1), (today.month - 2) % 12 + 1, 1)
-    await pool.execute(Q["make_partitions"], first, months_ahead + 2)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(Q["make_partitions"], first, months_ahead + 2)
 
 
 class Store:
@@ -218,7 +221,12 @@ class Store:
         now = datetime.now(UTC)
         jobs = []
         attempts = []
-        for o in sorted(outcomes, key=lambda o: (o.delivery.job_id, o.version)):
+        latest: dict[str, Outcome] = {}
+        for o in outcomes:
+            held = latest.get(o.delivery.job_id)
+            if held is None or o.version > held.version:
+                latest[o.delivery.job_id] = o
+        for o in sorted(latest.values(), key=lambda o: o.delivery.job_id):
             d = o.delivery
             event_at = datetime.fromisoformat(d.event_at)
             number, rank = o.version[1], RANK[Status(o.status)]
@@ -259,12 +267,13 @@ class Store:
                     completed,
                 )
             )
+        for o in outcomes:
             if o.attempt is not None:
-                a = o.attempt
+                d, a = o.delivery, o.attempt
                 attempts.append(
                     (
                         uuid.UUID(d.job_id),
-                        event_at,
+                        datetime.fromisoformat(d.event_at),
                         d.replay,
                         a.number,
                         uuid.UUID(d.webhook_id),
@@ -327,3 +336,37 @@ class Store:
             + f" ORDER BY scheduled_at DESC, id DESC LIMIT ${len(args)}"
         )
         return list(await self.pool.fetch(sql, *args))
+
+    # retention
+
+    async def partitions_ending_before(self, cutoff: datetime) -> list[asyncpg.Record]:
+        """Monthly partitions of the job tables (`parent`, `name`, `ends`) whose whole
+        range lies before `cutoff` and before the current month, oldest first."""
+        return list(await self.pool.fetch(Q["partitions_ending_before"], cutoff))
+
+    async def drop_partition(self, parent: str, name: str, lock_timeout: float) -> None:
+        """Detach and drop one partition in one short transaction.
+
+        Detaching needs the parent's exclusive lock (not CONCURRENTLY: PostgreSQL refuses
+        that while a DEFAULT partition exists), and writers queue behind a waiting lock, so
+        it waits at most `lock_timeout` seconds, then raises asyncpg.LockNotAvailableError.
+        """
+        await self.pool.execute(Q["drop_partition"], parent, name, timedelta(seconds=lock_timeout))
+
+    async def delete_old_default_rows(self, cutoff: datetime, batch: int) -> int:
+        """Delete the rows of events before `cutoff` from the DEFAULT partitions, `batch`
+        rows per statement so that no statement holds many row locks for long."""
+        deleted = 0
+        for query in ("delete_old_default_attempts", "delete_old_default_jobs"):
+            while True:
+                done = int((await self.pool.execute(Q[query], cutoff, batch)).split()[-1])
+                deleted += done
+                if done == 0:
+                    break
+        return deleted
+
+    async def analyze_job_log(self) -> None:
+        """Refresh the planner's statistics of the job tables. Autovacuum analyzes each
+        partition but never the partitioned tables themselves, whose statistics the views'
+        plans rely on."""
+        await self.pool.execute(Q["analyze_job_log"])

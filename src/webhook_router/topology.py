@@ -1,13 +1,18 @@
 """Names and shape of every exchange and queue, all under the namespace.
 
-    events (topic, key type.action) -> router        (quorum)
-    deliveries (direct)             -> deliver       (quorum)
-    retry (direct, key = delay)     -> retry.{delay} (TTL, dead-letters into deliveries)
-    results (direct)                -> record        (quorum)
-    dead (fanout)                   -> dead          (quorum)
+    events (topic, key type.action)      -> router            (quorum)
+    deliveries (fanout, key webhook id)  -> deliver           (quorum)     one shard
+    deliveries.sharded (consistent hash) -> deliver.0 .. N-1  (quorum)     N shards
+    retry (headers, retry-wait)          -> retry.{wait}      (TTL, dead-letters into
+                                                               the deliveries exchange)
+    results (direct, key record)         -> record            (quorum)
+    dead (fanout)                        -> dead              (quorum)
 
-Work queues dead-letter into `dead` after a delivery limit, at least once, so a message
-that crashes its consumer again and again stops looping and is never dropped.
+A delivery's routing key is its webhook's id, kept through the retry queues (they set no
+dead-letter routing key), so with N shards one webhook's deliveries, first attempts and
+retries alike, hash to one shard. Work queues dead-letter into `dead` after a delivery
+limit, at least once, so a message that crashes its consumer again and again stops looping
+and is never dropped.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
-DELIVER_KEY = "deliver"
 RECORD_KEY = "record"
+# headers exchanges ignore binding keys starting with x-, so this one must not
+RETRY_HEADER = "retry-wait"
 DELIVERY_LIMIT = 10
+CONSISTENT_HASH = "x-consistent-hash"
 
 
 def delay_name(seconds: float) -> str:
@@ -35,6 +42,7 @@ def delay_name(seconds: float) -> str:
 @dataclass(frozen=True, slots=True)
 class Names:
     namespace: str
+    shards: int = 1
 
     @property
     def events(self) -> str:
@@ -46,11 +54,19 @@ class Names:
 
     @property
     def deliveries(self) -> str:
-        return f"{self.namespace}.deliveries"
+        """The exchange deliveries are published to."""
+        suffix = "" if self.shards == 1 else ".sharded"
+        return f"{self.namespace}.deliveries{suffix}"
 
     @property
     def deliver(self) -> str:
-        return f"{self.namespace}.deliver"
+        """The delivery queue (the first shard's when sharded)."""
+        return self.deliver_queues()[0]
+
+    def deliver_queues(self) -> tuple[str, ...]:
+        if self.shards == 1:
+            return (f"{self.namespace}.deliver",)
+        return tuple(f"{self.namespace}.deliver.{i}" for i in range(self.shards))
 
     @property
     def retry(self) -> str:
@@ -72,7 +88,10 @@ class Names:
         return f"{self.namespace}.dead"
 
     def work_queues(self) -> tuple[str, ...]:
-        return (self.router, self.deliver, self.record)
+        return (self.router, *self.deliver_queues(), self.record)
+
+    def exchanges(self) -> tuple[str, ...]:
+        return (self.events, self.deliveries, self.retry, self.results, self.dead)
 
 
 def _work_queue_arguments(names: Names) -> dict[str, Any]:
@@ -105,9 +124,13 @@ class Topology:
     results: AbstractExchange
     dead: AbstractExchange
     router: AbstractQueue
-    deliver: AbstractQueue
+    deliver_queues: tuple[AbstractQueue, ...]
     record: AbstractQueue
     dead_queue: AbstractQueue
+
+    @property
+    def deliver(self) -> AbstractQueue:
+        return self.deliver_queues[0]
 
 
 async def declare(
@@ -115,10 +138,13 @@ async def declare(
 ) -> Topology:
     """Declare everything (idempotent); every role calls it on start."""
     events = await channel.declare_exchange(names.events, aio_pika.ExchangeType.TOPIC, durable=True)
+    sharded = names.shards > 1
     deliveries = await channel.declare_exchange(
-        names.deliveries, aio_pika.ExchangeType.DIRECT, durable=True
+        names.deliveries,
+        CONSISTENT_HASH if sharded else aio_pika.ExchangeType.FANOUT,
+        durable=True,
     )
-    retry = await channel.declare_exchange(names.retry, aio_pika.ExchangeType.DIRECT, durable=True)
+    retry = await channel.declare_exchange(names.retry, aio_pika.ExchangeType.HEADERS, durable=True)
     results = await channel.declare_exchange(
         names.results, aio_pika.ExchangeType.DIRECT, durable=True
     )
@@ -132,10 +158,14 @@ async def declare(
         names.router, durable=True, arguments=_work_queue_arguments(names)
     )
     await router.bind(events, routing_key="#")
-    deliver = await channel.declare_queue(
-        names.deliver, durable=True, arguments=_work_queue_arguments(names)
-    )
-    await deliver.bind(deliveries, routing_key=DELIVER_KEY)
+    deliver_queues = []
+    for name in names.deliver_queues():
+        queue = await channel.declare_queue(
+            name, durable=True, arguments=_work_queue_arguments(names)
+        )
+        # a consistent-hash binding key is the shard's weight
+        await queue.bind(deliveries, routing_key="1" if sharded else "")
+        deliver_queues.append(queue)
     record = await channel.declare_queue(
         names.record, durable=True, arguments=_work_queue_arguments(names)
     )
@@ -148,10 +178,19 @@ async def declare(
                 "x-queue-type": "quorum",
                 "x-message-ttl": round(seconds * 1000),
                 "x-dead-letter-exchange": names.deliveries,
-                "x-dead-letter-routing-key": DELIVER_KEY,
                 "x-dead-letter-strategy": "at-least-once",
                 "x-overflow": "reject-publish",
             },
         )
-        await wait.bind(retry, routing_key=delay_name(seconds))
-    return Topology(events, deliveries, retry, results, dead, router, deliver, record, dead_queue)
+        await wait.bind(retry, arguments={"x-match": "all", RETRY_HEADER: delay_name(seconds)})
+    return Topology(
+        events,
+        deliveries,
+        retry,
+        results,
+        dead,
+        router,
+        tuple(deliver_queues),
+        record,
+        dead_queue,
+    )

@@ -18,7 +18,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 
 from webhook_router import __version__, broker
 from webhook_router.batching import OutcomeBatcher
@@ -32,7 +37,7 @@ from webhook_router.settings import Settings, parse_schedule
 from webhook_router.signing import signature_headers
 from webhook_router.ssrf import AddressPolicy, guarded_connector, refusal_of
 from webhook_router.store import Store
-from webhook_router.topology import Names, Topology, declare, delay_name
+from webhook_router.topology import RETRY_HEADER, Names, Topology, declare, delay_name
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +49,7 @@ class Worker:
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
-        self.names = Names(settings.namespace)
+        self.names = Names(settings.namespace, settings.delivery_shards)
         self.schedule = parse_schedule(settings.retry_schedule)
         self.cache = WebhookCache(store, settings.database_url, settings.webhook_refresh)
         self.guard = EndpointGuard(
@@ -58,7 +63,7 @@ class Worker:
         self.connection: AbstractRobustConnection | None = None
         self.topology: Topology | None = None
         self.session: aiohttp.ClientSession | None = None
-        self._consumer_tag: str | None = None
+        self._consumer_tags: list[tuple[AbstractQueue, str]] = []
         self.batcher: OutcomeBatcher | None = None
 
     async def start(self) -> None:
@@ -74,8 +79,10 @@ class Worker:
         channel = await broker.channel(self.connection, prefetch=s.worker_concurrency)
         self.topology = await declare(channel, self.names, self.schedule)
         self.batcher = OutcomeBatcher(lambda: self._results())
-        self._consumer_tag = await self.topology.deliver.consume(self.on_delivery)
-        log.info("worker started", queue=self.names.deliver)
+        self._consumer_tags = [
+            (queue, await queue.consume(self.on_delivery)) for queue in self.topology.deliver_queues
+        ]
+        log.info("worker started", queues=self.names.deliver_queues())
 
     def _results(self) -> AbstractExchange:
         assert self.topology is not None
@@ -85,8 +92,8 @@ class Worker:
         return self.connection is not None and not self.connection.is_closed
 
     async def stop(self, deadline: float) -> None:
-        if self.topology is not None and self._consumer_tag is not None:
-            await self.topology.deliver.cancel(self._consumer_tag)
+        for queue, tag in self._consumer_tags:
+            await queue.cancel(tag)
         await self.inflight.wait_idle(deadline)
         if self.batcher is not None:
             await self.batcher.drain()
@@ -140,9 +147,9 @@ class Worker:
         await broker.publish(
             self.topology.retry,
             delivery.encode(),
-            delay_name(self.schedule[0]),
+            delivery.webhook_id,
             message_id=delivery.job_id,
-            headers={"x-deferred": reason},
+            headers={RETRY_HEADER: delay_name(self.schedule[0]), "x-deferred": reason},
         )
         log.debug(
             "delivery deferred",
@@ -164,8 +171,9 @@ class Worker:
                 broker.publish(
                     self.topology.retry,
                     delivery.next_attempt().encode(),
-                    delay_name(decision.delay),
+                    delivery.webhook_id,
                     message_id=delivery.job_id,
+                    headers={RETRY_HEADER: delay_name(decision.delay)},
                 )
             )
         if decision.exhausted:

@@ -223,3 +223,12 @@ async def test_every_command_has_help(settings: Settings) -> None:
         code, out, _ = await cli(settings, *command, "--help")
         assert code == 0
         assert "usage: webhook-router" in out
+
+
+async def test_prune_keeps_what_is_recent(stack: Stack) -> None:
+    code, out, err = await cli(stack.settings, "prune", "--older-than", "90d")
+    assert code == 0, err
+    assert out.strip() == "nothing to drop"
+    code, _, err = await cli(stack.settings, "prune", "--older-than", "soon")
+    assert code == 2
+    assert "not a duration" in err

@@ -64,6 +64,7 @@ async def test_a_flaky_endpoint_completes_on_the_third_attempt(stack: Stack) -> 
     assert job["status"] == "Complete"
     assert job["run_id"] == "1430"
     assert job["retry_count"] == 2
+    assert next(calls) == 4  # three POSTs in all: no attempt went out twice
     attempts = await attempts_of(stack, job["id"])
     assert [(a["attempt"], a["response_status"]) for a in attempts] == [
         (1, 503),

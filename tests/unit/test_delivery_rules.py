@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -11,7 +12,7 @@ from webhook_router.classify import Verdict, classify, pick_delay, retry_after, 
 from webhook_router.durations import parse_duration, parse_schedule
 from webhook_router.isolation import EndpointGuard, endpoint_of
 from webhook_router.runs import run_id_of
-from webhook_router.topology import delay_name
+from webhook_router.topology import Names, delay_name
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -158,3 +159,16 @@ def test_circuit_opens_after_failures_and_half_opens_after_cooldown() -> None:
     guard.release("a", healthy=True, now=22)
     assert guard.acquire("a", 22) is None
     assert guard.acquire("a", 22) is None
+
+
+def test_names_of_shards() -> None:
+    assert Names("n").deliver_queues() == ("n.deliver",)
+    assert Names("n", 3).deliver_queues() == ("n.deliver.0", "n.deliver.1", "n.deliver.2")
+    assert Names("n", 3).deliveries == "n.deliveries.sharded"
+    assert Names("n").deliveries == "n.deliveries"
+    assert list(itertools.islice(Names("n", 2).work_queues(), 4)) == [
+        "n.router",
+        "n.deliver.0",
+        "n.deliver.1",
+        "n.record",
+    ]

@@ -89,3 +89,35 @@ SELECT * FROM webhook_job_attempts WHERE job_id = $1 ORDER BY replay, attempt;
 
 -- name: make_partitions
 SELECT webhook_router_make_partitions($1::date, $2::integer);
+
+-- name: partitions_ending_before
+-- Monthly partitions of the job tables whose whole range lies before $1 and before the
+-- current month; the DEFAULT partition has no upper bound and is never listed.
+SELECT parent, name, ends
+FROM (
+    SELECT p.relname AS parent,
+           c.relname AS name,
+           (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \(''([^'']+)''\)'))[1]
+               ::timestamptz AS ends
+    FROM pg_inherits i
+    JOIN pg_class c ON c.oid = i.inhrelid
+    JOIN pg_class p ON p.oid = i.inhparent
+    WHERE i.inhparent IN ('webhook_jobs'::regclass, 'webhook_job_attempts'::regclass)
+) AS partitions
+WHERE ends <= $1 AND ends <= date_trunc('month', now())
+ORDER BY ends, parent;
+
+-- name: delete_old_default_jobs
+DELETE FROM webhook_jobs_default
+WHERE ctid = ANY (ARRAY(SELECT ctid FROM webhook_jobs_default WHERE event_at < $1 LIMIT $2));
+
+-- name: delete_old_default_attempts
+DELETE FROM webhook_job_attempts_default
+WHERE ctid = ANY (
+    ARRAY(SELECT ctid FROM webhook_job_attempts_default WHERE event_at < $1 LIMIT $2));
+
+-- name: drop_partition
+SELECT webhook_router_drop_partition($1::text::regclass, $2::text::regclass, $3::interval);
+
+-- name: analyze_job_log
+ANALYZE webhook_jobs, webhook_job_attempts;
