@@ -1,18 +1,24 @@
-"""The HTTP API: event ingest, webhooks and webhook jobs in the platform's shapes, health.
+"""The HTTP API: event ingest, webhooks and webhook jobs in the platform's shapes, health,
+metrics and the OpenAPI document.
 
 Paths and JSON follow the platform's Core API (`/app/api/v1/webhooks`,
 `/app/api/v1/kapps/{kapp}/webhookJobs`, ...); every path also exists under
-`/app/api/v1/spaces/{space}/`, the short form acting on the default space.
+`/app/api/v1/spaces/{space}/`, the short form acting on the default space. The routes are
+the table in `openapi`; this module is the thin layer between HTTP and the store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import binascii
+import functools
 import hmac
+import math
+import re
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -21,12 +27,22 @@ import structlog
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
-from webhook_router import broker
-from webhook_router.catalogue import Level, events_at, types_at
-from webhook_router.events import EventInvalid
+from webhook_router import broker, metrics
+from webhook_router.catalogue import TYPES, Level, events_at, types_at
+from webhook_router.events import EventInvalid, parse_event
 from webhook_router.jobs import Status
+from webhook_router.openapi import (
+    GRACE_MAX,
+    LIMIT_DEFAULT,
+    LIMIT_MAX,
+    NAME_MAX,
+    OPERATIONS,
+    PUBLIC_PATHS,
+    SLUG_MAX,
+    document,
+)
 from webhook_router.publisher import Publisher
-from webhook_router.replay import ReplayRefused, replay_job
+from webhook_router.replay import ReplayRefused, replay_failed, replay_job
 from webhook_router.settings import Settings, parse_schedule
 from webhook_router.store import JobFilter, Store
 from webhook_router.topology import Names, Topology, declare
@@ -34,16 +50,61 @@ from webhook_router.webhooks import Webhook, WebhookInvalid, check_definition
 
 log = structlog.get_logger(__name__)
 
-V1 = "/app/api/v1"
-PUBLIC = frozenset({"/healthz", "/readyz"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+FieldErrors = list[dict[str, str]]
+
+DATABASE_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+WEBHOOK_FIELDS = {
+    "name": "name",
+    "type": "type",
+    "event": "event",
+    "filter": "filter",
+    "url": "url",
+    "authStrategy": "auth_strategy",
+    "enabled": "enabled",
+}
+WEBHOOK_READ_ONLY = frozenset(
+    {"id", "secret", "previousSecretUntil", "disabledReason", "createdAt", "updatedAt"}
+)
+_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+_DIGITS = re.compile(r"[0-9]+")
+STATUSES = {s.value.lower(): s.value for s in Status}
+CONSOLE = "/console"
+"""Where the jobs console is mounted; it signs its users in itself and answers in HTML."""
+
+
+def is_console(path: str) -> bool:
+    return path == CONSOLE or path.startswith(CONSOLE + "/")
+
+
+class ApiError(Exception):
+    """An answer other than success: status, message and the fields at fault."""
+
+    def __init__(self, status: int, message: str, errors: FieldErrors | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.errors = errors
+
+
+def invalid(field: str, message: str, what: str = "a parameter is not valid") -> ApiError:
+    return ApiError(422, what, [{"field": field, "message": message}])
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
-def error(status: int, message: str, errors: list[dict[str, str]] | None = None) -> web.Response:
+def error(status: int, message: str, errors: FieldErrors | None = None) -> web.Response:
     body: dict[str, Any] = {"error": message}
     if errors:
         body["errors"] = errors
@@ -70,6 +131,7 @@ def webhook_json(w: Webhook, *, with_secret: bool = False) -> dict[str, Any]:
     }
     if with_secret:
         data["secret"] = w.secret
+        data["previousSecretUntil"] = _iso(w.previous_secret_until)
     return data
 
 
@@ -120,6 +182,7 @@ def attempt_json(row: asyncpg.Record) -> dict[str, Any]:
 
 
 def encode_token(scheduled_at: datetime, job_id: str) -> str:
+    """A page's end as an opaque token: the keyset (scheduledAt, id) of its last job."""
     raw = orjson.dumps([scheduled_at.isoformat(), job_id])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -128,9 +191,90 @@ def decode_token(token: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         when, job_id = orjson.loads(raw)
-        return datetime.fromisoformat(when), str(job_id)
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
-        raise ValueError("pageToken is not one this API gave") from None
+        at = datetime.fromisoformat(when)
+        key = str(uuid.UUID(job_id))
+        if at.tzinfo is None:
+            raise ValueError
+        at.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError):
+        raise ValueError("is not a token this API gave") from None
+    return at, key
+
+
+def parse_time(value: str) -> datetime:
+    """An RFC 3339 date-time with its zone; ValueError saying what is wrong."""
+    if not _DATE_TIME.fullmatch(value):
+        raise ValueError(
+            "must be an RFC 3339 date-time with a zone, e.g. 2024-05-01T00:00:00Z "
+            "(in a query string write + as %2B)"
+        )
+    try:
+        at = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        at.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValueError("is not a date-time that exists") from None
+    return at
+
+
+def text_problem(value: str, max_length: int | None = None) -> str | None:
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    if max_length is not None and len(value) > max_length:
+        return f"must be at most {max_length} characters"
+    return None
+
+
+def _webhook_changes(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields a body sets, as `Webhook` attributes; ApiError(422) naming each bad one."""
+    errors: FieldErrors = [
+        {"field": key, "message": "unknown field"}
+        for key in data
+        if key not in WEBHOOK_FIELDS and key not in WEBHOOK_READ_ONLY
+    ]
+    changes: dict[str, Any] = {}
+    for key, attr in WEBHOOK_FIELDS.items():
+        if key not in data:
+            continue
+        value = data[key]
+        problem = None
+        if key == "enabled":
+            if not isinstance(value, bool):
+                problem = "must be true or false"
+        elif value is None and key in ("filter", "authStrategy"):
+            pass
+        elif not isinstance(value, str):
+            nullable = key in ("filter", "authStrategy")
+            problem = "must be a string or null" if nullable else "must be a string"
+        else:
+            problem = text_problem(value, NAME_MAX if key == "name" else None)
+            if problem is None and key == "name" and value in (".", ".."):
+                problem = "cannot be `.` or `..`: no URL path could name it"
+        if problem:
+            errors.append({"field": key, "message": problem})
+        changes[attr] = value
+    if errors:
+        raise ApiError(422, "the webhook is not valid", errors)
+    return changes
+
+
+def _check(kapp: str | None, fields: dict[str, Any]) -> None:
+    try:
+        check_definition(
+            kapp=kapp,
+            name=fields["name"],
+            type=fields["type"],
+            event=fields["event"],
+            filter=fields["filter"],
+            url=fields["url"],
+            auth_strategy=fields["auth_strategy"],
+        )
+    except WebhookInvalid as exc:
+        raise ApiError(422, "the webhook is not valid", exc.errors) from None
+
+
+@functools.cache
+def _openapi_body() -> bytes:
+    return orjson.dumps(document())
 
 
 class Api:
@@ -141,23 +285,28 @@ class Api:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self.names = Names(settings.namespace)
+        self.names = Names(settings.namespace, settings.delivery_shards)
         self.publisher = Publisher(settings.amqp_url, settings.namespace)
         self.connection: AbstractRobustConnection | None = None
         self.topology: Topology | None = None
+        self._connecting = asyncio.Lock()
         self.tokens = [t.encode() for t in settings.api_token]
+        self.depths = metrics.QueueDepths(self.names, parse_schedule(settings.retry_schedule))
+        self._prometheus = metrics.handler(self._refresh_depths)
 
     async def ensure_broker(self) -> Topology:
-        """Connect on first use, so the API serves reads while the broker is away."""
-        if self.topology is None or self.connection is None or self.connection.is_closed:
-            self.connection = await broker.connect(self.settings.amqp_url, name="api")
-            channel = await broker.channel(self.connection)
-            self.topology = await declare(
-                channel, self.names, parse_schedule(self.settings.retry_schedule)
-            )
-        if not self.publisher.connected:
-            await self.publisher.open()
-        return self.topology
+        """Connect on first use, so the API serves reads while the broker is away; one
+        request connects while the others wait for it."""
+        async with self._connecting:
+            if self.topology is None or self.connection is None or self.connection.is_closed:
+                self.connection = await broker.connect(self.settings.amqp_url, name="api")
+                channel = await broker.channel(self.connection)
+                self.topology = await declare(
+                    channel, self.names, parse_schedule(self.settings.retry_schedule)
+                )
+            if not self.publisher.connected:
+                await self.publisher.open()
+            return self.topology
 
     async def close(self) -> None:
         await self.publisher.close()
@@ -165,50 +314,64 @@ class Api:
             await self.connection.close()
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors, self._auth])
-        r = app.router
-        r.add_get("/healthz", self.healthz)
-        r.add_get("/readyz", self.readyz)
-        r.add_post(f"{V1}/events", self.ingest)
-        r.add_get(f"{V1}/meta/webhooks/types/{{level}}", self.meta_types)
-        r.add_get(f"{V1}/meta/webhooks/events/{{level}}", self.meta_events)
-        for prefix in (V1, f"{V1}/spaces/{{space}}"):
-            for scope in ("", "/kapps/{kapp}"):
-                base = prefix + scope
-                r.add_get(f"{base}/webhooks", self.list_webhooks)
-                r.add_post(f"{base}/webhooks", self.create_webhook)
-                r.add_get(f"{base}/webhooks/{{name}}", self.get_webhook)
-                r.add_put(f"{base}/webhooks/{{name}}", self.update_webhook)
-                r.add_delete(f"{base}/webhooks/{{name}}", self.delete_webhook)
-                r.add_get(f"{base}/webhookJobs", self.list_jobs)
-            r.add_get(f"{prefix}/webhookJobs/{{id}}", self.get_job)
-            r.add_put(f"{prefix}/webhookJobs/{{id}}", self.update_job)
+        app = web.Application(middlewares=[self._measure, self._errors, self._auth])
+        for op in OPERATIONS:
+            app.router.add_route(op.method, op.path, getattr(self, op.handler))
         return app
 
     # middlewares
 
     @web.middleware
+    async def _measure(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            method = request.method if request.method in METHODS else "other"
+            metrics.api_request(method, route, status)
+
+    @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in PUBLIC:
+        if request.path in PUBLIC_PATHS or is_console(request.path):
             return await handler(request)
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        given = token.strip().encode("utf-8", "replace")
         if scheme.lower() != "bearer" or not any(
-            hmac.compare_digest(token.encode(), t) for t in self.tokens
+            hmac.compare_digest(given, t) for t in self.tokens
         ):
-            return error(401, "a valid bearer token is required")
+            response = error(401, "a valid bearer token is required")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
         return await handler(request)
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
+        except ApiError as exc:
+            return error(exc.status, exc.message, exc.errors)
         except web.HTTPException as exc:
-            if exc.status >= 400 and exc.content_type != "application/json":
-                return error(exc.status, exc.reason)
-            raise
+            if exc.status < 400 or is_console(request.path):
+                raise
+            response = error(exc.status, exc.reason)
+            if "Allow" in exc.headers:
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
+        except DATABASE_UNAVAILABLE as exc:
+            log.warning("database unavailable", path=request.path, error=repr(exc))
+            return error(503, "the database is unavailable")
+        except Exception:
+            log.exception("request failed", method=request.method, path=request.path)
+            return error(500, "internal error")
 
-    # health
+    # health, metrics, the document
 
     async def healthz(self, request: web.Request) -> web.Response:
         return json_response({"status": "alive"})
@@ -227,14 +390,65 @@ class Api:
             return json_response({"status": "unavailable", "problems": problems}, 503)
         return json_response({"status": "ready"})
 
+    async def _refresh_depths(self) -> None:
+        try:
+            await asyncio.wait_for(self.ensure_broker(), self.depths.timeout)
+        except Exception as exc:  # no broker: the counters are still worth serving
+            log.warning("queue depths not read: broker unavailable", error=repr(exc))
+        await self.depths.refresh(self.connection)
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        return await self._prometheus(request)
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=_openapi_body(), content_type="application/json")
+
+    # request parts
+
+    async def _json(self, request: web.Request, *, empty_ok: bool = False) -> dict[str, Any]:
+        raw = await request.read()
+        if empty_ok and not raw.strip():
+            return {}
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"the body is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "the body must be a JSON object")
+        return data
+
+    async def _body(self, request: web.Request, key: str) -> dict[str, Any]:
+        """The object itself, or the platform's `{key: {...}}` around it."""
+        data = await self._json(request)
+        if list(data) == [key]:
+            inner = data[key]
+            if not isinstance(inner, dict):
+                raise invalid(key, "must be an object", "the body is not valid")
+            return inner
+        return data
+
+    def _path(self, request: web.Request, key: str, max_length: int) -> str:
+        value = request.match_info[key]
+        problem = text_problem(value, max_length)
+        if problem:
+            raise invalid(key, problem)
+        return value
+
+    def _scope(self, request: web.Request) -> tuple[str, str | None]:
+        space = (
+            self._path(request, "space", SLUG_MAX)
+            if "space" in request.match_info
+            else self.settings.default_space
+        )
+        kapp = self._path(request, "kapp", SLUG_MAX) if "kapp" in request.match_info else None
+        return space, kapp
+
     # ingest
 
     async def ingest(self, request: web.Request) -> web.Response:
-        raw = await request.read()
+        data = await self._json(request)
         try:
-            from webhook_router.events import parse_event
-
-            event = parse_event(raw)
+            event = parse_event(data)
         except EventInvalid as exc:
             return error(422, "the event is not valid", exc.errors)
         try:
@@ -252,7 +466,7 @@ class Api:
         try:
             return Level(request.match_info["level"])
         except ValueError:
-            raise web.HTTPNotFound(reason="level must be space or kapp") from None
+            raise ApiError(404, "level must be space or kapp") from None
 
     async def meta_types(self, request: web.Request) -> web.Response:
         return json_response({"types": types_at(self._level(request))})
@@ -262,27 +476,6 @@ class Api:
 
     # webhooks
 
-    def _scope(self, request: web.Request) -> tuple[str, str | None]:
-        space = request.match_info.get("space", self.settings.default_space)
-        return space, request.match_info.get("kapp")
-
-    async def _body(self, request: web.Request, key: str) -> dict[str, Any]:
-        try:
-            data = orjson.loads(await request.read())
-        except orjson.JSONDecodeError as exc:
-            raise web.HTTPBadRequest(
-                text=orjson.dumps({"error": f"body is not JSON: {exc}"}).decode(),
-                content_type="application/json",
-            ) from None
-        if isinstance(data, dict) and isinstance(data.get(key), dict):
-            data = data[key]
-        if not isinstance(data, dict):
-            raise web.HTTPBadRequest(
-                text=orjson.dumps({"error": "body must be a JSON object"}).decode(),
-                content_type="application/json",
-            )
-        return data
-
     async def list_webhooks(self, request: web.Request) -> web.Response:
         space, kapp = self._scope(request)
         webhooks = await self.store.scope_webhooks(space, kapp)
@@ -290,9 +483,10 @@ class Api:
 
     async def _find(self, request: web.Request) -> Webhook:
         space, kapp = self._scope(request)
-        webhook = await self.store.get_webhook(space, kapp, request.match_info["name"])
+        name = self._path(request, "name", NAME_MAX)
+        webhook = await self.store.get_webhook(space, kapp, name)
         if webhook is None:
-            raise web.HTTPNotFound(reason=f"no webhook named {request.match_info['name']!r}")
+            raise ApiError(404, f"no webhook named {name!r} here")
         return webhook
 
     async def get_webhook(self, request: web.Request) -> web.Response:
@@ -300,39 +494,40 @@ class Api:
 
     async def create_webhook(self, request: web.Request) -> web.Response:
         space, kapp = self._scope(request)
-        data = await self._body(request, "webhook")
-        fields = _webhook_fields(data, None)
-        try:
-            check_definition(kapp=kapp, **fields)
-        except WebhookInvalid as exc:
-            return error(422, "the webhook is not valid", exc.errors)
-        created = await self.store.insert_webhook(
-            space=space, kapp=kapp, enabled=bool(data.get("enabled", True)), **fields
-        )
+        changes = _webhook_changes(await self._body(request, "webhook"))
+        missing = [
+            {"field": key, "message": "is required"}
+            for key in ("name", "type", "event", "url")
+            if WEBHOOK_FIELDS[key] not in changes
+        ]
+        if missing:
+            raise ApiError(422, "the webhook is not valid", missing)
+        enabled = changes.pop("enabled", True)
+        fields = {"filter": None, "auth_strategy": None, **changes}
+        _check(kapp, fields)
+        created = await self.store.insert_webhook(space=space, kapp=kapp, enabled=enabled, **fields)
         if created is None:
-            return error(409, f"a webhook named {fields['name']!r} already exists here")
+            raise ApiError(409, f"a webhook named {fields['name']!r} already exists here")
         log.info("webhook created", webhook=created.name, space=space, kapp=kapp)
         return json_response({"webhook": webhook_json(created, with_secret=True)}, 201)
 
     async def update_webhook(self, request: web.Request) -> web.Response:
         current = await self._find(request)
-        data = await self._body(request, "webhook")
-        fields = _webhook_fields(data, current)
-        try:
-            check_definition(kapp=current.kapp, **fields)
-        except WebhookInvalid as exc:
-            return error(422, "the webhook is not valid", exc.errors)
-        enabled = data.get("enabled", current.enabled)
-        if not isinstance(enabled, bool):
-            return error(
-                422,
-                "the webhook is not valid",
-                [{"field": "enabled", "message": "must be true or false"}],
-            )
-        changed = replace(current, enabled=enabled, **fields)
+        changed = replace(current, **_webhook_changes(await self._body(request, "webhook")))
+        _check(
+            changed.kapp,
+            {
+                "name": changed.name,
+                "type": changed.type,
+                "event": changed.event,
+                "filter": changed.filter,
+                "url": changed.url,
+                "auth_strategy": changed.auth_strategy,
+            },
+        )
         saved = await self.store.update_webhook(changed)
         if saved is None:
-            return error(409, f"a webhook named {fields['name']!r} already exists here")
+            raise ApiError(409, f"a webhook named {changed.name!r} already exists here")
         log.info("webhook updated", webhook=saved.name, space=saved.space, kapp=saved.kapp)
         return json_response({"webhook": webhook_json(saved, with_secret=True)})
 
@@ -342,76 +537,114 @@ class Api:
         log.info("webhook deleted", webhook=webhook.name, space=webhook.space, kapp=webhook.kapp)
         return json_response({"webhook": webhook_json(webhook)})
 
+    async def rotate_secret(self, request: web.Request) -> web.Response:
+        webhook = await self._find(request)
+        data = await self._json(request, empty_ok=True)
+        unknown = [{"field": k, "message": "unknown field"} for k in data if k != "graceSeconds"]
+        if unknown:
+            raise ApiError(422, "the body is not valid", unknown)
+        grace = data.get("graceSeconds", self.settings.signature_grace)
+        if (
+            isinstance(grace, bool)
+            or not isinstance(grace, int | float)
+            or not math.isfinite(grace)
+            or not 0 <= grace <= GRACE_MAX
+        ):
+            raise invalid("graceSeconds", f"must be a number of seconds from 0 to {GRACE_MAX:.0f}")
+        rotated = await self.store.rotate_secret(webhook.id, round(float(grace), 3))
+        if rotated is None:
+            raise ApiError(404, f"no webhook named {webhook.name!r} here")
+        log.info(
+            "webhook secret rotated",
+            webhook=rotated.name,
+            space=rotated.space,
+            kapp=rotated.kapp,
+            grace_seconds=grace,
+        )
+        return json_response({"webhook": webhook_json(rotated, with_secret=True)})
+
     # jobs
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         space, kapp = self._scope(request)
         q = request.query
-        errors: list[dict[str, str]] = []
+        errors: FieldErrors = []
+
+        def text(name: str) -> str | None:
+            value = q.get(name)
+            if value is not None and (problem := text_problem(value)):
+                errors.append({"field": name, "message": problem})
+                return None
+            return value
 
         def when(name: str) -> datetime | None:
             if name not in q:
                 return None
             try:
-                value = datetime.fromisoformat(q[name].replace("Z", "+00:00"))
-            except ValueError:
-                errors.append({"field": name, "message": "must be an ISO 8601 date-time"})
+                return parse_time(q[name])
+            except ValueError as exc:
+                errors.append({"field": name, "message": str(exc)})
                 return None
-            if value.tzinfo is None:
-                errors.append({"field": name, "message": "must carry a time zone (e.g. Z)"})
-            return value
 
         status = q.get("status")
-        statuses = {s.value.lower(): s.value for s in Status}
-        if status is not None and status.lower() not in statuses:
-            errors.append({"field": "status", "message": f"must be one of {', '.join(statuses)}"})
-        limit = 25
+        if status is not None and status.lower() not in STATUSES:
+            errors.append(
+                {"field": "status", "message": f"must be one of {', '.join(STATUSES.values())}"}
+            )
+        limit = LIMIT_DEFAULT
         if "limit" in q:
-            try:
+            if _DIGITS.fullmatch(q["limit"]) and 1 <= int(q["limit"]) <= LIMIT_MAX:
                 limit = int(q["limit"])
-                if not 1 <= limit <= 1000:
-                    raise ValueError
-            except ValueError:
-                errors.append({"field": "limit", "message": "must be an integer from 1 to 1000"})
+            else:
+                errors.append(
+                    {"field": "limit", "message": f"must be an integer from 1 to {LIMIT_MAX}"}
+                )
         after = None
         if "pageToken" in q:
             try:
                 after = decode_token(q["pageToken"])
             except ValueError as exc:
                 errors.append({"field": "pageToken", "message": str(exc)})
+        parent_type, parent_key = text("parentType"), text("parentKey")
+        if parent_type is not None and parent_type not in TYPES:
+            errors.append({"field": "parentType", "message": "must be a catalogue type"})
         if ("parentType" in q) != ("parentKey" in q):
-            errors.append({"field": "parentKey", "message": "parentType and parentKey go together"})
+            missing = "parentType" if "parentKey" in q else "parentKey"
+            errors.append({"field": missing, "message": "parentType and parentKey go together"})
+        webhook = text("webhook")
         start, end = when("start"), when("end")
         if errors:
-            return error(422, "bad query parameters", errors)
+            raise ApiError(422, "bad query parameters", errors)
         rows = await self.store.list_jobs(
             JobFilter(
                 space=space,
                 kapp=kapp,
-                kapp_only=False,
-                status=statuses[status.lower()] if status else None,
-                webhook=q.get("webhook"),
-                parent_type=q.get("parentType"),
-                parent_key=q.get("parentKey"),
+                status=STATUSES[status.lower()] if status else None,
+                webhook=webhook,
+                parent_type=parent_type,
+                parent_key=parent_key,
                 start=start,
                 end=end,
-                limit=limit,
+                limit=limit + 1,
                 after=after,
             )
         )
-        body: dict[str, Any] = {"webhookJobs": [job_json(r) for r in rows]}
-        body["nextPageToken"] = (
-            encode_token(rows[-1]["scheduled_at"], str(rows[-1]["id"]))
-            if len(rows) == limit
-            else None
-        )
-        return json_response(body)
+        page = rows[:limit]
+        token = None
+        if len(rows) > limit:
+            token = encode_token(page[-1]["scheduled_at"], str(page[-1]["id"]))
+        return json_response({"webhookJobs": [job_json(r) for r in page], "nextPageToken": token})
 
     async def _job(self, request: web.Request) -> asyncpg.Record:
-        space = request.match_info.get("space", self.settings.default_space)
-        row = await self.store.get_job(request.match_info["id"])
-        if row is None or row["space"] != space:
-            raise web.HTTPNotFound(reason=f"no webhook job {request.match_info['id']!r}")
+        space, kapp = self._scope(request)
+        job_id = request.match_info["id"]
+        row = await self.store.get_job(job_id)
+        if (
+            row is None
+            or row["space"] != space
+            or (kapp is not None and (row["scope_type"], row["scope_id"]) != ("Kapp", kapp))
+        ):
+            raise ApiError(404, f"no webhook job {job_id!r} here")
         return row
 
     async def get_job(self, request: web.Request) -> web.Response:
@@ -422,24 +655,24 @@ class Api:
         ]
         return json_response({"webhookJob": body})
 
+    async def _topology(self, what: str) -> Topology:
+        try:
+            return await self.ensure_broker()
+        except Exception as exc:  # any broker failure: nothing was queued
+            log.warning(f"{what} failed: broker unavailable", error=repr(exc))
+            raise ApiError(503, f"the broker is unavailable; {what} queued nothing") from None
+
     async def update_job(self, request: web.Request) -> web.Response:
         row = await self._job(request)
         data = await self._body(request, "webhookJob")
-        if data.get("status") != Status.QUEUED:
-            return error(
-                422,
-                "only a retry can be asked",
-                [{"field": "status", "message": "must be 'Queued' (retry the job)"}],
-            )
-        try:
-            topology = await self.ensure_broker()
-        except Exception as exc:  # any broker failure: nothing was queued
-            log.warning("retry failed: broker unavailable", error=repr(exc))
-            return error(503, "the broker is unavailable; the job was not retried")
+        status = data.get("status")
+        if not isinstance(status, str) or status.lower() != Status.QUEUED.lower():
+            raise invalid("status", "must be 'Queued' (retry the job)", "only a retry can be asked")
+        topology = await self._topology("the retry")
         try:
             result = await replay_job(self.store, topology, row, self.settings.engine_url)
         except ReplayRefused as exc:
-            return error(409, f"the job cannot be retried: {exc}")
+            raise ApiError(409, f"the job cannot be retried: {exc}") from None
         log.info(
             "job retried",
             job_id=result.job_id,
@@ -450,29 +683,56 @@ class Api:
         body = job_json(row) | {"status": result.status, "url": result.url}
         return json_response({"webhookJob": body})
 
-
-def _webhook_fields(data: dict[str, Any], current: Webhook | None) -> dict[str, Any]:
-    """The definition's fields from a body; absent fields keep `current`'s (PUT is partial)."""
-
-    def pick(key: str, attr: str, default: Any) -> Any:
-        if key in data:
-            return data[key]
-        return getattr(current, attr) if current is not None else default
-
-    fields = {
-        "name": pick("name", "name", ""),
-        "type": pick("type", "type", ""),
-        "event": pick("event", "event", ""),
-        "filter": pick("filter", "filter", None),
-        "url": pick("url", "url", ""),
-        "auth_strategy": pick("authStrategy", "auth_strategy", None),
-    }
-    for key in ("name", "type", "event", "url"):
-        if not isinstance(fields[key], str):
-            fields[key] = ""
-    if fields["filter"] is not None and not isinstance(fields["filter"], str):
-        fields["filter"] = str(fields["filter"])
-    return fields
+    async def replay_jobs(self, request: web.Request) -> web.Response:
+        space, kapp = self._scope(request)
+        data = await self._json(request)
+        errors: FieldErrors = [
+            {"field": k, "message": "unknown field"}
+            for k in data
+            if k not in ("webhook", "start", "end", "dryRun")
+        ]
+        webhook = data.get("webhook")
+        if not isinstance(webhook, str) or not webhook:
+            errors.append({"field": "webhook", "message": "must be a webhook name"})
+        elif problem := text_problem(webhook):
+            errors.append({"field": "webhook", "message": problem})
+        window: dict[str, datetime | None] = {"start": None, "end": None}
+        for key in window:
+            value = data.get(key)
+            if value is None and key not in data:
+                continue
+            try:
+                if not isinstance(value, str):
+                    raise ValueError("must be an RFC 3339 date-time with a zone")
+                window[key] = parse_time(value)
+            except ValueError as exc:
+                errors.append({"field": key, "message": str(exc)})
+        dry_run = data.get("dryRun", False)
+        if not isinstance(dry_run, bool):
+            errors.append({"field": "dryRun", "message": "must be true or false"})
+        if errors:
+            raise ApiError(422, "the replay is not valid", errors)
+        assert isinstance(webhook, str)
+        topology = await self._topology("the replay")
+        queued = await replay_failed(
+            self.store,
+            topology,
+            self.settings.engine_url,
+            space=space,
+            kapp=kapp,
+            webhook=webhook,
+            start=window["start"],
+            end=window["end"],
+            dry_run=dry_run,
+        )
+        log.info(
+            "failed jobs replayed" if not dry_run else "failed jobs counted for a replay",
+            webhook=webhook,
+            space=space,
+            kapp=kapp,
+            queued=queued,
+        )
+        return json_response({"queued": queued, "dryRun": dry_run})
 
 
 class ApiRole:

@@ -81,7 +81,14 @@ async def _run(args: argparse.Namespace, settings: Settings, names: Sequence[str
             roles.append(ApiRole(settings, st))
     health = None
     if getattr(args, "health_port", 0):
-        health = await serve(health_app(roles), settings.api_host, args.health_port)
+        from webhook_router.metrics import QueueDepths
+        from webhook_router.topology import Names
+
+        depths = QueueDepths(
+            Names(settings.namespace, settings.delivery_shards),
+            parse_schedule(settings.retry_schedule),
+        )
+        health = await serve(health_app(roles, depths), settings.api_host, args.health_port)
     stop = asyncio.Event()
     demo_task = None
     if getattr(args, "demo", False):

@@ -16,7 +16,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
-from webhook_router import broker
+from webhook_router import broker, metrics
 from webhook_router.jobs import Outcome
 from webhook_router.service import dead_letter
 from webhook_router.settings import Settings, parse_schedule
@@ -152,6 +152,7 @@ class Recorder:
             self.database_ok = True
         await self._apply_side_effects([o for outcomes, _ in batch for o in outcomes])
         await _ack_all([m for _, m in batch])
+        metrics.recorded([o for outcomes, _ in batch for o in outcomes])
         log.debug("outcomes recorded", messages=len(batch))
 
     async def _apply_side_effects(self, outcomes: list[Outcome]) -> None:

@@ -14,7 +14,7 @@ import orjson
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 
-from webhook_router import broker
+from webhook_router import broker, metrics
 from webhook_router.batching import OutcomeBatcher
 from webhook_router.cache import WebhookCache
 from webhook_router.events import Event, EventInvalid, parse_event
@@ -141,6 +141,7 @@ class Router:
                 await dead_letter(topology.dead, message, role=self.name, reason=str(exc))
                 await message.ack()
                 return
+            metrics.event_received(event.type, event.action)
             await self.route(event)
             await message.ack()
 

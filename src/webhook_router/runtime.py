@@ -8,15 +8,21 @@ import signal
 from collections.abc import Sequence
 
 import structlog
+from aio_pika.abc import AbstractConnection
 from aiohttp import web
 
+from webhook_router import metrics
 from webhook_router.service import Role
 
 log = structlog.get_logger(__name__)
 
 
-def health_app(roles: Sequence[Role]) -> web.Application:
-    """`/healthz` (alive) and `/readyz` (every role connected) for a role process."""
+def health_app(
+    roles: Sequence[Role], queue_depths: metrics.QueueDepths | None = None
+) -> web.Application:
+    """`/healthz` (alive), `/readyz` (every role connected) and `/metrics` for a role
+    process; with `queue_depths`, `/metrics` also reads each queue's depth through a role's
+    broker connection."""
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
@@ -29,10 +35,24 @@ def health_app(roles: Sequence[Role]) -> web.Application:
             status=200 if ready else 503,
         )
 
+    async def refresh() -> None:
+        if queue_depths is not None:
+            await queue_depths.refresh(_connection_of(roles))
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics.handler(refresh))
     return app
+
+
+def _connection_of(roles: Sequence[Role]) -> AbstractConnection | None:
+    """An open broker connection of one of the roles, if any has one."""
+    for role in roles:
+        connection = getattr(role, "connection", None)
+        if isinstance(connection, AbstractConnection) and not connection.is_closed:
+            return connection
+    return None
 
 
 async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:

@@ -10,7 +10,7 @@ from typing import Protocol
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
-from webhook_router import broker
+from webhook_router import broker, metrics
 
 log = structlog.get_logger(__name__)
 
@@ -65,4 +65,5 @@ async def dead_letter(
     if message.routing_key:
         headers["x-routing-key"] = message.routing_key
     await broker.publish(dead, message.body, "", message_id=message.message_id, headers=headers)
+    metrics.dead_lettered(role)
     log.warning("dead-lettered", role=role, reason=reason, message_id=message.message_id)

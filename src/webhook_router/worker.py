@@ -25,7 +25,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from webhook_router import __version__, broker
+from webhook_router import __version__, broker, metrics
 from webhook_router.batching import OutcomeBatcher
 from webhook_router.cache import WebhookCache
 from webhook_router.classify import Decision, Verdict, classify
@@ -151,6 +151,7 @@ class Worker:
             message_id=delivery.job_id,
             headers={RETRY_HEADER: delay_name(self.schedule[0]), "x-deferred": reason},
         )
+        metrics.deferred()
         log.debug(
             "delivery deferred",
             event_id=delivery.event_id,
@@ -187,6 +188,7 @@ class Worker:
                 )
             )
         await asyncio.gather(*publishes)
+        metrics.delivery_done(decision, attempt.duration_ms / 1000)
         log.info(
             "attempt made",
             event_id=delivery.event_id,
