@@ -64,6 +64,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def service_cpu() -> dict[str, float]:
+    """CPU seconds used so far by the broker (beam.smp) and the database (postgres)
+    processes on this machine, to see where the rest of the time goes."""
+    totals = {"broker": 0.0, "database": 0.0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        kind = "broker" if name.startswith("beam") else "database" if name == "postgres" else None
+        if kind is not None:
+            totals[kind] += cpu_seconds(int(stat.parent.name))
+    return totals
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -201,6 +217,7 @@ async def run(
         await wait_ready(receiver_port)
         await asyncio.sleep(2.0)  # roles connect and declare
 
+        services_before = service_cpu()
         async with Publisher(settings.amqp_url, settings.namespace) as publisher:
             began = time.time()
             await publish(publisher, events, space, rate)
@@ -223,6 +240,10 @@ async def run(
         for role, procs in roles.items():
             rss[role] = max(peak_rss_mb(p.pid) for p in procs)
             cpu[role] = sum(cpu_seconds(p.pid) for p in procs)
+        services_after = service_cpu()
+        for kind, used in services_after.items():
+            cpu[kind] = used - services_before[kind]
+        cpu["receiver"] = cpu_seconds(receiver.pid)
         checks = {
             "all_complete": len(rows) == jobs,
             "posts_answered_once": stats["jobs"] == jobs and stats["duplicates"] == 0,
