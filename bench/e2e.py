@@ -64,10 +64,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def service_cpu() -> dict[str, float]:
-    """CPU seconds used so far by the broker (beam.smp) and the database (postgres)
-    processes on this machine, to see where the rest of the time goes."""
-    totals = {"broker": 0.0, "database": 0.0}
+def service_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds used so far by each broker (beam.smp) and database (postgres) process
+    on this machine, to see where the rest of the time goes."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
@@ -76,7 +76,18 @@ def service_cpu() -> dict[str, float]:
         name = text[text.index("(") + 1 : text.rindex(")")]
         kind = "broker" if name.startswith("beam") else "database" if name == "postgres" else None
         if kind is not None:
-            totals[kind] += cpu_seconds(int(stat.parent.name))
+            pid = int(stat.parent.name)
+            found[pid] = (kind, cpu_seconds(pid))
+    return found
+
+
+def service_cpu_since(before: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU used since `before` by the broker and database processes alive at both times
+    (a backend that ended in between took its count with it)."""
+    totals = {"broker": 0.0, "database": 0.0}
+    for pid, (kind, used) in service_cpu().items():
+        if pid in before:
+            totals[kind] += used - before[pid][1]
     return totals
 
 
@@ -240,9 +251,7 @@ async def run(
         for role, procs in roles.items():
             rss[role] = max(peak_rss_mb(p.pid) for p in procs)
             cpu[role] = sum(cpu_seconds(p.pid) for p in procs)
-        services_after = service_cpu()
-        for kind, used in services_after.items():
-            cpu[kind] = used - services_before[kind]
+        cpu.update(service_cpu_since(services_before))
         cpu["receiver"] = cpu_seconds(receiver.pid)
         checks = {
             "all_complete": len(rows) == jobs,

@@ -2,14 +2,18 @@
 
 A worker holds a bounded number of deliveries at once. Without a limit per endpoint, one
 endpoint that hangs until its timeout would soon hold all of them and starve the others.
-A delivery that finds its endpoint full or its circuit open is deferred: it waits in a
-retry queue without spending an attempt. Pure: the worker passes the clock in.
+A delivery that finds its endpoint full waits briefly for a slot (a healthy endpoint frees
+one within milliseconds); one that still finds it full, or finds its circuit open, is
+deferred: it waits in a retry queue without spending an attempt. Pure: the worker passes
+the clock in and does the waiting.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+AT_LIMIT = "endpoint at its concurrency limit"
 
 
 def endpoint_of(url: str) -> str:
@@ -44,7 +48,7 @@ class EndpointGuard:
                 return "circuit half-open, a trial is in progress"
             state.trial = True
         elif state.in_flight >= self.limit:
-            return "endpoint at its concurrency limit"
+            return AT_LIMIT
         state.in_flight += 1
         return None
 

@@ -81,6 +81,15 @@ class Delivery:
             raise ValueError("a delivery must be a JSON object")
         return cls(**data)
 
+    @classmethod
+    def decode_batch(cls, raw: bytes) -> list[Delivery]:
+        """A deliveries message: a JSON array of deliveries (an object is one delivery)."""
+        data = orjson.loads(raw)
+        items = data if isinstance(data, list) else [data]
+        if not items or not all(isinstance(item, dict) for item in items):
+            raise ValueError("a deliveries message must be an array of JSON objects")
+        return [cls(**item) for item in items]
+
     def next_attempt(self) -> Delivery:
         return replace(self, attempt=self.attempt + 1)
 

@@ -8,14 +8,16 @@ back and, job ids being derived from event and webhook, makes no second job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 
 import orjson
 import structlog
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from webhook_router import broker, metrics
-from webhook_router.batching import OutcomeBatcher
+from webhook_router.batching import Batcher
 from webhook_router.cache import WebhookCache
 from webhook_router.events import Event, EventInvalid, parse_event
 from webhook_router.jobs import Delivery, Outcome, Status, job_id, utcnow
@@ -101,7 +103,7 @@ class Router:
         self.connection: AbstractRobustConnection | None = None
         self.topology: Topology | None = None
         self._consumer_tag: str | None = None
-        self.batcher: OutcomeBatcher | None = None
+        self.batchers: Batchers | None = None
 
     async def start(self) -> None:
         await self.cache.start()
@@ -110,13 +112,9 @@ class Router:
         self.topology = await declare(
             channel, self.names, parse_schedule(self.settings.retry_schedule)
         )
-        self.batcher = OutcomeBatcher(lambda: self._results())
+        self.batchers = Batchers.of(self.topology)
         self._consumer_tag = await self.topology.router.consume(self.on_event)
         log.info("router started", queue=self.names.router)
-
-    def _results(self) -> AbstractExchange:
-        assert self.topology is not None
-        return self.topology.results
 
     def ready(self) -> bool:
         return self.connection is not None and not self.connection.is_closed
@@ -125,8 +123,8 @@ class Router:
         if self.topology is not None and self._consumer_tag is not None:
             await self.topology.router.cancel(self._consumer_tag)
         await self.inflight.wait_idle(deadline)
-        if self.batcher is not None:
-            await self.batcher.drain()
+        if self.batchers is not None:
+            await self.batchers.drain()
         await self.cache.stop()
         if self.connection is not None:
             await self.connection.close()
@@ -142,7 +140,14 @@ class Router:
                 await message.ack()
                 return
             metrics.event_received(event.type, event.action)
-            await self.route(event)
+            try:
+                await self.route(event)
+            except Exception:
+                # the broker or a bug: give the event back; the delivery limit stops a loop
+                log.exception("event not routed", event_id=event.id)
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
+                return
             await message.ack()
 
     async def route(self, event: Event) -> int:
@@ -150,7 +155,7 @@ class Router:
         assert self.topology is not None
         matches = self.cache.index.match(event, self.settings.engine_url)
         deliveries, outcomes = plan(event, matches)
-        await publish_jobs(self.topology, deliveries, outcomes, self.batcher)
+        await publish_jobs(self.topology, deliveries, outcomes, self.batchers)
         for o in outcomes:
             log.info(
                 "job queued" if o.status == Status.QUEUED else "job failed",
@@ -165,21 +170,47 @@ class Router:
         return len(outcomes)
 
 
+@dataclass(frozen=True, slots=True)
+class Batchers:
+    """A router's batchers: deliveries to the workers, Queued records to the recorder."""
+
+    deliveries: Batcher[Delivery]
+    outcomes: Batcher[Outcome]
+
+    @classmethod
+    def of(cls, topology: Topology) -> Batchers:
+        key = topology.names.delivery_key
+        return cls(
+            Batcher(lambda: topology.deliveries, lambda d: key(d.webhook_id)),
+            Batcher(lambda: topology.results, lambda _: RECORD_KEY),
+        )
+
+    async def drain(self) -> None:
+        await self.deliveries.drain()
+        await self.outcomes.drain()
+
+
 async def publish_jobs(
     topology: Topology,
     deliveries: Sequence[Delivery],
     outcomes: Sequence[Outcome],
-    batcher: OutcomeBatcher | None = None,
+    batchers: Batchers | None = None,
 ) -> None:
     """Publish deliveries and their jobs' records; returns once the broker confirmed all."""
-    publishes: list[Awaitable[None]] = [
-        broker.publish(topology.deliveries, d.encode(), d.webhook_id, message_id=d.job_id)
-        for d in deliveries
-    ]
-    if outcomes:
-        if batcher is not None:
-            publishes.append(batcher.add(*outcomes))
-        else:
+    publishes: list[Awaitable[None]] = []
+    if batchers is not None:
+        if deliveries:
+            publishes.append(batchers.deliveries.add(*deliveries))
+        if outcomes:
+            publishes.append(batchers.outcomes.add(*outcomes))
+    else:
+        publishes += [
+            broker.publish(
+                topology.deliveries, orjson.dumps([d]), topology.names.delivery_key(d.webhook_id)
+            )
+            for d in deliveries
+        ]
+        if outcomes:
             publishes.append(
                 broker.publish(topology.results, orjson.dumps(list(outcomes)), RECORD_KEY)
             )

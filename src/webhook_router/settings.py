@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         description="POSTs one worker makes at once to one endpoint (scheme, host, port); "
         "more wait in a retry queue without spending an attempt.",
     )
+    endpoint_wait: float = Field(
+        default=1.0,
+        description="Seconds a delivery waits for a free slot of its endpoint before it is "
+        "deferred.",
+    )
     circuit_threshold: int = Field(
         default=5,
         description="Failures in a row (no answer or 5xx) that open an endpoint's circuit.",

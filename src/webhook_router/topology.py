@@ -87,6 +87,11 @@ class Names:
     def dead(self) -> str:
         return f"{self.namespace}.dead"
 
+    def delivery_key(self, webhook_id: str) -> str:
+        """A delivery's routing key: its webhook when sharded (the hash keeps a webhook in
+        one shard), else empty, so deliveries of every webhook share batches."""
+        return webhook_id if self.shards > 1 else ""
+
     def work_queues(self) -> tuple[str, ...]:
         return (self.router, *self.deliver_queues(), self.record)
 
@@ -118,6 +123,7 @@ async def declare_ingress(channel: AbstractChannel, names: Names) -> AbstractExc
 
 @dataclass(frozen=True, slots=True)
 class Topology:
+    names: Names
     events: AbstractExchange
     deliveries: AbstractExchange
     retry: AbstractExchange
@@ -184,6 +190,7 @@ async def declare(
         )
         await wait.bind(retry, arguments={"x-match": "all", RETRY_HEADER: delay_name(seconds)})
     return Topology(
+        names,
         events,
         deliveries,
         retry,

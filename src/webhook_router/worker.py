@@ -10,6 +10,7 @@ receivers get in `webhook-id` to drop duplicates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable
 from dataclasses import replace
@@ -17,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 import structlog
 from aio_pika.abc import (
     AbstractExchange,
@@ -26,10 +28,10 @@ from aio_pika.abc import (
 )
 
 from webhook_router import __version__, broker, metrics
-from webhook_router.batching import OutcomeBatcher
+from webhook_router.batching import Batcher
 from webhook_router.cache import WebhookCache
 from webhook_router.classify import Decision, Verdict, classify
-from webhook_router.isolation import EndpointGuard, endpoint_of
+from webhook_router.isolation import AT_LIMIT, EndpointGuard, endpoint_of
 from webhook_router.jobs import Attempt, Delivery, Outcome, Status, utcnow
 from webhook_router.runs import run_id_of
 from webhook_router.service import InFlight, dead_letter
@@ -37,7 +39,14 @@ from webhook_router.settings import Settings, parse_schedule
 from webhook_router.signing import signature_headers
 from webhook_router.ssrf import AddressPolicy, guarded_connector, refusal_of
 from webhook_router.store import Store
-from webhook_router.topology import RETRY_HEADER, Names, Topology, declare, delay_name
+from webhook_router.topology import (
+    RECORD_KEY,
+    RETRY_HEADER,
+    Names,
+    Topology,
+    declare,
+    delay_name,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +73,10 @@ class Worker:
         self.topology: Topology | None = None
         self.session: aiohttp.ClientSession | None = None
         self._consumer_tags: list[tuple[AbstractQueue, str]] = []
-        self.batcher: OutcomeBatcher | None = None
+        self.batcher: Batcher[Outcome] | None = None
+        self._posts = asyncio.Semaphore(settings.worker_concurrency)
+        self._lines: dict[str, asyncio.Semaphore] = {}
+        """Per endpoint, the deliveries waiting for one of its slots, first come first served."""
 
     async def start(self) -> None:
         s = self.settings
@@ -78,7 +90,7 @@ class Worker:
         self.connection = await broker.connect(s.amqp_url, name="worker")
         channel = await broker.channel(self.connection, prefetch=s.worker_concurrency)
         self.topology = await declare(channel, self.names, self.schedule)
-        self.batcher = OutcomeBatcher(lambda: self._results())
+        self.batcher = Batcher(lambda: self._results(), lambda _: RECORD_KEY)
         self._consumer_tags = [
             (queue, await queue.consume(self.on_delivery)) for queue in self.topology.deliver_queues
         ]
@@ -104,32 +116,43 @@ class Worker:
         await self.cache.stop()
 
     async def on_delivery(self, message: AbstractIncomingMessage) -> None:
+        """One message holds one or more deliveries (the router batches them under load);
+        it is acknowledged once every one of them was posted and reported, or deferred."""
         assert self.topology is not None
         with self.inflight.hold():
             try:
-                delivery = Delivery.decode(message.body)
+                deliveries = Delivery.decode_batch(message.body)
             except (ValueError, TypeError) as exc:
                 await dead_letter(
                     self.topology.dead, message, role=self.name, reason=f"bad delivery: {exc}"
                 )
                 await message.ack()
                 return
-            await self.deliver(delivery)
+            try:
+                await asyncio.gather(*(self.deliver(d) for d in deliveries))
+            except Exception:
+                # the broker or a bug: give the message back; the delivery limit stops a loop
+                log.exception("deliveries not handled", count=len(deliveries))
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
+                return
             await message.ack()
 
     async def deliver(self, delivery: Delivery) -> None:
         endpoint = endpoint_of(delivery.url)
-        wait = self.guard.acquire(endpoint, time.monotonic())
+        wait = await self.slot(endpoint)
         if wait is not None:
             await self.defer(delivery, wait)
             return
         healthy = True
         try:
-            attempt, retry_after_header, refused = await self.post(delivery)
+            async with self._posts:
+                attempt, retry_after_header, refused = await self.post(delivery)
             status = attempt.response_status
             healthy = refused or (status is not None and status < 500)
         finally:
             self.guard.release(endpoint, healthy=healthy, now=time.monotonic())
+            self._lines[endpoint].release()
         decision = classify(
             status=attempt.response_status,
             error=attempt.error,
@@ -140,14 +163,32 @@ class Worker:
         )
         await self.report(delivery, attempt, decision)
 
+    async def slot(self, endpoint: str) -> str | None:
+        """Take a slot of the endpoint, waiting up to `endpoint_wait` in line while it is
+        full; None once taken, else why the delivery must be deferred."""
+        if self.guard.is_open(endpoint, time.monotonic()):
+            return "circuit open"
+        line = self._lines.get(endpoint)
+        if line is None:
+            line = self._lines[endpoint] = asyncio.Semaphore(self.settings.endpoint_concurrency)
+        try:
+            async with asyncio.timeout(self.settings.endpoint_wait):
+                await line.acquire()
+        except TimeoutError:
+            return AT_LIMIT
+        wait = self.guard.acquire(endpoint, time.monotonic())
+        if wait is not None:
+            line.release()
+        return wait
+
     async def defer(self, delivery: Delivery, reason: str) -> None:
         """Hold a delivery back without spending an attempt: it waits the schedule's
         first step in the retry queue and comes back as the same attempt."""
         assert self.topology is not None
         await broker.publish(
             self.topology.retry,
-            delivery.encode(),
-            delivery.webhook_id,
+            orjson.dumps([delivery]),
+            self.names.delivery_key(delivery.webhook_id),
             message_id=delivery.job_id,
             headers={RETRY_HEADER: delay_name(self.schedule[0]), "x-deferred": reason},
         )
@@ -171,8 +212,8 @@ class Worker:
             publishes.append(
                 broker.publish(
                     self.topology.retry,
-                    delivery.next_attempt().encode(),
-                    delivery.webhook_id,
+                    orjson.dumps([delivery.next_attempt()]),
+                    self.names.delivery_key(delivery.webhook_id),
                     message_id=delivery.job_id,
                     headers={RETRY_HEADER: delay_name(decision.delay)},
                 )

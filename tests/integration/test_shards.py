@@ -65,7 +65,8 @@ async def test_one_webhook_one_shard_and_workers_drain_every_shard(settings: Set
                     held = []
                     while (message := await queue.get(no_ack=False, fail=False)) is not None:
                         held.append(message)
-                        shard_of[Delivery.decode(message.body).webhook_id].add(index)
+                        for d in Delivery.decode_batch(message.body):
+                            shard_of[d.webhook_id].add(index)
                     for message in held:
                         await message.nack(requeue=True)
             assert set(shard_of) == {h.id for h in hooks}

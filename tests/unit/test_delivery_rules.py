@@ -10,7 +10,7 @@ import pytest
 
 from webhook_router.classify import Verdict, classify, pick_delay, retry_after, summary_of
 from webhook_router.durations import parse_duration, parse_schedule
-from webhook_router.isolation import EndpointGuard, endpoint_of
+from webhook_router.isolation import AT_LIMIT, EndpointGuard, endpoint_of
 from webhook_router.runs import run_id_of
 from webhook_router.topology import Names, delay_name
 
@@ -138,7 +138,7 @@ def test_endpoint_limit_holds_back_the_excess() -> None:
     guard = EndpointGuard(limit=2, threshold=3, cooldown=10)
     assert guard.acquire("a", 0) is None
     assert guard.acquire("a", 0) is None
-    assert guard.acquire("a", 0) == "endpoint at its concurrency limit"
+    assert guard.acquire("a", 0) == AT_LIMIT
     assert guard.acquire("b", 0) is None
     guard.release("a", healthy=True, now=0)
     assert guard.acquire("a", 0) is None
