@@ -29,6 +29,7 @@ from aiohttp import web
 
 from webhook_router import broker, metrics
 from webhook_router.catalogue import TYPES, Level, events_at, types_at
+from webhook_router.console import console_app
 from webhook_router.events import EventInvalid, parse_event
 from webhook_router.jobs import Status
 from webhook_router.openapi import (
@@ -317,6 +318,7 @@ class Api:
         app = web.Application(middlewares=[self._measure, self._errors, self._auth])
         for op in OPERATIONS:
             app.router.add_route(op.method, op.path, getattr(self, op.handler))
+        app.add_subapp("/console/", console_app(self))
         return app
 
     # middlewares

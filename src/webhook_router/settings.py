@@ -35,6 +35,11 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8081",
         description="Base URL of the workflow engine, for webhook URLs starting with `/`.",
     )
+    run_url_template: str | None = Field(
+        default=None,
+        description="Page of a run in the workflow engine, `{run}` replaced by the run "
+        "number; the console links run numbers to it.",
+    )
     tree_source: str = Field(
         default="Kinetic Request CE", description="Source part of run-tree paths."
     )

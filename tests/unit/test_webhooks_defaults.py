@@ -116,6 +116,9 @@ def test_readme_lists_every_setting_with_its_default() -> None:
     expected = {}
     for name, field in Settings.model_fields.items():
         default = field.default
-        text = ",".join(default) if isinstance(default, list) else str(default)
+        if default is None:
+            text = ""
+        else:
+            text = ",".join(default) if isinstance(default, list) else str(default)
         expected[f"WEBHOOK_ROUTER_{name.upper()}"] = f"`{text}`" if text else "(empty)"
     assert {k: v.strip() for k, v in rows.items()} == expected

@@ -1,0 +1,926 @@
+"""The jobs console: pages where admins see what was sent where, fix a webhook and retry.
+
+Server-rendered HTML (Jinja2, autoescaped) with a little vanilla JavaScript for live refresh
+and checking filters and URLs as they are typed. Mounted by the API under `/console/`;
+every page and action needs a session opened with one of the API's tokens (sessions.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
+
+import asyncpg
+import orjson
+import structlog
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from webhook_router.catalogue import CATALOGUE, TYPES, Level
+from webhook_router.console import queries
+from webhook_router.console.chart import minute_chart
+from webhook_router.console.queries import JobQuery
+from webhook_router.console.render import PREFIX, Assets, environment, pointer, space_url
+from webhook_router.console.sessions import (
+    COOKIE,
+    COOKIE_PATH,
+    LOGIN_COOKIE,
+    LoginThrottle,
+    Session,
+    Sessions,
+    same_secret,
+    token_accepted,
+)
+from webhook_router.expressions import ExpressionError, compile_filter, compile_url
+from webhook_router.jobs import Status
+from webhook_router.replay import ReplayRefused, replay_failed, replay_job
+from webhook_router.topology import Topology
+from webhook_router.webhooks import AUTH_STRATEGIES, Webhook, WebhookInvalid, check_definition
+
+if TYPE_CHECKING:
+    from webhook_router.api import Api
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PUBLIC_ROUTES = frozenset({"login", "login_submit", "static"})
+JSON_ROUTES = frozenset({"check"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+FINAL = frozenset({Status.COMPLETE, Status.FAILED, Status.CANCELLED})
+RETRYABLE = frozenset({Status.FAILED, Status.CANCELLED})
+LIST_REFRESH = 5
+OVERVIEW_REFRESH = 30
+CHECK_LIMIT = 10_000
+BROKER_WAIT = 15.0
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def console_app(api: Api) -> web.Application:
+    """The console as an application to mount with `app.add_subapp("/console/", ...)`."""
+    return Console(api).app()
+
+
+class FormError(ValueError):
+    """A filter or form value that cannot be used; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def parse_when(field: str, text: str | None) -> datetime | None:
+    """An ISO 8601 date-time, or the `datetime-local` form value, read as UTC when it has
+    no offset; empty means none."""
+    if text is None or not text.strip():
+        return None
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise FormError(field, "must be a date and time, e.g. 2024-05-01T12:30") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def form_when(value: datetime | None) -> str:
+    """A date-time as a `datetime-local` input shows it (UTC)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M") if value else ""
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after login: only a path of the console itself."""
+    if target and target.startswith(PREFIX + "/") and "\\" not in target and "//" not in target:
+        return target
+    return PREFIX + "/"
+
+
+def clean(value: str | None) -> str | None:
+    value = (value or "").strip()
+    return value or None
+
+
+def run_link(template: str | None, run_id: str | None) -> str | None:
+    """The run page of a run number, from a template with `{run}`; only http(s) or a path."""
+    if not template or not run_id:
+        return None
+    if not template.startswith(("http://", "https://", "/")):
+        return None
+    return template.replace("{run}", quote(run_id, safe=""))
+
+
+class Console:
+    """The console's state (sessions, templates) and its handlers."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self.settings = api.settings
+        self.store = api.store
+        self.sessions = Sessions()
+        self.throttle = LoginThrottle()
+        self.assets = Assets()
+        self.env = environment(self.assets)
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._guard])
+        app.on_response_prepare.append(self._security_headers)
+        r = app.router
+        r.add_get("/", self.home, name="home")
+        r.add_get("/login", self.login_page, name="login")
+        r.add_post("/login", self.login, name="login_submit")
+        r.add_post("/logout", self.logout, name="logout")
+        r.add_get("/static/{name}", self.static, name="static")
+        r.add_get("/go", self.go, name="go")
+        r.add_post("/check", self.check, name="check")
+        s = "/spaces/{space}"
+        r.add_get(f"{s}/jobs", self.jobs, name="jobs")
+        r.add_get(f"{s}/jobs/{{id}}", self.job, name="job")
+        r.add_post(f"{s}/jobs/{{id}}/retry", self.retry, name="retry")
+        r.add_get(f"{s}/webhooks", self.webhooks, name="webhooks")
+        r.add_get(f"{s}/webhooks/new", self.new_webhook, name="new_webhook")
+        r.add_post(f"{s}/webhooks", self.create_webhook, name="create_webhook")
+        r.add_get(f"{s}/webhooks/{{id}}", self.edit_webhook, name="webhook")
+        r.add_post(f"{s}/webhooks/{{id}}", self.save_webhook, name="save_webhook")
+        r.add_post(f"{s}/webhooks/{{id}}/enabled", self.set_enabled, name="enable")
+        r.add_post(f"{s}/webhooks/{{id}}/rotate", self.rotate, name="rotate")
+        r.add_get(f"{s}/overview", self.overview, name="overview")
+        r.add_get(f"{s}/retry", self.bulk_form, name="bulk")
+        r.add_get(f"{s}/retry/confirm", self.bulk_confirm, name="bulk_confirm")
+        r.add_post(f"{s}/retry", self.bulk_retry, name="bulk_retry")
+        return app
+
+    # access
+
+    def session(self, request: web.Request) -> Session | None:
+        return self.sessions.get(request.cookies.get(COOKIE))
+
+    def _session(self, request: web.Request) -> Session:
+        session = self.session(request)
+        assert session is not None, "the guard lets no request through without a session"
+        return session
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """No session: pages go to the login form, anything else is refused (401).
+        A POST without the session's CSRF token is refused (403)."""
+        route = request.match_info.route.name
+        if route in PUBLIC_ROUTES:
+            return await handler(request)
+        session = self.session(request)
+        wants_json = route in JSON_ROUTES or request.headers.get("Accept", "").startswith(
+            "application/json"
+        )
+        if session is None:
+            if request.method in SAFE_METHODS and not wants_json:
+                raise web.HTTPSeeOther(f"{PREFIX}/login?" + urlencode({"next": request.path_qs}))
+            return self.refuse(request, 401, "log in to the console first", wants_json)
+        if request.method not in SAFE_METHODS:
+            given = request.headers.get("X-CSRF-Token")
+            if given is None and request.content_type in (
+                "application/x-www-form-urlencoded",
+                "multipart/form-data",
+            ):
+                field = (await request.post()).get("csrf")
+                given = field if isinstance(field, str) else None
+            if not same_secret(given, session.csrf):
+                return self.refuse(
+                    request,
+                    403,
+                    "the form's CSRF token is missing or wrong: reload the page and try again",
+                    wants_json,
+                )
+        return await handler(request)
+
+    async def _security_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Cache-Control", "no-store")
+
+    def refuse(
+        self, request: web.Request, status: int, message: str, wants_json: bool
+    ) -> web.Response:
+        if wants_json:
+            return web.Response(
+                body=orjson.dumps({"error": message}),
+                status=status,
+                content_type="application/json",
+            )
+        return self.render(request, "error.html", status=status, title="Refused", message=message)
+
+    def _secure(self, request: web.Request) -> bool:
+        return request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
+
+    # rendering
+
+    def render(
+        self,
+        request: web.Request,
+        template: str,
+        *,
+        status: int = 200,
+        space: str | None = None,
+        **context: Any,
+    ) -> web.Response:
+        session = self.session(request)
+        html = self.env.get_template(template).render(
+            space=space,
+            csrf=session.csrf if session else "",
+            logged_in=session is not None,
+            flashes=session.take_flashes() if session else [],
+            **context,
+        )
+        return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
+
+    def not_found(self, request: web.Request, space: str, what: str) -> web.Response:
+        return self.render(
+            request, "error.html", status=404, space=space, title="Not found", message=what
+        )
+
+    async def _spaces(self, space: str) -> list[str]:
+        known = await queries.known_spaces(self.store.pool)
+        return known if space in known else sorted([*known, space])
+
+    # login
+
+    async def home(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPSeeOther(space_url(self.settings.default_space, "jobs"))
+
+    async def go(self, request: web.Request) -> web.StreamResponse:
+        space = clean(request.query.get("space")) or self.settings.default_space
+        raise web.HTTPSeeOther(space_url(space, "jobs"))
+
+    async def login_page(self, request: web.Request) -> web.StreamResponse:
+        target = safe_next(request.query.get("next"))
+        if self.session(request) is not None:
+            raise web.HTTPSeeOther(target)
+        return self._login_form(request, target)
+
+    def _login_form(
+        self, request: web.Request, target: str, status: int = 200, error: str | None = None
+    ) -> web.Response:
+        nonce = secrets.token_urlsafe(24)
+        response = self.render(
+            request, "login.html", status=status, next=target, nonce=nonce, error=error
+        )
+        response.set_cookie(
+            LOGIN_COOKIE,
+            nonce,
+            path=COOKIE_PATH,
+            httponly=True,
+            samesite="Strict",
+            secure=self._secure(request),
+            max_age=3600,
+        )
+        return response
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        """Open a session for one of the API's tokens. The form's nonce must match its
+        SameSite=Strict cookie, so no other site can log a browser in."""
+        form = await request.post()
+        target = safe_next(_text(form, "next"))
+        address = request.remote or "unknown"
+        if not same_secret(_text(form, "nonce"), request.cookies.get(LOGIN_COOKIE, "")):
+            return self._login_form(
+                request, target, 403, "The login form expired: log in again from this page."
+            )
+        if self.throttle.blocked(address):
+            log.warning("console login refused: too many wrong tokens", address=address)
+            return self._login_form(
+                request, target, 429, "Too many wrong tokens: wait a few minutes, then try again."
+            )
+        if not token_accepted(_text(form, "token") or "", self.api.tokens):
+            self.throttle.failed(address)
+            log.info("console login refused: wrong token", address=address)
+            return self._login_form(request, target, 401, "That token is not one the API accepts.")
+        self.throttle.succeeded(address)
+        if (previous := self.session(request)) is not None:
+            self.sessions.drop(previous.id)
+        session = self.sessions.create()
+        log.info("console login", address=address)
+        response = web.HTTPSeeOther(target)
+        response.set_cookie(
+            COOKIE,
+            session.id,
+            path=COOKIE_PATH,
+            httponly=True,
+            samesite="Strict",
+            secure=self._secure(request),
+            max_age=int(self.sessions.lifetime),
+        )
+        response.del_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
+        raise response
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        self.sessions.drop(self._session(request).id)
+        response = web.HTTPSeeOther(f"{PREFIX}/login")
+        response.del_cookie(COOKIE, path=COOKIE_PATH)
+        raise response
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        found = self.assets.files.get(request.match_info["name"])
+        if found is None:
+            return web.Response(status=404, text="no such file")
+        data, content_type = found
+        return web.Response(
+            body=data,
+            content_type=content_type,
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
+    # checking filters and URLs as they are typed
+
+    async def check(self, request: web.Request) -> web.Response:
+        """`{"kind": "filter"|"url", "text": ...}` parsed by the router's own parser."""
+        try:
+            data = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict) or data.get("kind") not in ("filter", "url"):
+            return _json({"error": 'send {"kind": "filter" or "url", "text": "..."}'}, 400)
+        text = data.get("text")
+        if not isinstance(text, str):
+            return _json({"error": "text must be a string"}, 400)
+        if len(text) > CHECK_LIMIT:
+            return _json({"ok": False, "message": f"longer than {CHECK_LIMIT} characters"})
+        try:
+            if data["kind"] == "filter":
+                compile_filter(text)
+            else:
+                compile_url(text)
+        except ExpressionError as exc:
+            return _json(pointer(text, exc).as_json())
+        return _json({"ok": True})
+
+    # jobs
+
+    def _job_query(self, space: str, q: Mapping[str, str]) -> tuple[JobQuery, list[FormError]]:
+        errors: list[FormError] = []
+        status = clean(q.get("status"))
+        statuses = {s.value.lower(): s.value for s in Status}
+        if status is not None and status.lower() not in statuses:
+            errors.append(FormError("status", f"must be one of {', '.join(statuses.values())}"))
+            status = None
+        kind = clean(q.get("type"))
+        if kind is not None and kind not in TYPES:
+            errors.append(FormError("type", f"unknown type {kind!r}"))
+            kind = None
+        limit = 50
+        if clean(q.get("limit")):
+            try:
+                limit = int(q["limit"])
+                if not 1 <= limit <= 500:
+                    raise ValueError
+            except ValueError:
+                errors.append(FormError("limit", "must be an integer from 1 to 500"))
+                limit = 50
+        after = None
+        if clean(q.get("pageToken")):
+            from webhook_router.api import decode_token  # api imports the console
+
+            try:
+                after = decode_token(q["pageToken"])
+            except ValueError as exc:
+                errors.append(FormError("pageToken", str(exc)))
+        start = end = None
+        try:
+            start = parse_when("start", q.get("start"))
+        except FormError as exc:
+            errors.append(exc)
+        try:
+            end = parse_when("end", q.get("end"))
+        except FormError as exc:
+            errors.append(exc)
+        query = JobQuery(
+            space=space,
+            status=statuses[status.lower()] if status else None,
+            webhook=clean(q.get("webhook")),
+            type=kind,
+            event=clean(q.get("event")),
+            kapp=clean(q.get("kapp")),
+            form=clean(q.get("form")),
+            url_text=clean(q.get("url")),
+            start=start,
+            end=end,
+            limit=limit,
+            after=after,
+        )
+        return query, errors
+
+    async def jobs(self, request: web.Request) -> web.Response:
+        from webhook_router.api import encode_token  # api imports the console
+
+        space = request.match_info["space"]
+        query, errors = self._job_query(space, request.query)
+        rows: list[asyncpg.Record] = []
+        counts = {s.value: 0 for s in Status}
+        if not errors:
+            rows, counts = await asyncio.gather(
+                queries.list_jobs(self.store.pool, query),
+                queries.count_by_status(self.store.pool, query),
+            )
+        filters = {
+            "status": query.status,
+            "webhook": query.webhook,
+            "type": query.type,
+            "event": query.event,
+            "kapp": query.kapp,
+            "form": query.form,
+            "url": query.url_text,
+            "start": form_when(query.start),
+            "end": form_when(query.end),
+        }
+        kept = {k: v for k, v in filters.items() if v}
+        if query.limit != 50:
+            kept["limit"] = str(query.limit)
+        next_page = None
+        if len(rows) == query.limit:
+            token = encode_token(rows[-1]["scheduled_at"], str(rows[-1]["id"]))
+            next_page = space_url(space, "jobs", **kept, pageToken=token)
+        status_links = {
+            s.value: space_url(space, "jobs", **(kept | {"status": s.value})) for s in Status
+        }
+        webhooks = await queries.space_webhooks(self.store.pool, space)
+        return self.render(
+            request,
+            "jobs.html",
+            space=space,
+            spaces=await self._spaces(space),
+            rows=rows,
+            counts=counts,
+            total=sum(counts.values()),
+            status_links=status_links,
+            all_link=space_url(space, "jobs", **{k: v for k, v in kept.items() if k != "status"}),
+            filters=filters,
+            errors=errors,
+            next_page=next_page,
+            paged=query.after is not None,
+            first_page=space_url(space, "jobs", **kept),
+            refresh=0 if query.after is not None else LIST_REFRESH,
+            statuses=[s.value for s in Status],
+            types=[t.name for t in CATALOGUE],
+            events=sorted({a for t in CATALOGUE for a in t.actions}),
+            webhook_names=sorted({w.name for w in webhooks}),
+        )
+
+    async def _job_row(self, request: web.Request) -> asyncpg.Record | None:
+        row = await self.store.get_job(request.match_info["id"])
+        if row is None or row["space"] != request.match_info["space"]:
+            return None
+        return row
+
+    async def job(self, request: web.Request) -> web.Response:
+        space = request.match_info["space"]
+        row = await self._job_row(request)
+        if row is None:
+            return self.not_found(request, space, "There is no such job in this space.")
+        attempts = await self.store.job_attempts(str(row["id"]))
+        follow = request.query.get("follow", "")
+        following = follow.isdigit() and len(follow) < 10 and row["replay"] <= int(follow)
+        webhook = await self.store.get_webhook_by_id(str(row["webhook_id"]))
+        headers: Mapping[str, str] = attempts[-1]["request_headers"] if attempts else {}
+        template = getattr(self.settings, "run_url_template", None)
+        return self.render(
+            request,
+            "job.html",
+            space=space,
+            spaces=await self._spaces(space),
+            job=row,
+            attempts=attempts,
+            headers=headers,
+            webhook=webhook if webhook is not None and webhook.space == space else None,
+            run_url=run_link(template, row["run_id"]),
+            can_retry=row["status"] in RETRYABLE,
+            refresh=LIST_REFRESH if following or row["status"] not in FINAL else 0,
+        )
+
+    async def _topology(self) -> Topology:
+        async with asyncio.timeout(BROKER_WAIT):
+            return await self.api.ensure_broker()
+
+    async def retry(self, request: web.Request) -> web.StreamResponse:
+        space = request.match_info["space"]
+        session = self._session(request)
+        row = await self._job_row(request)
+        if row is None:
+            return self.not_found(request, space, "There is no such job in this space.")
+        here = space_url(space, "jobs", str(row["id"]))
+        try:
+            topology = await self._topology()
+        except Exception as exc:  # any broker failure: nothing was queued
+            log.warning("console retry failed: broker unavailable", error=repr(exc))
+            session.flash("error", "The broker is unavailable: the job was not retried.")
+            raise web.HTTPSeeOther(here) from None
+        try:
+            result = await replay_job(self.store, topology, row, self.settings.engine_url)
+        except ReplayRefused as exc:
+            session.flash("error", f"The job cannot be retried: {exc}.")
+            raise web.HTTPSeeOther(here) from None
+        log.info(
+            "job retried",
+            job_id=result.job_id,
+            webhook=row["webhook_name"],
+            event_id=row["event_id"],
+            url=result.url,
+            by="console",
+        )
+        if result.status == Status.FAILED:
+            session.flash("error", "The webhook's URL could not be rendered for this event.")
+        else:
+            session.flash("ok", f"Queued again, to {result.url}.")
+        following = space_url(space, "jobs", str(row["id"]), follow=str(row["replay"]))
+        raise web.HTTPSeeOther(following)
+
+    # webhooks
+
+    async def _webhook(self, request: web.Request) -> Webhook | None:
+        try:
+            webhook = await self.store.get_webhook_by_id(request.match_info["id"])
+        except ValueError:
+            return None
+        if webhook is None or webhook.space != request.match_info["space"]:
+            return None
+        return webhook
+
+    async def webhooks(self, request: web.Request) -> web.Response:
+        space = request.match_info["space"]
+        return self.render(
+            request,
+            "webhooks.html",
+            space=space,
+            spaces=await self._spaces(space),
+            webhooks=await queries.space_webhooks(self.store.pool, space),
+        )
+
+    def _edit_page(
+        self,
+        request: web.Request,
+        space: str,
+        spaces: list[str],
+        values: dict[str, Any],
+        *,
+        webhook: Webhook | None,
+        errors: list[dict[str, str]] | None = None,
+        status: int = 200,
+    ) -> web.Response:
+        pointers = {}
+        for field in ("filter", "url"):
+            text = values.get(field) or ""
+            try:
+                if field == "filter":
+                    compile_filter(text)
+                else:
+                    compile_url(text)
+            except ExpressionError as exc:
+                pointers[field] = pointer(text, exc)
+        return self.render(
+            request,
+            "webhook.html",
+            status=status,
+            space=space,
+            spaces=spaces,
+            webhook=webhook,
+            values=values,
+            errors={e["field"]: e["message"] for e in errors or []},
+            pointers=pointers if errors else {},
+            catalogue=CATALOGUE,
+            levels=[(Level.SPACE, "Space level"), (Level.KAPP, "Kapp level")],
+            auth_strategies=[a or "" for a in AUTH_STRATEGIES],
+            secret_until=webhook.previous_secret_until if webhook else None,
+            now=datetime.now(UTC),
+        )
+
+    @staticmethod
+    def _values_of(webhook: Webhook) -> dict[str, Any]:
+        return {
+            "name": webhook.name,
+            "kapp": webhook.kapp or "",
+            "type": webhook.type,
+            "event": webhook.event,
+            "filter": webhook.filter or "",
+            "url": webhook.url,
+            "authStrategy": webhook.auth_strategy or "",
+            "enabled": webhook.enabled,
+        }
+
+    @staticmethod
+    def _values_from(form: MultiDictProxy[Any]) -> dict[str, Any]:
+        return {
+            "name": (_text(form, "name") or "").strip(),
+            "kapp": (_text(form, "kapp") or "").strip(),
+            "type": _text(form, "type") or "",
+            "event": _text(form, "event") or "",
+            "filter": _text(form, "filter") or "",
+            "url": (_text(form, "url") or "").strip(),
+            "authStrategy": _text(form, "authStrategy") or "",
+            "enabled": _text(form, "enabled") == "on",
+        }
+
+    @staticmethod
+    def _fields(values: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "name": values["name"],
+            "type": values["type"],
+            "event": values["event"],
+            "filter": values["filter"] if values["filter"].strip() else None,
+            "url": values["url"],
+            "auth_strategy": values["authStrategy"] or None,
+        }
+
+    async def new_webhook(self, request: web.Request) -> web.Response:
+        space = request.match_info["space"]
+        values = {
+            "name": "",
+            "kapp": request.query.get("kapp", ""),
+            "type": "",
+            "event": "",
+            "filter": "",
+            "url": "",
+            "authStrategy": "",
+            "enabled": True,
+        }
+        return self._edit_page(request, space, await self._spaces(space), values, webhook=None)
+
+    async def create_webhook(self, request: web.Request) -> web.StreamResponse:
+        space = request.match_info["space"]
+        values = self._values_from(await request.post())
+        fields = self._fields(values)
+        kapp = values["kapp"] or None
+        try:
+            check_definition(kapp=kapp, **fields)
+        except WebhookInvalid as exc:
+            return self._edit_page(
+                request,
+                space,
+                await self._spaces(space),
+                values,
+                webhook=None,
+                errors=exc.errors,
+                status=422,
+            )
+        created = await self.store.insert_webhook(
+            space=space, kapp=kapp, enabled=values["enabled"], **fields
+        )
+        if created is None:
+            return self._edit_page(
+                request,
+                space,
+                await self._spaces(space),
+                values,
+                webhook=None,
+                errors=[{"field": "name", "message": "a webhook of this name exists here"}],
+                status=409,
+            )
+        log.info("webhook created", webhook=created.name, space=space, kapp=kapp, by="console")
+        self._session(request).flash("ok", f"Webhook {created.name} created.")
+        raise web.HTTPSeeOther(space_url(space, "webhooks", created.id))
+
+    async def edit_webhook(self, request: web.Request) -> web.Response:
+        space = request.match_info["space"]
+        webhook = await self._webhook(request)
+        if webhook is None:
+            return self.not_found(request, space, "There is no such webhook in this space.")
+        return self._edit_page(
+            request, space, await self._spaces(space), self._values_of(webhook), webhook=webhook
+        )
+
+    async def save_webhook(self, request: web.Request) -> web.StreamResponse:
+        space = request.match_info["space"]
+        current = await self._webhook(request)
+        if current is None:
+            return self.not_found(request, space, "There is no such webhook in this space.")
+        values = self._values_from(await request.post())
+        values["kapp"] = current.kapp or ""
+        fields = self._fields(values)
+        spaces = await self._spaces(space)
+        try:
+            check_definition(kapp=current.kapp, **fields)
+        except WebhookInvalid as exc:
+            return self._edit_page(
+                request, space, spaces, values, webhook=current, errors=exc.errors, status=422
+            )
+        saved = await self.store.update_webhook(
+            replace(current, enabled=values["enabled"], **fields)
+        )
+        if saved is None:
+            return self._edit_page(
+                request,
+                space,
+                spaces,
+                values,
+                webhook=current,
+                errors=[{"field": "name", "message": "a webhook of this name exists here"}],
+                status=409,
+            )
+        log.info("webhook updated", webhook=saved.name, space=space, kapp=saved.kapp, by="console")
+        self._session(request).flash("ok", f"Webhook {saved.name} saved.")
+        raise web.HTTPSeeOther(space_url(space, "webhooks", saved.id))
+
+    async def set_enabled(self, request: web.Request) -> web.StreamResponse:
+        space = request.match_info["space"]
+        current = await self._webhook(request)
+        if current is None:
+            return self.not_found(request, space, "There is no such webhook in this space.")
+        form = await request.post()
+        enabled = _text(form, "enabled") == "true"
+        saved = await self.store.update_webhook(replace(current, enabled=enabled))
+        assert saved is not None, "the name did not change, so it cannot clash"
+        log.info("webhook enabled" if enabled else "webhook disabled", webhook=saved.name)
+        self._session(request).flash(
+            "ok", f"Webhook {saved.name} {'enabled' if enabled else 'disabled'}."
+        )
+        if _text(form, "back") == "list":
+            raise web.HTTPSeeOther(space_url(space, "webhooks"))
+        raise web.HTTPSeeOther(space_url(space, "webhooks", saved.id))
+
+    async def rotate(self, request: web.Request) -> web.StreamResponse:
+        space = request.match_info["space"]
+        current = await self._webhook(request)
+        if current is None:
+            return self.not_found(request, space, "There is no such webhook in this space.")
+        saved = await self.store.rotate_secret(current.id, self.settings.signature_grace)
+        assert saved is not None, "the webhook was found just before"
+        log.info("webhook secret rotated", webhook=saved.name, by="console")
+        until = saved.previous_secret_until
+        self._session(request).flash(
+            "ok",
+            "New signing secret. The previous one keeps signing beside it until "
+            f"{until.astimezone(UTC):%Y-%m-%d %H:%M UTC}."
+            if until
+            else "New signing secret.",
+        )
+        raise web.HTTPSeeOther(space_url(space, "webhooks", saved.id))
+
+    # overview
+
+    async def overview(self, request: web.Request) -> web.Response:
+        space = request.match_info["space"]
+        now = datetime.now(UTC)
+        day_start = now.replace(second=0, microsecond=0) - timedelta(minutes=1439)
+        pool = self.store.pool
+        rows, failing, (backlog, next_due) = await asyncio.gather(
+            queries.attempts_per_minute(pool, space, day_start),
+            queries.failing_webhooks(pool, space, now - timedelta(days=1)),
+            queries.retry_backlog(pool, space),
+        )
+        hour = minute_chart(
+            rows, end=now, minutes=60, tick_minutes=10, title="Deliveries per minute, last hour"
+        )
+        day = minute_chart(
+            rows, end=now, minutes=1440, tick_minutes=180, title="Deliveries per minute, last day"
+        )
+        return self.render(
+            request,
+            "overview.html",
+            space=space,
+            spaces=await self._spaces(space),
+            charts=[hour, day],
+            failing=failing,
+            backlog=backlog,
+            next_due=next_due,
+            now=now,
+            refresh=OVERVIEW_REFRESH,
+        )
+
+    # bulk retry
+
+    async def bulk_form(self, request: web.Request) -> web.Response:
+        space = request.match_info["space"]
+        return self.render(
+            request,
+            "bulk.html",
+            space=space,
+            spaces=await self._spaces(space),
+            webhooks=await queries.space_webhooks(self.store.pool, space),
+            values={
+                "webhook": request.query.get("webhook", ""),
+                "start": request.query.get("start", ""),
+                "end": request.query.get("end", ""),
+            },
+            errors={},
+        )
+
+    async def _bulk_params(
+        self, space: str, values: Mapping[str, str]
+    ) -> tuple[Webhook | None, datetime | None, datetime | None, dict[str, str]]:
+        errors: dict[str, str] = {}
+        webhook = None
+        with contextlib.suppress(ValueError):
+            webhook = await self.store.get_webhook_by_id(values.get("webhook", ""))
+        if webhook is None or webhook.space != space:
+            errors["webhook"] = "choose one of this space's webhooks"
+            webhook = None
+        start = end = None
+        try:
+            start = parse_when("start", values.get("start"))
+        except FormError as exc:
+            errors["start"] = exc.message
+        try:
+            end = parse_when("end", values.get("end"))
+        except FormError as exc:
+            errors["end"] = exc.message
+        if start and end and start >= end:
+            errors["end"] = "must be after the start"
+        return webhook, start, end, errors
+
+    async def _replay_failed(
+        self, space: str, webhook: Webhook, start: datetime | None, end: datetime | None, dry: bool
+    ) -> int:
+        return await replay_failed(
+            self.store,
+            await self._topology(),
+            self.settings.engine_url,
+            space=space,
+            kapp=webhook.kapp,
+            webhook=webhook.name,
+            start=start,
+            end=end,
+            dry_run=dry,
+        )
+
+    async def bulk_confirm(self, request: web.Request) -> web.Response:
+        space = request.match_info["space"]
+        values = {k: request.query.get(k, "") for k in ("webhook", "start", "end")}
+        webhook, start, end, errors = await self._bulk_params(space, values)
+        spaces = await self._spaces(space)
+        if webhook is None or errors:
+            return self.render(
+                request,
+                "bulk.html",
+                status=422,
+                space=space,
+                spaces=spaces,
+                webhooks=await queries.space_webhooks(self.store.pool, space),
+                values=values,
+                errors=errors,
+            )
+        try:
+            count = await self._replay_failed(space, webhook, start, end, dry=True)
+        except Exception as exc:  # any broker failure: nothing can be queued
+            log.warning("console bulk retry: broker unavailable", error=repr(exc))
+            return self.refuse(
+                request, 503, "The broker is unavailable: nothing can be queued now.", False
+            )
+        return self.render(
+            request,
+            "bulk_confirm.html",
+            space=space,
+            spaces=spaces,
+            webhook=webhook,
+            start=start,
+            end=end,
+            values=values,
+            count=count,
+            failed_jobs=space_url(
+                space,
+                "jobs",
+                webhook=webhook.name,
+                kapp=webhook.kapp,
+                status=Status.FAILED.value,
+                start=form_when(start),
+                end=form_when(end),
+            ),
+        )
+
+    async def bulk_retry(self, request: web.Request) -> web.StreamResponse:
+        space = request.match_info["space"]
+        session = self._session(request)
+        form = await request.post()
+        values = {k: _text(form, k) or "" for k in ("webhook", "start", "end")}
+        webhook, start, end, errors = await self._bulk_params(space, values)
+        if webhook is None or errors:
+            session.flash("error", "; ".join(f"{k}: {v}" for k, v in errors.items()))
+            raise web.HTTPSeeOther(space_url(space, "retry", **values))
+        try:
+            count = await self._replay_failed(space, webhook, start, end, dry=False)
+        except Exception as exc:  # any broker failure: what was published stays queued
+            log.warning("console bulk retry failed", error=repr(exc))
+            session.flash("error", "The broker is unavailable: some jobs may not be queued.")
+            raise web.HTTPSeeOther(space_url(space, "retry", **values)) from None
+        log.info(
+            "failed jobs replayed",
+            webhook=webhook.name,
+            space=space,
+            kapp=webhook.kapp,
+            queued=count,
+            by="console",
+        )
+        session.flash("ok", f"Queued {count} failed job{'s' if count != 1 else ''} again.")
+        raise web.HTTPSeeOther(space_url(space, "jobs", webhook=webhook.name, kapp=webhook.kapp))
+
+
+def _text(form: Mapping[str, Any], key: str) -> str | None:
+    value = form.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
