@@ -1,7 +1,7 @@
 """PostgreSQL: migrations, webhooks and the job log. The only module that speaks SQL.
 
-Static queries live by name in sql/queries.sql; the job list, whose filters vary, is put
-together here from fixed fragments, never from user text.
+Static queries live by name in sql/queries.sql; the job list and its counts, whose filters
+vary, are put together here from fixed fragments, never from user text.
 """
 
 from __future__ import annotations
@@ -23,6 +23,14 @@ from webhook_router.webhooks import Webhook
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 MIGRATION_LOCK = 0x7765_6268_6F6F_6B  # advisory lock key: one migrator at a time
+BRIEF_COLUMNS = (
+    "id, scheduled_at, status, summary, run_id, webhook_id, webhook_name, scope_type, scope_id,"
+    " type, event, tree_group, tree_name, url, retry_count, attempts, duration_ms,"
+    " response_status"
+)
+"""What a list of jobs shows: every column but the request and response contents."""
+_WAITING_RETRY = "space = $1 AND status = 'Queued' AND retry_count > 0"
+"""Jobs of a space queued again after a failed attempt (index webhook_jobs_retry_due)."""
 
 
 def _load_queries() -> dict[str, str]:
@@ -36,6 +44,11 @@ Q = _load_queries()
 
 def _ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+def like_escape(text: str) -> str:
+    """`text` matched literally inside a LIKE pattern (escape character `\\`)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def webhook_of(row: asyncpg.Record) -> Webhook:
@@ -61,6 +74,8 @@ def webhook_of(row: asyncpg.Record) -> Webhook:
 
 @dataclass(frozen=True, slots=True)
 class JobFilter:
+    """The job list's filters, all optional but the space; `after` and `limit` page it."""
+
     space: str
     kapp: str | None = None
     """None: every job of the space; a slug: jobs of that kapp's webhooks."""
@@ -69,10 +84,53 @@ class JobFilter:
     webhook: str | None = None
     parent_type: str | None = None
     parent_key: str | None = None
+    type: str | None = None
+    event: str | None = None
+    form: str | None = None
+    """A form's slug: jobs about the form or its submissions, in any kapp or the datastore."""
+    url_text: str | None = None
+    """Text the URL contains, any case, wildcards taken literally."""
     start: datetime | None = None
     end: datetime | None = None
     limit: int = 25
     after: tuple[datetime, str] | None = None
+
+
+def _conditions(f: JobFilter, *, with_status: bool = True) -> tuple[list[str], list[Any]]:
+    """The job list's WHERE conditions and their arguments, without its page."""
+    where = ["space = $1"]
+    args: list[Any] = [f.space]
+
+    def add(fragment: str, value: Any) -> None:
+        args.append(value)
+        where.append(fragment.replace("?", f"${len(args)}"))
+
+    if f.kapp is not None:
+        add("scope_type = 'Kapp' AND scope_id = ?", f.kapp)
+    elif f.kapp_only:
+        where.append("scope_type = 'Space'")
+    if with_status and f.status is not None:
+        add("status = ?", f.status)
+    if f.webhook is not None:
+        add("webhook_name = ?", f.webhook)
+    if f.parent_type is not None:
+        add("parent_type = ?", f.parent_type)
+    if f.parent_key is not None:
+        add("parent_id = ?", f.parent_key)
+    if f.type is not None:
+        add("type = ?", f.type)
+    if f.event is not None:
+        add("event = ?", f.event)
+    if f.form is not None:
+        # Every tree group about a form ends with " > {form slug}" (trees.tree_of).
+        add("tree_group LIKE ? ESCAPE '\\'", "% > " + like_escape(f.form))
+    if f.url_text is not None:
+        add("url ILIKE ? ESCAPE '\\'", "%" + like_escape(f.url_text) + "%")
+    if f.start is not None:
+        add("scheduled_at >= ?", f.start)
+    if f.end is not None:
+        add("scheduled_at < ?", f.end)
+    return where, args
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -140,6 +198,14 @@ class Store:
 
     async def scope_webhooks(self, space: str, kapp: str | None) -> list[Webhook]:
         return [webhook_of(r) for r in await self.pool.fetch(Q["scope_webhooks"], space, kapp)]
+
+    async def space_webhooks(self, space: str) -> list[Webhook]:
+        """Every webhook of the space, space-level first, then by kapp and name."""
+        return [webhook_of(r) for r in await self.pool.fetch(Q["space_webhooks"], space)]
+
+    async def known_spaces(self, limit: int = 200) -> list[str]:
+        """Spaces that have webhooks, in order, at most `limit`."""
+        return [str(r["space"]) for r in await self.pool.fetch(Q["known_spaces"], limit)]
 
     async def get_webhook(self, space: str, kapp: str | None, name: str) -> Webhook | None:
         row = await self.pool.fetchrow(Q["get_webhook"], space, kapp, name)
@@ -301,41 +367,55 @@ class Store:
     async def job_attempts(self, job_id: str) -> list[asyncpg.Record]:
         return list(await self.pool.fetch(Q["job_attempts"], uuid.UUID(job_id)))
 
-    async def list_jobs(self, f: JobFilter) -> list[asyncpg.Record]:
-        """Newest first by scheduledAt then id; `after` continues a page."""
-        where = ["space = $1"]
-        args: list[Any] = [f.space]
-
-        def add(fragment: str, value: Any) -> None:
-            args.append(value)
-            where.append(fragment.replace("?", f"${len(args)}"))
-
-        if f.kapp is not None:
-            add("scope_type = 'Kapp' AND scope_id = ?", f.kapp)
-        elif f.kapp_only:
-            where.append("scope_type = 'Space'")
-        if f.status is not None:
-            add("status = ?", f.status)
-        if f.webhook is not None:
-            add("webhook_name = ?", f.webhook)
-        if f.parent_type is not None:
-            add("parent_type = ?", f.parent_type)
-        if f.parent_key is not None:
-            add("parent_id = ?", f.parent_key)
-        if f.start is not None:
-            add("scheduled_at >= ?", f.start)
-        if f.end is not None:
-            add("scheduled_at < ?", f.end)
+    async def list_jobs(self, f: JobFilter, *, brief: bool = False) -> list[asyncpg.Record]:
+        """Newest first by scheduledAt then id; `after` continues a page. `brief`: only
+        BRIEF_COLUMNS, for pages that show many jobs but none of their contents."""
+        where, args = _conditions(f)
         if f.after is not None:
             args.extend(f.after)
             where.append(f"(scheduled_at, id) < (${len(args) - 1}, ${len(args)}::uuid)")
         args.append(f.limit)
         sql = (
-            "SELECT * FROM webhook_jobs WHERE "
+            f"SELECT {BRIEF_COLUMNS if brief else '*'} FROM webhook_jobs WHERE "
             + " AND ".join(where)
             + f" ORDER BY scheduled_at DESC, id DESC LIMIT ${len(args)}"
         )
         return list(await self.pool.fetch(sql, *args))
+
+    async def count_by_status(self, f: JobFilter) -> dict[str, int]:
+        """Jobs per status under every filter of `f` but the status and the page; every
+        status is present."""
+        where, args = _conditions(f, with_status=False)
+        sql = "SELECT status, count(*) AS n FROM webhook_jobs WHERE " + " AND ".join(where)
+        counts = {s.value: 0 for s in Status}
+        for row in await self.pool.fetch(sql + " GROUP BY status", *args):
+            counts[row["status"]] = int(row["n"])
+        return counts
+
+    async def retry_backlog(self, space: str, limit: int = 20) -> tuple[int, list[asyncpg.Record]]:
+        """How many jobs of the space wait for a retry, and the `limit` next due (brief)."""
+        total = await self.pool.fetchval(
+            f"SELECT count(*) FROM webhook_jobs WHERE {_WAITING_RETRY}", space
+        )
+        rows = await self.pool.fetch(
+            f"SELECT {BRIEF_COLUMNS} FROM webhook_jobs WHERE {_WAITING_RETRY}"
+            " ORDER BY scheduled_at, id LIMIT $2",
+            space,
+            limit,
+        )
+        return int(total), list(rows)
+
+    async def attempts_per_minute(self, space: str, since: datetime) -> list[asyncpg.Record]:
+        """HTTP attempts (`deliveries`) and failed ones (`failures`: no answer or not 2xx)
+        per `minute` since `since`, for the space's current webhooks; minutes without
+        attempts are absent."""
+        return list(await self.pool.fetch(Q["attempts_per_minute"], space, since))
+
+    async def failing_webhooks(
+        self, space: str, since: datetime, limit: int = 10
+    ) -> list[asyncpg.Record]:
+        """The webhooks with the most jobs that ended Failed since `since`, most first."""
+        return list(await self.pool.fetch(Q["failing_webhooks"], space, since, limit))
 
     # retention
 

@@ -8,10 +8,10 @@ import pytest
 
 from webhook_router.console.app import parse_when, run_link, safe_next
 from webhook_router.console.chart import BOTTOM, HEIGHT, LEFT, minute_chart, nice_ceiling
-from webhook_router.console.queries import like_escape
 from webhook_router.console.render import pointer, space_url
 from webhook_router.console.sessions import LoginThrottle, Sessions, same_secret, token_accepted
 from webhook_router.expressions import ExpressionSyntaxError, compile_filter, compile_url
+from webhook_router.store import like_escape
 
 pytestmark = pytest.mark.timeout(10)
 

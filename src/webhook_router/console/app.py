@@ -23,9 +23,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from webhook_router.catalogue import CATALOGUE, TYPES, Level
-from webhook_router.console import queries
 from webhook_router.console.chart import minute_chart
-from webhook_router.console.queries import JobQuery
 from webhook_router.console.render import PREFIX, Assets, environment, pointer, space_url
 from webhook_router.console.sessions import (
     COOKIE,
@@ -40,6 +38,7 @@ from webhook_router.console.sessions import (
 from webhook_router.expressions import ExpressionError, compile_filter, compile_url
 from webhook_router.jobs import Status
 from webhook_router.replay import ReplayRefused, replay_failed, replay_job
+from webhook_router.store import JobFilter
 from webhook_router.topology import Topology
 from webhook_router.webhooks import AUTH_STRATEGIES, Webhook, WebhookInvalid, check_definition
 
@@ -246,7 +245,7 @@ class Console:
         )
 
     async def _spaces(self, space: str) -> list[str]:
-        known = await queries.known_spaces(self.store.pool)
+        known = await self.store.known_spaces()
         return known if space in known else sorted([*known, space])
 
     # login
@@ -362,7 +361,7 @@ class Console:
 
     # jobs
 
-    def _job_query(self, space: str, q: Mapping[str, str]) -> tuple[JobQuery, list[FormError]]:
+    def _job_query(self, space: str, q: Mapping[str, str]) -> tuple[JobFilter, list[FormError]]:
         errors: list[FormError] = []
         status = clean(q.get("status"))
         statuses = {s.value.lower(): s.value for s in Status}
@@ -399,7 +398,7 @@ class Console:
             end = parse_when("end", q.get("end"))
         except FormError as exc:
             errors.append(exc)
-        query = JobQuery(
+        query = JobFilter(
             space=space,
             status=statuses[status.lower()] if status else None,
             webhook=clean(q.get("webhook")),
@@ -424,8 +423,8 @@ class Console:
         counts = {s.value: 0 for s in Status}
         if not errors:
             rows, counts = await asyncio.gather(
-                queries.list_jobs(self.store.pool, query),
-                queries.count_by_status(self.store.pool, query),
+                self.store.list_jobs(query, brief=True),
+                self.store.count_by_status(query),
             )
         filters = {
             "status": query.status,
@@ -448,7 +447,7 @@ class Console:
         status_links = {
             s.value: space_url(space, "jobs", **(kept | {"status": s.value})) for s in Status
         }
-        webhooks = await queries.space_webhooks(self.store.pool, space)
+        webhooks = await self.store.space_webhooks(space)
         return self.render(
             request,
             "jobs.html",
@@ -557,7 +556,7 @@ class Console:
             "webhooks.html",
             space=space,
             spaces=await self._spaces(space),
-            webhooks=await queries.space_webhooks(self.store.pool, space),
+            webhooks=await self.store.space_webhooks(space),
         )
 
     def _edit_page(
@@ -765,11 +764,10 @@ class Console:
         space = request.match_info["space"]
         now = datetime.now(UTC)
         day_start = now.replace(second=0, microsecond=0) - timedelta(minutes=1439)
-        pool = self.store.pool
         rows, failing, (backlog, next_due) = await asyncio.gather(
-            queries.attempts_per_minute(pool, space, day_start),
-            queries.failing_webhooks(pool, space, now - timedelta(days=1)),
-            queries.retry_backlog(pool, space),
+            self.store.attempts_per_minute(space, day_start),
+            self.store.failing_webhooks(space, now - timedelta(days=1)),
+            self.store.retry_backlog(space),
         )
         hour = minute_chart(
             rows, end=now, minutes=60, tick_minutes=10, title="Deliveries per minute, last hour"
@@ -799,7 +797,7 @@ class Console:
             "bulk.html",
             space=space,
             spaces=await self._spaces(space),
-            webhooks=await queries.space_webhooks(self.store.pool, space),
+            webhooks=await self.store.space_webhooks(space),
             values={
                 "webhook": request.query.get("webhook", ""),
                 "start": request.query.get("start", ""),
@@ -858,7 +856,7 @@ class Console:
                 status=422,
                 space=space,
                 spaces=spaces,
-                webhooks=await queries.space_webhooks(self.store.pool, space),
+                webhooks=await self.store.space_webhooks(space),
                 values=values,
                 errors=errors,
             )

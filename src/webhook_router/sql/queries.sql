@@ -11,6 +11,12 @@ SELECT * FROM webhooks
 WHERE space = $1 AND kapp IS NOT DISTINCT FROM $2
 ORDER BY name;
 
+-- name: space_webhooks
+SELECT * FROM webhooks WHERE space = $1 ORDER BY kapp NULLS FIRST, name;
+
+-- name: known_spaces
+SELECT DISTINCT space FROM webhooks ORDER BY space LIMIT $1;
+
 -- name: get_webhook
 SELECT * FROM webhooks WHERE space = $1 AND kapp IS NOT DISTINCT FROM $2 AND name = $3;
 
@@ -86,6 +92,31 @@ SELECT * FROM webhook_jobs WHERE id = $1;
 
 -- name: job_attempts
 SELECT * FROM webhook_job_attempts WHERE job_id = $1 ORDER BY replay, attempt;
+
+-- name: attempts_per_minute
+-- A failure is an attempt without an answer or with one not 2xx.
+SELECT date_trunc('minute', started_at) AS minute,
+       count(*) AS deliveries,
+       count(*) FILTER (
+           WHERE error IS NOT NULL
+              OR coalesce(response_status NOT BETWEEN 200 AND 299, true)
+       ) AS failures
+FROM webhook_job_attempts
+WHERE webhook_id IN (SELECT id FROM webhooks WHERE space = $1)
+  AND started_at >= $2
+GROUP BY 1
+ORDER BY 1;
+
+-- name: failing_webhooks
+SELECT webhook_id, webhook_name, scope_type, scope_id,
+       count(*) AS failed,
+       max(updated_at) AS last_failed,
+       (array_agg(summary ORDER BY updated_at DESC))[1] AS last_summary
+FROM webhook_jobs
+WHERE space = $1 AND status = 'Failed' AND updated_at >= $2
+GROUP BY webhook_id, webhook_name, scope_type, scope_id
+ORDER BY failed DESC, last_failed DESC
+LIMIT $3;
 
 -- name: make_partitions
 SELECT webhook_router_make_partitions($1::date, $2::integer);
