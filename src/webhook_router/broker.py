@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,18 +24,25 @@ class BrokerUnavailable(ConnectionError):
 
 class FailoverConnection(aio_pika.RobustConnection):
     """A robust connection over the nodes of a cluster: each (re)connection attempt tries
-    the nodes in turn, starting with the last one that worked, so losing a node moves the
-    connection to a live one and the robust channels restore their consumers there.
+    the nodes in turn. The first connection starts at a random node (so a cluster's clients
+    spread out), a reconnection at the node after the one it lost (a hung node accepts TCP
+    and answers nothing until the connect timeout), so losing a node moves the connection
+    to a live one and the robust channels restore their consumers there. Without a
+    `heartbeat` in the URL, 5 s is asked for, so a hung node is noticed in seconds.
 
     aio-pika reconnects to one URL only; its per-attempt step is private, so it is
     overridden here by its mangled name (kept to this one method)."""
 
     def __init__(self, urls: Sequence[str], **kwargs: Any) -> None:
-        super().__init__(URL(urls[0]), **kwargs)
-        self.urls = [URL(u) for u in urls]
-        self._node = 0
+        nodes = [URL(u) for u in urls]
+        nodes = [u if "heartbeat" in u.query else u.update_query(heartbeat=5) for u in nodes]
+        super().__init__(nodes[0], **kwargs)
+        self.urls = nodes
+        self._node = random.randrange(len(nodes))
 
     async def _RobustConnection__connect_transport(self) -> None:
+        if self.connection_attempt:
+            self._node = (self._node + 1) % len(self.urls)
         last: BaseException | None = None
         for _ in range(len(self.urls)):
             self.url = self.urls[self._node]
@@ -113,8 +122,18 @@ async def publish(
     headers: dict[str, Any] | None = None,
 ) -> None:
     """Publish persistently and return once the broker confirmed it."""
-    await exchange.publish(
-        message(body, message_id=message_id, headers=headers),
-        routing_key=routing_key,
-        mandatory=True,
-    )
+    try:
+        await exchange.publish(
+            message(body, message_id=message_id, headers=headers),
+            routing_key=routing_key,
+            mandatory=True,
+        )
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        # aiormq fails pending confirms with its reader's CancelledError when it drops a
+        # connection it found stuck (no frame for three heartbeats)
+        raise ConnectionError(
+            "broker connection dropped before the publish was confirmed"
+        ) from None

@@ -170,6 +170,12 @@ class Router:
         return len(outcomes)
 
 
+DELIVERY_BATCH = 16
+"""Most deliveries in one message. A worker holds up to its concurrency in messages; kept
+small, what it holds is posted well within the endpoint wait, and a few messages pinned by a
+hanging endpoint cannot starve the rest."""
+
+
 @dataclass(frozen=True, slots=True)
 class Batchers:
     """A router's batchers: deliveries to the workers, Queued records to the recorder."""
@@ -181,7 +187,12 @@ class Batchers:
     def of(cls, topology: Topology) -> Batchers:
         key = topology.names.delivery_key
         return cls(
-            Batcher(lambda: topology.deliveries, lambda d: key(d.webhook_id)),
+            Batcher(
+                lambda: topology.deliveries,
+                lambda d: key(d.webhook_id),
+                max_items=DELIVERY_BATCH,
+                max_wait=0.002,
+            ),
             Batcher(lambda: topology.results, lambda _: RECORD_KEY),
         )
 

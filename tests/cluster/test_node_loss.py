@@ -1,0 +1,291 @@
+"""Losing a RabbitMQ node under load: the leader of a work queue goes away in the middle of
+a few thousand events; deliveries go on without it, then it comes back. Every event still
+makes exactly one job, recorded Complete, and every POST arrives at least once.
+
+- the delivery queue's leader is stopped whole (`rabbitmqctl stop`); the roles and
+  publishers connected to it fail over to another node while a new leader is elected
+  (clients start at a random node of their list, so some of them are on it; the queues
+  lead on the node they were declared through);
+- the router queue's leader is killed (SIGKILL) on a node no client is given, so only the
+  leader changes, under channels that stay open;
+- the delivery queue's leader hangs (SIGSTOP) under the clients connected to it: with a
+  heartbeat (5 s unless the URL says otherwise) they drop it as stuck and fail over while
+  it still hangs;
+  then it is restarted, as a supervisor would, and rejoins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import pytest
+
+from webhook_router.events import Event, parse_event
+from webhook_router.publisher import Publisher
+from webhook_router.settings import Settings
+from webhook_router.topology import Names, declare_ingress
+
+from ..integration.conftest import Stack, event_for, open_stack
+from ..support.rabbit_cluster import Node, RabbitCluster
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(600)]
+
+EVENTS = 2000
+RATE = 100.0
+SENDERS = 8
+HEARTBEAT = 5
+RESUMED = 50
+RUN_TREE = "/app/api/v1/run-tree/Kinetic%20Request%20CE/Users/Created"
+
+
+def user_created(space: str, n: int) -> Event:
+    """An event with its id set once, so publishing it again can never make a second job."""
+    return parse_event(event_for(space, "User", "Created", user={"username": f"user-{n}"}))
+
+
+async def publish_paced(settings: Settings, events: list[Event], rate: float) -> int:
+    """Publish like platform services, several at once, at most `rate` events a second in
+    all: each event again until the broker confirms it. How many publishes were repeated."""
+
+    async def service(share: list[Event]) -> int:
+        publisher = Publisher(settings.amqp_url, settings.namespace)
+        await publisher.open()
+        started = time.monotonic()
+        repeated = 0
+        try:
+            for n, event in enumerate(share):
+                await asyncio.sleep(max(0.0, started + n * SENDERS / rate - time.monotonic()))
+                deadline = time.monotonic() + 120
+                while True:
+                    try:
+                        await asyncio.wait_for(publisher.publish(event), 10)
+                        break
+                    except (Exception, asyncio.CancelledError):
+                        if _cancelled():
+                            raise
+                        repeated += 1
+                        if time.monotonic() > deadline:
+                            raise
+                        await asyncio.sleep(0.1)
+                        if not publisher.connected:
+                            await publisher.close()
+                            with contextlib.suppress(Exception):
+                                await publisher.open()
+        finally:
+            await publisher.close()
+        return repeated
+
+    shares = [events[i::SENDERS] for i in range(SENDERS)]
+    return sum(await asyncio.gather(*(service(share) for share in shares)))
+
+
+def _cancelled() -> bool:
+    """Whether this task is being cancelled, rather than handed a CancelledError by a
+    connection the client dropped as stuck (aiormq fails pending confirms with it)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+@dataclass
+class Arrivals:
+    """When POSTs reached the engine, sampled every few milliseconds."""
+
+    count: Callable[[], int]
+    samples: list[tuple[float, int]] = field(default_factory=list)
+
+    async def watch(self) -> None:
+        while True:
+            self.samples.append((time.monotonic(), self.count()))
+            await asyncio.sleep(0.01)
+
+    def longest_stall(self, since: float) -> float:
+        """The longest time without a new POST after `since`, up to the last POST."""
+        last_time, last_count = None, None
+        longest = 0.0
+        for at, count in self.samples:
+            if at < since:
+                last_time, last_count = at, count
+                continue
+            if last_time is None or last_count is None:
+                last_time, last_count = at, count
+            if count > last_count:
+                longest = max(longest, at - last_time)
+                last_time, last_count = at, count
+        return longest
+
+    def last_post(self) -> float:
+        """When the last POST was seen."""
+        final = self.samples[-1][1]
+        return next(at for at, count in self.samples if count == final)
+
+    async def more_after(self, moment: float, more: int, timeout: float) -> None:
+        """Wait until `more` POSTs arrived after `moment`."""
+        deadline = time.monotonic() + timeout
+        before = self.count_at(moment)
+        while self.count() - before < more:
+            assert time.monotonic() < deadline, (
+                f"{self.count() - before} POSTs in {timeout:g}s after the node was lost "
+                f"(of {EVENTS}, {before} before)"
+            )
+            await asyncio.sleep(0.05)
+
+    def count_at(self, moment: float) -> int:
+        before = [count for at, count in self.samples if at <= moment]
+        return before[-1] if before else 0
+
+
+def roles_connected_to(stack: Stack, node: Node) -> int:
+    """How many of the roles' broker connections are on the node."""
+    roles: list[Any] = [stack.recorder, stack.router, stack.worker]
+    return sum(1 for role in roles if role.connection.url.port == node.port)
+
+
+async def run_with_node_loss(
+    stack: Stack,
+    cluster: RabbitCluster,
+    lose: Callable[[str], None],
+    bring_back: Callable[[str], None],
+    leader: str,
+    figures: list[tuple[str, object]],
+    *,
+    resume_within: float = 30.0,
+) -> None:
+    """Publish the events, `lose` the leader once a fifth of them were delivered, wait
+    until deliveries go on without it, then `bring_back` it while the load goes on; check
+    every job and POST, and add what was measured to `figures`."""
+    space = stack.space()
+    await stack.webhook(space, type="User", event="Created", url=RUN_TREE)
+    events = [user_created(space, n) for n in range(EVENTS)]
+    arrivals = Arrivals(lambda: len(stack.engine.received))
+    watching = asyncio.create_task(arrivals.watch())
+    started = time.monotonic()
+    publishing = asyncio.create_task(publish_paced(stack.settings, events, RATE))
+    published: list[float] = []
+    publishing.add_done_callback(lambda _: published.append(time.monotonic()))
+    try:
+
+        async def under_way() -> bool:
+            return len(stack.engine.received) >= EVENTS // 5
+
+        deadline = time.monotonic() + 60
+        while not await under_way():
+            assert time.monotonic() < deadline, "the load never got under way"
+            assert not publishing.done(), publishing
+            await asyncio.sleep(0.05)
+
+        connected = roles_connected_to(stack, cluster.node(leader))
+        assert not publishing.done(), "the events were all published before the node loss"
+        loss_at = time.monotonic()
+        await asyncio.to_thread(lose, leader)
+        down_at = time.monotonic()
+        await arrivals.more_after(down_at, RESUMED, resume_within)
+        resumed_at = time.monotonic()
+        returning = asyncio.create_task(asyncio.to_thread(bring_back, leader))
+        returned: list[float] = []
+        returning.add_done_callback(lambda _: returned.append(time.monotonic()))
+        repeated = await asyncio.wait_for(publishing, 300)
+        await stack.settled(space, EVENTS, timeout=300)
+        settled_at = time.monotonic()
+        await asyncio.wait_for(returning, 300)
+        rows = await stack.jobs(space)
+    finally:
+        watching.cancel()
+        if not publishing.done():
+            publishing.cancel()
+
+    assert len(rows) == EVENTS
+    assert {r["status"] for r in rows} == {"Complete"}
+    assert {r["event_id"] for r in rows} == {e.id for e in events}
+    users = {p.json()["user"]["username"] for p in stack.received_for(space)}
+    assert users == {f"user-{n}" for n in range(EVENTS)}
+
+    stall = arrivals.longest_stall(loss_at)
+    figures.extend(
+        [
+            ("roles_connected_to_lost_node", connected),
+            ("delivered_before_loss", arrivals.count_at(loss_at)),
+            ("node_down_seconds", round(down_at - loss_at, 2)),
+            ("resumed_seconds", round(resumed_at - loss_at, 2)),
+            ("longest_stall_seconds", round(stall, 2)),
+            ("node_back_seconds", round(returned[0] - loss_at, 2)),
+            ("publishes_repeated", repeated),
+            ("posts", len(stack.received_for(space))),
+            ("published_seconds", round(published[0] - started, 2)),
+            ("delivered_seconds", round(arrivals.last_post() - started, 2)),
+            ("recorded_seconds", round(settled_at - started, 2)),
+        ]
+    )
+
+
+async def test_losing_the_delivery_queue_leader_loses_no_job(
+    cluster: RabbitCluster,
+    cluster_stack: Stack,
+    request: pytest.FixtureRequest,
+) -> None:
+    leader = await asyncio.to_thread(
+        cluster.leader_of, Names(cluster_stack.settings.namespace).deliver
+    )
+    await run_with_node_loss(
+        cluster_stack,
+        cluster,
+        cluster.stop_node,
+        cluster.start_node,
+        leader,
+        request.node.user_properties,
+    )
+
+
+async def test_losing_the_router_queue_leader_loses_no_job(
+    cluster: RabbitCluster,
+    cluster_settings: Settings,
+    request: pytest.FixtureRequest,
+) -> None:
+    # the router queue is declared through one node, so it leads there, and every client
+    # is given only the other nodes
+    seat = cluster.nodes[1]
+    connection = await aio_pika.connect(seat.url)
+    async with connection:
+        await declare_ingress(await connection.channel(), Names(cluster_settings.namespace))
+    others = [url for url in cluster.urls if url != seat.url]
+    async with open_stack(cluster_settings.model_copy(update={"amqp_url": others})) as stack:
+        leader = await asyncio.to_thread(
+            cluster.leader_of, Names(cluster_settings.namespace).router
+        )
+        assert leader == seat.name
+        await run_with_node_loss(
+            stack,
+            cluster,
+            cluster.kill_node,
+            cluster.start_node,
+            leader,
+            request.node.user_properties,
+        )
+
+
+async def test_clients_leave_a_hung_delivery_queue_leader_before_it_comes_back(
+    cluster: RabbitCluster,
+    cluster_settings: Settings,
+    request: pytest.FixtureRequest,
+) -> None:
+    # a hung node closes no socket: clients notice only by missed heartbeats
+    urls = [f"{url}?heartbeat={HEARTBEAT}" for url in cluster.urls]
+    async with open_stack(cluster_settings.model_copy(update={"amqp_url": urls})) as stack:
+        leader = await asyncio.to_thread(
+            cluster.leader_of, Names(cluster_settings.namespace).deliver
+        )
+
+        await run_with_node_loss(
+            stack,
+            cluster,
+            cluster.freeze_node,
+            cluster.restart_node,
+            leader,
+            request.node.user_properties,
+            resume_within=45.0,
+        )
