@@ -149,6 +149,7 @@ async def run(
     rate: float | None,
     processes: dict[str, int],
     profile_dir: Path | None = None,
+    shards: int = 1,
 ) -> Result:
     namespace = f"bench_{uuid.uuid4().hex[:8]}"
     dbname = f"webhook_router_bench_{uuid.uuid4().hex[:8]}"
@@ -164,6 +165,7 @@ async def run(
             "database_url": database_url,
             "engine_url": f"http://127.0.0.1:{receiver_port}",
             "retry_schedule": "1s,2s,4s",
+            "delivery_shards": shards,
         }
     )
     pool = await store.connect(database_url)
@@ -291,7 +293,7 @@ async def run(
 async def drop_namespace(settings: Settings) -> None:
     import aio_pika
 
-    names = Names(settings.namespace)
+    names = Names(settings.namespace, settings.delivery_shards)
     connection = await aio_pika.connect(settings.amqp_url[0])
     async with connection:
         channel = await connection.channel()
@@ -382,6 +384,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--recorders", type=int, default=1)
     parser.add_argument("--profile", type=Path, help="py-spy each role into this folder")
+    parser.add_argument(
+        "--shards",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="delivery shards; several values run the scenario once for each",
+    )
     args = parser.parse_args()
     base = Settings()
     processes = {"router": args.routers, "worker": args.workers, "recorder": args.recorders}
@@ -402,9 +411,16 @@ def main() -> None:
                 spec["rate"] = args.rate
             if args.rate and args.seconds:
                 spec["events"] = int(args.rate * args.seconds)
-        result = asyncio.run(run(base, name, processes=processes, profile_dir=args.profile, **spec))  # type: ignore[arg-type]
-        print(result.report(), flush=True)
-        failed |= not (result.checks["all_complete"] and result.checks["posts_answered_once"])
+        for shards in args.shards:
+            result = asyncio.run(
+                run(
+                    base, name, processes=processes, profile_dir=args.profile, shards=shards, **spec
+                )  # type: ignore[arg-type]
+            )
+            if len(args.shards) > 1:
+                print(f"delivery shards: {shards}")
+            print(result.report(), flush=True)
+            failed |= not (result.checks["all_complete"] and result.checks["posts_answered_once"])
     sys.exit(1 if failed else 0)
 
 
