@@ -675,13 +675,6 @@ class Api:
             result = await replay_job(self.store, topology, row, self.settings.engine_url)
         except ReplayRefused as exc:
             raise ApiError(409, f"the job cannot be retried: {exc}") from None
-        log.info(
-            "job retried",
-            job_id=result.job_id,
-            webhook=row["webhook_name"],
-            event_id=row["event_id"],
-            url=result.url,
-        )
         body = job_json(row) | {"status": result.status, "url": result.url}
         return json_response({"webhookJob": body})
 

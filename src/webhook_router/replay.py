@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+import structlog
 
 from webhook_router.events import EventInvalid, parse_event
 from webhook_router.jobs import Status
@@ -19,6 +20,8 @@ from webhook_router.router import plan, publish_jobs
 from webhook_router.store import JobFilter, Store
 from webhook_router.topology import Topology
 from webhook_router.webhooks import Match, match_one
+
+log = structlog.get_logger(__name__)
 
 
 class ReplayRefused(ValueError):
@@ -52,6 +55,15 @@ async def replay_job(
     deliveries, outcomes = plan(event, [match], replay=job["replay"] + 1)
     await publish_jobs(topology, deliveries, outcomes)
     outcome = outcomes[0]
+    log.info(
+        "job retried",
+        job_id=outcome.delivery.job_id,
+        webhook=webhook.name,
+        event_id=event.id,
+        url=match.url,
+        replay=outcome.delivery.replay,
+        status=outcome.status,
+    )
     return ReplayResult(outcome.delivery.job_id, outcome.status, match.url)
 
 

@@ -180,6 +180,16 @@ async def open_stack(
         await pool.close()
 
 
+@pytest_asyncio.fixture(loop_scope="session")
+async def st(database_url: str) -> AsyncIterator[Store]:
+    """A store on the test session's database, for tests of the job log's queries."""
+    pool = await store.connect(database_url)
+    try:
+        yield Store(pool)
+    finally:
+        await pool.close()
+
+
 @pytest_asyncio.fixture(scope="session")
 async def stack(settings: Settings) -> AsyncIterator[Stack]:
     async with open_stack(settings) as running:

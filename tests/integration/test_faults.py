@@ -62,6 +62,21 @@ async def publish_all(stack: Stack, events: list[dict[str, Any]]) -> None:
             raise AssertionError("could not publish")
 
 
+@asynccontextmanager
+async def workerless_stack(settings: Settings, handler: Any) -> AsyncIterator[tuple[Stack, str]]:
+    """Router and recorder in this process on a namespace of their own, a receiver answering
+    with `handler`, and a webhook of a fresh space posting to it: (stack, space). The test
+    runs the worker as a process of its own."""
+    runner, url = await answer_app(handler)
+    try:
+        async with own_namespace(settings) as own, open_stack(own, ("recorder", "router")) as st:
+            space = st.space()
+            await st.webhook(space, type="User", event="Created", url=url + "/hook")
+            yield st, space
+    finally:
+        await runner.cleanup()
+
+
 async def test_a_worker_killed_mid_post_loses_nothing_and_makes_no_second_job(
     settings: Settings,
 ) -> None:
@@ -75,24 +90,18 @@ async def test_a_worker_killed_mid_post_loses_nothing_and_makes_no_second_job(
             await asyncio.sleep(3600)
         return web.json_response({"message": "Initiated run #9."})
 
-    runner, url = await answer_app(hang_first)
-    try:
-        async with own_namespace(settings) as own, open_stack(own, ("recorder", "router")) as st:
-            space = st.space()
-            await st.webhook(space, type="User", event="Created", url=url + "/hook")
-            async with role_process(st.settings, "worker") as first:
-                await st.publisher.publish(user_created(space))
-                await asyncio.wait_for(arrived.wait(), 30)
-                first.kill()
-                assert await first.wait() == -9
-            async with role_process(st.settings, "worker"):
-                [job] = await st.settled(space, 1, timeout=60)
-            assert job["status"] == "Complete"
-            assert job["run_id"] == "9"
-            assert posts == [str(job["id"]), str(job["id"])]
-            assert len(await st.jobs(space)) == 1
-    finally:
-        await runner.cleanup()
+    async with workerless_stack(settings, hang_first) as (st, space):
+        async with role_process(st.settings, "worker") as first:
+            await st.publisher.publish(user_created(space))
+            await asyncio.wait_for(arrived.wait(), 30)
+            first.kill()
+            assert await first.wait() == -9
+        async with role_process(st.settings, "worker"):
+            [job] = await st.settled(space, 1, timeout=60)
+        assert job["status"] == "Complete"
+        assert job["run_id"] == "9"
+        assert posts == [str(job["id"]), str(job["id"])]
+        assert len(await st.jobs(space)) == 1
 
 
 async def test_sigterm_lets_a_worker_finish_what_it_holds_then_exit(settings: Settings) -> None:
@@ -106,21 +115,15 @@ async def test_sigterm_lets_a_worker_finish_what_it_holds_then_exit(settings: Se
         await asyncio.sleep(1.0)
         return web.json_response({"message": "Initiated run #4."})
 
-    runner, url = await answer_app(slow)
-    try:
-        async with own_namespace(settings) as own, open_stack(own, ("recorder", "router")) as st:
-            space = st.space()
-            await st.webhook(space, type="User", event="Created", url=url + "/hook")
-            async with role_process(st.settings, "worker") as worker:
-                await st.publisher.publish(user_created(space))
-                await asyncio.wait_for(arrived.wait(), 30)
-                terminate(worker)
-                assert await asyncio.wait_for(worker.wait(), 30) == 0
-            [job] = await st.settled(space, 1, timeout=10)
-            assert job["status"] == "Complete"
-            assert posts == 1
-    finally:
-        await runner.cleanup()
+    async with workerless_stack(settings, slow) as (st, space):
+        async with role_process(st.settings, "worker") as worker:
+            await st.publisher.publish(user_created(space))
+            await asyncio.wait_for(arrived.wait(), 30)
+            terminate(worker)
+            assert await asyncio.wait_for(worker.wait(), 30) == 0
+        [job] = await st.settled(space, 1, timeout=10)
+        assert job["status"] == "Complete"
+        assert posts == 1
 
 
 async def test_closed_broker_connections_are_survived_by_every_role(settings: Settings) -> None:

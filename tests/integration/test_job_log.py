@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
-from webhook_router import store
 from webhook_router.isolation import endpoint_of
 from webhook_router.jobs import Attempt, Delivery, Outcome, Status, job_id
 from webhook_router.store import Store
@@ -29,15 +26,6 @@ in_session_loop = pytest.mark.asyncio(loop_scope="session")
 
 SUBMITTED = ("Submissions > services > ipad-request", "Submitted")
 CREATED = ("Users", "Created")
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def st(database_url: str) -> AsyncIterator[Store]:
-    pool = await store.connect(database_url)
-    try:
-        yield Store(pool)
-    finally:
-        await pool.close()
 
 
 def percentile_cont(values: list[float], fraction: float) -> float:

@@ -4,14 +4,11 @@ jobs written as the recorder writes them (`Store.record`), each test in a space 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
-from webhook_router import store
 from webhook_router.jobs import Attempt, Delivery, Outcome, Status, job_id
 from webhook_router.store import BRIEF_COLUMNS, JobFilter, Store
 from webhook_router.webhooks import Webhook
@@ -19,15 +16,6 @@ from webhook_router.webhooks import Webhook
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(60)]
 
 NOW = datetime.now(UTC).replace(second=30, microsecond=0)
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def st(database_url: str) -> AsyncIterator[Store]:
-    pool = await store.connect(database_url)
-    try:
-        yield Store(pool)
-    finally:
-        await pool.close()
 
 
 def new_space() -> str:

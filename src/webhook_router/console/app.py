@@ -523,14 +523,6 @@ class Console:
         except ReplayRefused as exc:
             session.flash("error", f"The job cannot be retried: {exc}.")
             raise web.HTTPSeeOther(here) from None
-        log.info(
-            "job retried",
-            job_id=result.job_id,
-            webhook=row["webhook_name"],
-            event_id=row["event_id"],
-            url=result.url,
-            by="console",
-        )
         if result.status == Status.FAILED:
             session.flash("error", "The webhook's URL could not be rendered for this event.")
         else:
