@@ -46,6 +46,14 @@ def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
+async def _ensure_database(settings: Settings) -> None:
+    try:
+        if await store.ensure_database(settings.database_url):
+            log.info("database created", database=settings.database_url.rsplit("/", 1)[-1])
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise CommandError(f"database unavailable: {exc}", EXIT_UNAVAILABLE) from None
+
+
 async def _open_store(settings: Settings) -> Store:
     try:
         pool = await store.connect(settings.database_url)
@@ -65,6 +73,8 @@ async def _run(args: argparse.Namespace, settings: Settings, names: Sequence[str
     from webhook_router.service import Role
     from webhook_router.worker import Worker
 
+    if getattr(args, "migrate", False):
+        await _ensure_database(settings)
     st = await _open_store(settings)
     if getattr(args, "migrate", False):
         applied = await store.migrate(st.pool)
@@ -158,6 +168,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
     async def go() -> list[str]:
+        await _ensure_database(settings)
         st = await _open_store(settings)
         try:
             return await store.migrate(st.pool)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 import orjson
@@ -148,6 +149,29 @@ async def connect(database_url: str, *, min_size: int = 1, max_size: int = 5) ->
     )
     assert pool is not None
     return pool
+
+
+async def ensure_database(database_url: str) -> bool:
+    """Create the URL's database when it does not exist yet (a fresh server); True if made.
+
+    Connects to the server's `postgres` database for that, as the same user."""
+    try:
+        conn = await asyncpg.connect(database_url)
+    except asyncpg.InvalidCatalogNameError:
+        pass
+    else:
+        await conn.close()
+        return False
+    parts = urlsplit(database_url)
+    name = unquote(parts.path.lstrip("/"))
+    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name.replace(chr(34), chr(34) * 2)}"')
+    except asyncpg.DuplicateDatabaseError:
+        return False
+    finally:
+        await admin.close()
+    return True
 
 
 async def migrate(pool: asyncpg.Pool) -> list[str]:

@@ -67,3 +67,20 @@ async def test_a_month_already_in_default_gets_its_partition_with_its_rows(
         await fresh.fetchval("SELECT endpoint FROM webhook_job_attempts_2031_09")
         == "https://hooks.example:443"
     )
+
+
+async def test_migrate_makes_its_database_on_a_fresh_server(services: Services) -> None:
+    name = f"webhook_router_test_{uuid.uuid4().hex[:10]}"
+    url = _with_database(services.admin_database_url, name)
+    admin = await asyncpg.connect(services.admin_database_url)
+    try:
+        assert await store.ensure_database(url) is True
+        assert await store.ensure_database(url) is False
+        pool = await store.connect(url)
+        try:
+            assert "0001_initial" in await store.migrate(pool)
+        finally:
+            await pool.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
