@@ -377,9 +377,10 @@ class Store:
                     )
                 )
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.executemany(Q["record_job"], jobs)
+            if jobs:
+                await conn.execute(Q["record_jobs"], *map(list, zip(*jobs, strict=True)))
             if attempts:
-                await conn.executemany(Q["record_attempt"], attempts)
+                await conn.execute(Q["record_attempts"], *map(list, zip(*attempts, strict=True)))
 
     async def get_job(self, job_id: str) -> asyncpg.Record | None:
         try:

@@ -51,14 +51,20 @@ WHERE id = $1 AND enabled;
 -- name: delete_webhook
 DELETE FROM webhooks WHERE id = $1;
 
--- name: record_job
+-- name: record_jobs
+-- One statement per batch: column arrays, one element per job (each job once per batch).
 INSERT INTO webhook_jobs AS j (
     id, event_at, event_id, webhook_id, webhook_name, space, scope_type, scope_id, type, event,
     parent_type, parent_id, tree_group, tree_name, url, request_content, response_status,
     response_content, summary, run_id, status, retry_count, attempts, replay, version_attempt,
     version_rank, duration_ms, scheduled_at, created_at, updated_at, completed_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-        $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)
+SELECT * FROM unnest(
+    $1::uuid[], $2::timestamptz[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::text[],
+    $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+    $15::text[], $16::text[], $17::integer[], $18::text[], $19::text[], $20::text[],
+    $21::text[], $22::integer[], $23::integer[], $24::integer[], $25::integer[],
+    $26::integer[], $27::double precision[], $28::timestamptz[], $29::timestamptz[],
+    $30::timestamptz[], $31::timestamptz[])
 ON CONFLICT (id, event_at) DO UPDATE SET
     webhook_name = EXCLUDED.webhook_name,
     url = EXCLUDED.url,
@@ -80,11 +86,14 @@ ON CONFLICT (id, event_at) DO UPDATE SET
 WHERE (EXCLUDED.replay, EXCLUDED.version_attempt, EXCLUDED.version_rank)
     > (j.replay, j.version_attempt, j.version_rank);
 
--- name: record_attempt
+-- name: record_attempts
 INSERT INTO webhook_job_attempts (
     job_id, event_at, replay, attempt, webhook_id, url, started_at, duration_ms,
     response_status, response_content, error, request_headers)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+SELECT * FROM unnest(
+    $1::uuid[], $2::timestamptz[], $3::integer[], $4::integer[], $5::uuid[], $6::text[],
+    $7::timestamptz[], $8::double precision[], $9::integer[], $10::text[], $11::text[],
+    $12::jsonb[])
 ON CONFLICT DO NOTHING;
 
 -- name: get_job
