@@ -69,13 +69,6 @@ def routing_key(type_name: str, action: str) -> str:
     return f"{type_name}.{action}".lower().replace(" ", "_")
 
 
-ROUTING_KEYS: dict[str, tuple[str, str]] = {
-    routing_key(entry.name, action): (entry.name, action)
-    for entry in CATALOGUE
-    for action in entry.actions
-}
-
-
 def entries() -> list[tuple[EventType, str]]:
     """Every (type, action) pair, in catalogue order."""
     return [(entry, action) for entry in CATALOGUE for action in entry.actions]

@@ -130,9 +130,6 @@ class Outcome:
             number = self.delivery.attempt
         return (self.delivery.replay, number, RANK[Status(self.status)])
 
-    def encode(self) -> bytes:
-        return orjson.dumps(self)
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Outcome:
         data = dict(data)
