@@ -215,8 +215,7 @@ WITH s AS (
         id, event_at, event_id, webhook_id, webhook_name, space, scope_type, scope_id, type,
         event, parent_type, parent_id, tree_group, tree_name, url, request_content,
         response_status, response_content, summary, run_id, status, retry_count, attempts,
-        replay, version_attempt, version_rank, duration_ms, scheduled_at, created_at,
-        updated_at, completed_at)
+        replay, duration_ms, scheduled_at, created_at, updated_at, completed_at)
     SELECT
         gen_random_uuid(), at, 'evt-' || g, webhook_id, webhook_name, space,
         CASE WHEN kapp IS NULL THEN 'Space' ELSE 'Kapp' END, coalesce(kapp, space), type,
@@ -246,8 +245,7 @@ WITH s AS (
                   WHEN 'Unsent' THEN 'Failed' ELSE 'Queued' END,
         CASE kind WHEN 'Retry' THEN n_attempts WHEN 'Queued' THEN 0 WHEN 'Unsent' THEN 0
                   ELSE n_attempts - 1 END,
-        n_attempts, 0, n_attempts,
-        CASE WHEN kind IN ('Retry', 'Queued') THEN 0 ELSE 2 END,
+        n_attempts, 0,
         CASE WHEN n_attempts > 0 AND kind <> 'Unsent' THEN took END,
         CASE WHEN kind = 'Retry' THEN now() + r_dur * interval '30 minutes' ELSE created END,
         created,

@@ -124,11 +124,14 @@ class Outcome:
     disable_webhook: str | None = None
 
     @property
+    def attempts(self) -> int:
+        """Attempts made in the job's current replay: none for a job that failed before
+        sending (its filter or URL failed)."""
+        return self.attempt.number if self.attempt else 0
+
+    @property
     def version(self) -> tuple[int, int, int]:
-        number = self.attempt.number if self.attempt else 0
-        if self.status == Status.FAILED and self.attempt is None:
-            number = self.delivery.attempt
-        return (self.delivery.replay, number, RANK[Status(self.status)])
+        return (self.delivery.replay, self.attempts, RANK[Status(self.status)])
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Outcome:

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import asyncpg
 import orjson
 
-from webhook_router.jobs import RANK, Outcome, Status
+from webhook_router.jobs import Outcome, Status
 from webhook_router.signing import generate_secret
 from webhook_router.webhooks import Webhook
 
@@ -319,7 +319,6 @@ class Store:
         for o in sorted(latest.values(), key=lambda o: o.delivery.job_id):
             d = o.delivery
             event_at = datetime.fromisoformat(d.event_at)
-            number, rank = o.version[1], RANK[Status(o.status)]
             completed = now if o.status in (Status.COMPLETE, Status.FAILED) else None
             duration = o.attempt.duration_ms if o.attempt else None
             jobs.append(
@@ -346,10 +345,8 @@ class Store:
                     o.run_id,
                     o.status,
                     o.retry_count,
-                    number,
+                    o.attempts,
                     d.replay,
-                    number,
-                    rank,
                     duration,
                     _ts(o.scheduled_at) or _ts(d.created_at) or now,
                     _ts(d.created_at) or now,

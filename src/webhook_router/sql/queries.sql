@@ -56,15 +56,14 @@ DELETE FROM webhooks WHERE id = $1;
 INSERT INTO webhook_jobs AS j (
     id, event_at, event_id, webhook_id, webhook_name, space, scope_type, scope_id, type, event,
     parent_type, parent_id, tree_group, tree_name, url, request_content, response_status,
-    response_content, summary, run_id, status, retry_count, attempts, replay, version_attempt,
-    version_rank, duration_ms, scheduled_at, created_at, updated_at, completed_at)
+    response_content, summary, run_id, status, retry_count, attempts, replay, duration_ms,
+    scheduled_at, created_at, updated_at, completed_at)
 SELECT * FROM unnest(
     $1::uuid[], $2::timestamptz[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::text[],
     $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
     $15::text[], $16::text[], $17::integer[], $18::text[], $19::text[], $20::text[],
-    $21::text[], $22::integer[], $23::integer[], $24::integer[], $25::integer[],
-    $26::integer[], $27::double precision[], $28::timestamptz[], $29::timestamptz[],
-    $30::timestamptz[], $31::timestamptz[])
+    $21::text[], $22::integer[], $23::integer[], $24::integer[], $25::double precision[],
+    $26::timestamptz[], $27::timestamptz[], $28::timestamptz[], $29::timestamptz[])
 ON CONFLICT (id, event_at) DO UPDATE SET
     webhook_name = EXCLUDED.webhook_name,
     url = EXCLUDED.url,
@@ -77,14 +76,12 @@ ON CONFLICT (id, event_at) DO UPDATE SET
     retry_count = EXCLUDED.retry_count,
     attempts = EXCLUDED.attempts,
     replay = EXCLUDED.replay,
-    version_attempt = EXCLUDED.version_attempt,
-    version_rank = EXCLUDED.version_rank,
     duration_ms = EXCLUDED.duration_ms,
     scheduled_at = EXCLUDED.scheduled_at,
     updated_at = EXCLUDED.updated_at,
     completed_at = EXCLUDED.completed_at
-WHERE (EXCLUDED.replay, EXCLUDED.version_attempt, EXCLUDED.version_rank)
-    > (j.replay, j.version_attempt, j.version_rank);
+WHERE (EXCLUDED.replay, EXCLUDED.attempts, webhook_router_status_rank(EXCLUDED.status))
+    > (j.replay, j.attempts, webhook_router_status_rank(j.status));
 
 -- name: record_attempts
 INSERT INTO webhook_job_attempts (
