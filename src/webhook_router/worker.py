@@ -171,11 +171,14 @@ class Worker:
         line = self._lines.get(endpoint)
         if line is None:
             line = self._lines[endpoint] = asyncio.Semaphore(self.settings.endpoint_concurrency)
-        try:
-            async with asyncio.timeout(self.settings.endpoint_wait):
-                await line.acquire()
-        except TimeoutError:
-            return AT_LIMIT
+        if line.locked():
+            try:
+                async with asyncio.timeout(self.settings.endpoint_wait):
+                    await line.acquire()
+            except TimeoutError:
+                return AT_LIMIT
+        else:
+            await line.acquire()  # a free slot: taken at once, no timer needed
         wait = self.guard.acquire(endpoint, time.monotonic())
         if wait is not None:
             line.release()
