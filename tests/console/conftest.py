@@ -1,8 +1,8 @@
 """The console served as the API serves it, a real Chromium to drive it, and screenshots.
 
-The console is mounted on the API's own application (`Api.app()`) on 127.0.0.1, beside a
-router, worker, recorder and engine like the integration stack's, so a job it retries really
-goes out again. They run in a namespace of their own (a second stack on the integration
+The console is served by the API role as in production (`Api.app()` mounts it), on
+127.0.0.1, beside a router, worker, recorder and engine (`open_stack`), so a job it retries
+really goes out again. They run in a namespace of their own (a second stack on the integration
 tests' namespace would take their events from them), and only while this package's tests run.
 """
 
@@ -19,21 +19,11 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
-from aiohttp import web
 
-from tests.conftest import Services, drop_namespace, free_port
-from tests.integration.conftest import Stack
-from webhook_router import store
+from tests.conftest import Services, drop_namespace
+from tests.integration.conftest import Stack, open_stack
 from webhook_router.api import Api
-from webhook_router.console import console_app
-from webhook_router.engine import Engine
-from webhook_router.publisher import Publisher
-from webhook_router.recorder import Recorder
-from webhook_router.router import Router
-from webhook_router.runtime import serve
 from webhook_router.settings import Settings
-from webhook_router.store import Store
-from webhook_router.worker import Worker
 
 CHROMIUM = "/usr/bin/chromium"
 HAVE_CHROMIUM = os.path.exists(CHROMIUM)
@@ -55,12 +45,6 @@ ANSWERED_4XX = "Failed to load resource: the server responded with a status of 4
 RUN_URL_TEMPLATE = "http://127.0.0.1:9/engine/runs/{run}"
 
 
-class ConsoleSettings(Settings):
-    """The settings with the run-page template the console reads when it is configured."""
-
-    run_url_template: str | None = None
-
-
 @dataclass
 class Console:
     base: str
@@ -72,61 +56,19 @@ class Console:
         return f"{self.base}/console/{path}"
 
 
-def _mounted(app: web.Application) -> bool:
-    return any(getattr(r, "canonical", None) == "/console" for r in app.router.resources())
-
-
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def console(settings: Settings, services: Services) -> AsyncIterator[Console]:
-    engine = Engine()
-    engine_runner = await serve(engine.app(), "127.0.0.1", engine_port := free_port())
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    own = ConsoleSettings(
-        **settings.model_dump()
-        | {
+    own = settings.model_copy(
+        update={
             "namespace": f"wrconsole_{uuid.uuid4().hex[:10]}",
-            "engine_url": f"http://127.0.0.1:{engine_port}",
-            "api_port": port,
             "run_url_template": RUN_URL_TEMPLATE,
         }
     )
-    pool = await store.connect(own.database_url, max_size=10)
-    st = Store(pool)
-    recorder, router, worker = Recorder(own, st), Router(own, st), Worker(own, st)
-    started: list[Any] = []
-    api = Api(own, st)
-    publisher = Publisher(own.amqp_url, own.namespace)
-    runner: web.AppRunner | None = None
     try:
-        for role in (recorder, router, worker):
-            await role.start()
-            started.append(role)
-        await publisher.open()
-        app = api.app()
-        if not _mounted(app):
-            app.add_subapp("/console/", console_app(api))
-        runner = await serve(app, "127.0.0.1", port)
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{base}/console/login") as probe,
-        ):
-            if probe.status == 401:
-                pytest.fail(
-                    "the API's bearer-token check answers for /console/: Api._auth must let "
-                    "paths under /console/ through to the console's own sessions"
-                )
-        stack = Stack(own, st, engine, router, worker, recorder, publisher, base)
-        yield Console(base, api, stack)
+        async with open_stack(own) as stack:
+            assert stack.api_role is not None
+            yield Console(stack.api_url, stack.api_role.api, stack)
     finally:
-        await publisher.close()
-        if runner is not None:
-            await runner.cleanup()
-        await api.close()
-        for role in reversed(started):
-            await role.stop(5.0)
-        await engine_runner.cleanup()
-        await pool.close()
         await drop_namespace(services.amqp_url, own.namespace)
 
 

@@ -29,17 +29,7 @@ async def test_pages_without_a_session_go_to_the_login_form(console: Console, pa
 
 async def test_json_and_posts_without_a_session_are_refused(console: Console) -> None:
     space = console.stack.space()
-    hook = await console.stack.store.insert_webhook(
-        space=space,
-        kapp=None,
-        name="n",
-        type="User",
-        event="Created",
-        filter=None,
-        url="/x",
-        auth_strategy=None,
-    )
-    assert hook is not None
+    hook = await console.stack.webhook(space, name="n", type="User", event="Created", url="/x")
     async with Client(console) as client:
         status, body, _ = await client.post("check", json={"kind": "filter", "text": "1"})
         assert status == 401 and orjson.loads(body)["error"]
@@ -89,17 +79,7 @@ async def test_the_login_form_needs_its_own_nonce(console: Console) -> None:
 
 async def test_posts_need_the_sessions_csrf_token(console: Console) -> None:
     space = console.stack.space()
-    hook = await console.stack.store.insert_webhook(
-        space=space,
-        kapp=None,
-        name="csrf",
-        type="User",
-        event="Created",
-        filter=None,
-        url="/x",
-        auth_strategy=None,
-    )
-    assert hook is not None
+    hook = await console.stack.webhook(space, name="csrf", type="User", event="Created", url="/x")
     path = f"spaces/{space}/webhooks/{hook.id}/enabled"
     async with Client(console) as client, Client(console) as other:
         await client.login()
@@ -166,17 +146,14 @@ async def test_the_check_endpoint_points_at_the_parsers_position(console: Consol
 
 async def test_everything_shown_is_escaped(console: Console) -> None:
     space = console.stack.space()
-    hook = await console.stack.store.insert_webhook(
-        space=space,
-        kapp=None,
+    hook = await console.stack.webhook(
+        space,
         name="<script>alert('name')</script>",
         type="User",
         event="Created",
-        filter="user('username') == '<img src=x onerror=alert(1)>'",
         url="/x/${user('username')}",
-        auth_strategy=None,
+        filter="user('username') == '<img src=x onerror=alert(1)>'",
     )
-    assert hook is not None
     async with Client(console) as client:
         await client.login()
         for path in (f"spaces/{space}/webhooks", f"spaces/{space}/webhooks/{hook.id}"):

@@ -78,17 +78,9 @@ async def test_create_and_save_check_the_definition(console: Console) -> None:
 async def test_enable_disable_and_rotate_the_secret(console: Console) -> None:
     store = console.stack.store
     space = console.stack.space()
-    hook = await store.insert_webhook(
-        space=space,
-        kapp=None,
-        name="h",
-        type="User",
-        event="Created",
-        filter=None,
-        url=URL,
-        auth_strategy="Signature",
+    hook = await console.stack.webhook(
+        space, name="h", type="User", event="Created", url=URL, auth_strategy="Signature"
     )
-    assert hook is not None
     await store.disable_webhook(hook.id, "410 Gone")
     async with Client(console) as client:
         await client.login()
@@ -121,17 +113,7 @@ async def test_enable_disable_and_rotate_the_secret(console: Console) -> None:
 async def test_other_spaces_are_not_reached_through_this_one(console: Console) -> None:
     store = console.stack.store
     mine, theirs = console.stack.space(), console.stack.space()
-    hook = await store.insert_webhook(
-        space=theirs,
-        kapp=None,
-        name="theirs",
-        type="User",
-        event="Created",
-        filter=None,
-        url=URL,
-        auth_strategy=None,
-    )
-    assert hook is not None
+    hook = await console.stack.webhook(theirs, name="theirs", type="User", event="Created", url=URL)
     async with Client(console) as client:
         await client.login()
         status, _, _ = await client.get(f"spaces/{mine}/webhooks/{hook.id}")

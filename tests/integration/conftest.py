@@ -39,6 +39,7 @@ class Stack:
     recorder: Recorder
     publisher: Publisher
     api_url: str
+    api_role: ApiRole | None = None
 
     def space(self) -> str:
         """A space of the test's own, so tests never see each other's jobs."""
@@ -170,7 +171,15 @@ async def open_stack(
             started.append(role)
         await publisher.open()
         yield Stack(
-            s, st, engine, router, worker, recorder, publisher, f"http://127.0.0.1:{api_port}"
+            s,
+            st,
+            engine,
+            router,
+            worker,
+            recorder,
+            publisher,
+            f"http://127.0.0.1:{api_port}",
+            api if api in started else None,
         )
     finally:
         await publisher.close()

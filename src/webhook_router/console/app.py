@@ -486,7 +486,7 @@ class Console:
         following = follow.isdigit() and len(follow) < 10 and row["replay"] <= int(follow)
         webhook = await self.store.get_webhook_by_id(str(row["webhook_id"]))
         headers: Mapping[str, str] = attempts[-1]["request_headers"] if attempts else {}
-        template = getattr(self.settings, "run_url_template", None)
+        template = self.settings.run_url_template
         return self.render(
             request,
             "job.html",
