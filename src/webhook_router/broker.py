@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aiormq.exceptions import ChannelInvalidStateError
 from yarl import URL
 
 log = structlog.get_logger(__name__)
@@ -78,6 +84,12 @@ async def connect(urls: Sequence[str], *, name: str) -> AbstractRobustConnection
     return connection
 
 
+def connected(connection: AbstractRobustConnection | None) -> bool:
+    """Whether the connection is up now; a robust connection that is reconnecting is
+    not closed, but it is not ready either."""
+    return connection is not None and connection.connected.is_set()
+
+
 def _safe(url: str) -> str:
     """The URL without its password, for logs."""
     head, sep, tail = url.rpartition("@")
@@ -94,6 +106,27 @@ async def channel(connection: AbstractRobustConnection, *, prefetch: int = 0) ->
     if prefetch:
         await ch.set_qos(prefetch_count=prefetch)
     return ch
+
+
+CANCEL_TIMEOUT = 2.0
+
+
+async def cancel(consumers: Iterable[tuple[AbstractQueue, str]]) -> None:
+    """Stop consuming, each consumer at once and none restored on a reconnection.
+
+    A role stopping while its broker is away must not wait for the broker: the cancel of
+    a robust queue waits for its connection, so each is given CANCEL_TIMEOUT, and one
+    the broker already dropped with its channel is only logged. An outage never turns
+    a clean stop into a hang or a crash; what the role holds is then acknowledged or,
+    with the connection gone, redelivered to another consumer."""
+
+    async def one(queue: AbstractQueue, consumer_tag: str) -> None:
+        try:
+            await asyncio.wait_for(queue.cancel(consumer_tag), CANCEL_TIMEOUT)
+        except (*CONNECTION_EXCEPTIONS, ChannelInvalidStateError, TimeoutError) as exc:
+            log.warning("consumer not cancelled on the broker", queue=queue.name, error=repr(exc))
+
+    await asyncio.gather(*(one(queue, tag) for queue, tag in consumers))
 
 
 def message(

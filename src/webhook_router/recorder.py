@@ -68,11 +68,11 @@ class Recorder:
         log.info("recorder started", queue=self.names.record)
 
     def ready(self) -> bool:
-        return self.connection is not None and not self.connection.is_closed
+        return broker.connected(self.connection)
 
     async def stop(self, deadline: float) -> None:
         if self.topology is not None and self._consumer_tag is not None:
-            await self.topology.record.cancel(self._consumer_tag)
+            await broker.cancel([(self.topology.record, self._consumer_tag)])
         self._stopping = True
         self._arrived.set()
         if self._flusher is not None:

@@ -117,11 +117,11 @@ class Router:
         log.info("router started", queue=self.names.router)
 
     def ready(self) -> bool:
-        return self.connection is not None and not self.connection.is_closed
+        return broker.connected(self.connection)
 
     async def stop(self, deadline: float) -> None:
         if self.topology is not None and self._consumer_tag is not None:
-            await self.topology.router.cancel(self._consumer_tag)
+            await broker.cancel([(self.topology.router, self._consumer_tag)])
         await self.inflight.wait_idle(deadline)
         if self.batchers is not None:
             await self.batchers.drain()

@@ -101,11 +101,10 @@ class Worker:
         return self.topology.results
 
     def ready(self) -> bool:
-        return self.connection is not None and not self.connection.is_closed
+        return broker.connected(self.connection)
 
     async def stop(self, deadline: float) -> None:
-        for queue, tag in self._consumer_tags:
-            await queue.cancel(tag)
+        await broker.cancel(self._consumer_tags)
         await self.inflight.wait_idle(deadline)
         if self.batcher is not None:
             await self.batcher.drain()

@@ -199,8 +199,11 @@ async def st(database_url: str) -> AsyncIterator[Store]:
         await pool.close()
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture(scope="package")
 async def stack(settings: Settings) -> AsyncIterator[Stack]:
+    """One stack for this package's tests, stopped when they are done: left running through
+    the rest of the session, its connections would miss their heartbeats while synchronous
+    tests hold the event loop, and the broker would drop them."""
     async with open_stack(settings) as running:
         yield running
 

@@ -21,6 +21,7 @@ from ..conftest import drop_namespace, eventually, free_port
 from ..support.processes import (
     PrivatePostgres,
     close_vhost_connections,
+    delete_vhost,
     private_vhost,
     role_process,
     terminate,
@@ -154,6 +155,30 @@ async def test_closed_broker_connections_are_survived_by_every_role(settings: Se
             assert {r["status"] for r in rows} == {"Complete"}
             users = {p.json()["user"]["username"] for p in st.received_for(space)}
             assert users == {f"user-{n}" for n in range(count)}
+
+
+async def test_every_role_stops_cleanly_after_its_broker_went_away(settings: Settings) -> None:
+    """A stop while the broker is gone (connections dropped, reconnections refused) ends
+    within the drain deadline and raises nothing: a consumer the broker already dropped
+    has nothing left to cancel, and the roles' other resources are still released."""
+    with private_vhost(settings.amqp_url[0]) as vhost_url:
+        own = settings.model_copy(update={"amqp_url": [vhost_url]})
+        running = open_stack(own)
+        st = await running.__aenter__()
+        try:
+            roles = (st.router, st.worker, st.recorder)
+            assert all(role.ready() for role in roles)
+            delete_vhost(vhost_url)
+
+            async def all_cut_off() -> bool:
+                return not any(role.ready() for role in roles)
+
+            assert await eventually(all_cut_off, timeout=30)
+        except BaseException:
+            await running.__aexit__(None, None, None)
+            raise
+        await asyncio.wait_for(running.__aexit__(None, None, None), 30)
+        assert st.worker.session is not None and st.worker.session.closed
 
 
 async def test_postgres_stopped_mid_run_loses_no_outcome(settings: Settings) -> None:

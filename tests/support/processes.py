@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from webhook_router.settings import Settings
 
@@ -67,7 +67,14 @@ def private_vhost(amqp_url: str) -> Iterator[str]:
         rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
         yield amqp_url.rstrip("/") + "/" + quote(name, safe="")
     finally:
-        rabbitmqctl("delete_vhost", name)
+        if name in rabbitmqctl("list_vhosts", "--quiet", "--no-table-headers").split():
+            rabbitmqctl("delete_vhost", name)
+
+
+def delete_vhost(vhost_url: str) -> None:
+    """The broker goes away for everyone on this virtual host: connections closed,
+    reconnections refused."""
+    rabbitmqctl("delete_vhost", unquote(vhost_url.rsplit("/", 1)[1]))
 
 
 def close_vhost_connections(vhost_url: str) -> None:
