@@ -14,9 +14,8 @@ import contextlib
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
-from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
-from webhook_router import broker, metrics
+from webhook_router import acks, broker, metrics
 from webhook_router.jobs import Outcome
 from webhook_router.service import dead_letter
 from webhook_router.settings import Settings, parse_schedule
@@ -151,7 +150,7 @@ class Recorder:
             log.info("database back, outcomes written")
             self.database_ok = True
         await self._apply_side_effects([o for outcomes, _ in batch for o in outcomes])
-        await _ack_all([m for _, m in batch])
+        await acks.ack_batch([m for _, m in batch])
         metrics.recorded([o for outcomes, _ in batch for o in outcomes])
         log.debug("outcomes recorded", messages=len(batch))
 
@@ -184,23 +183,3 @@ class Recorder:
                 await make_partitions(self.store.pool)
             except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
                 log.warning("partitions not made", error=repr(exc))
-
-
-async def _ack_all(messages: list[AbstractIncomingMessage]) -> None:
-    """Acknowledge a batch: one multiple-ack per channel for the highest delivery tag.
-
-    Messages of a channel that died are skipped: the broker redelivers them to the
-    recovered channel, and writing them again changes nothing."""
-    highest: dict[int, AbstractIncomingMessage] = {}
-    for m in messages:
-        try:
-            key = id(m.channel)
-        except ChannelInvalidStateError:
-            continue
-        if key not in highest or (m.delivery_tag or 0) > (highest[key].delivery_tag or 0):
-            highest[key] = m
-    for m in highest.values():
-        try:
-            await m.ack(multiple=True)
-        except (ChannelInvalidStateError, AMQPError, RuntimeError) as exc:
-            log.debug("ack lost with its channel", error=repr(exc))

@@ -17,6 +17,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from webhook_router import broker, metrics
+from webhook_router.acks import Acks
 from webhook_router.batching import Batcher
 from webhook_router.cache import WebhookCache
 from webhook_router.events import Event, EventInvalid, parse_event
@@ -100,6 +101,7 @@ class Router:
         self.names = Names(settings.namespace, settings.delivery_shards)
         self.cache = WebhookCache(store, settings.database_url, settings.webhook_refresh)
         self.inflight = InFlight()
+        self.acks = Acks()
         self.connection: AbstractRobustConnection | None = None
         self.topology: Topology | None = None
         self._consumer_tag: str | None = None
@@ -125,6 +127,7 @@ class Router:
         await self.inflight.wait_idle(deadline)
         if self.batchers is not None:
             await self.batchers.drain()
+        await self.acks.drain()
         await self.cache.stop()
         if self.connection is not None:
             await self.connection.close()
@@ -132,12 +135,14 @@ class Router:
     async def on_event(self, message: AbstractIncomingMessage) -> None:
         assert self.topology is not None
         topology = self.topology
+        self.acks.received(message)
         with self.inflight.hold():
             try:
                 event = parse_event(message.body)
             except EventInvalid as exc:
                 await dead_letter(topology.dead, message, role=self.name, reason=str(exc))
                 await message.ack()
+                self.acks.settled(message)
                 return
             metrics.event_received(event.type, event.action)
             try:
@@ -147,8 +152,9 @@ class Router:
                 log.exception("event not routed", event_id=event.id)
                 with contextlib.suppress(Exception):
                     await message.nack(requeue=True)
+                self.acks.settled(message)
                 return
-            await message.ack()
+            self.acks.done(message)
 
     async def route(self, event: Event) -> int:
         """Publish the event's deliveries and Queued records; returns how many jobs."""
