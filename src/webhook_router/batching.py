@@ -1,11 +1,15 @@
 """Messages from many concurrent handlers, published together as one confirmed message.
 
 One broker message per delivery and per outcome would cost the broker and every consumer
-more than the POST itself. Handlers `add` their items and wait: a batch (a JSON array) goes
-out per routing key when it is full or a few milliseconds old, and each waiter returns once
-the broker confirmed the message holding its items, or raises, and its handler does not
-acknowledge what it was handling. Under light load a batch is one item and waits at most
-`max_wait`.
+more than the POST itself. Handlers `add` their items and wait; each waiter returns once the
+broker confirmed the message holding its items, or raises, and its handler does not
+acknowledge what it was handling.
+
+Batches form from the broker's own pace, not from a timer: per routing key, one message is
+out waiting for its confirm, and what handlers add meanwhile goes out together as soon as
+that confirm is back (at once when `max_items` are waiting). Under light load an item is
+published on the next turn of the event loop, with nothing added to its latency; under
+load, batches grow with the confirm's round trip, which is when batching pays.
 """
 
 from __future__ import annotations
@@ -28,14 +32,14 @@ class Batcher(Generic[Item]):
         exchange: Callable[[], AbstractExchange],
         routing_key: Callable[[Item], str],
         max_items: int = 200,
-        max_wait: float = 0.005,
     ) -> None:
         self._exchange = exchange
         self._routing_key = routing_key
         self.max_items = max_items
-        self.max_wait = max_wait
         self._pending: dict[str, list[tuple[Item, asyncio.Future[None]]]] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._out: dict[str, int] = {}
+        """Messages per routing key published and not yet confirmed."""
+        self._scheduled: set[str] = set()
         self._flushes: set[asyncio.Task[None]] = set()
 
     async def add(self, *items: Item) -> None:
@@ -50,16 +54,21 @@ class Batcher(Generic[Item]):
             waits.append(future)
             if len(pending) >= self.max_items:
                 self._flush(key)
-            elif key not in self._timers:
-                self._timers[key] = loop.call_later(self.max_wait, self._flush, key)
+            elif not self._out.get(key) and key not in self._scheduled:
+                # what the other handlers add in this turn of the loop goes in the same batch
+                self._scheduled.add(key)
+                loop.call_soon(self._flush_if_idle, key)
         await asyncio.gather(*waits)
 
+    def _flush_if_idle(self, key: str) -> None:
+        self._scheduled.discard(key)
+        if not self._out.get(key):
+            self._flush(key)
+
     def _flush(self, key: str) -> None:
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
         batch = self._pending.pop(key, [])
         if batch:
+            self._out[key] = self._out.get(key, 0) + 1
             task = asyncio.create_task(self._publish(key, batch))
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
@@ -69,19 +78,24 @@ class Batcher(Generic[Item]):
         try:
             await broker.publish(self._exchange(), body, key)
         except BaseException as exc:
+            self._out[key] -= 1
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
-            return
-        for _, future in batch:
-            if not future.done():
-                future.set_result(None)
+        else:
+            self._out[key] -= 1
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+        if not self._out[key]:
+            # what was added while this message waited for its confirm goes out now
+            self._flush(key)
 
     async def drain(self) -> None:
         """Publish what is pending and wait for it (on stop)."""
-        for key in list(self._pending):
-            self._flush(key)
-        if self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
+        while self._pending or self._flushes:
+            for key in list(self._pending):
+                self._flush(key)
+            await asyncio.gather(*list(self._flushes), return_exceptions=True)

@@ -197,7 +197,6 @@ class Batchers:
                 lambda: topology.deliveries,
                 lambda d: key(d.webhook_id),
                 max_items=DELIVERY_BATCH,
-                max_wait=0.002,
             ),
             Batcher(lambda: topology.results, lambda _: RECORD_KEY),
         )
