@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from webhook_router import store
+from webhook_router import broker, store
 from webhook_router.settings import Settings
 
 from ..conftest import drop_namespace, eventually, free_port
@@ -179,6 +179,43 @@ async def test_every_role_stops_cleanly_after_its_broker_went_away(settings: Set
             raise
         await asyncio.wait_for(running.__aexit__(None, None, None), 30)
         assert st.worker.session is not None and st.worker.session.closed
+
+
+async def test_a_worker_stops_within_its_deadline_when_the_broker_goes_mid_post(
+    settings: Settings,
+) -> None:
+    """The broker goes away while a POST is in flight: the worker's report of it can never
+    be confirmed, and its stop must still end soon after its drain deadline (5 s here),
+    not wait for a broker that does not come back. The delivery is not acknowledged, so
+    a broker that does come back gives it again."""
+    posted = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        posted.set()
+        await asyncio.sleep(1.0)
+        return web.json_response({"ok": True})
+
+    runner, url = await answer_app(slow)
+    try:
+        with private_vhost(settings.amqp_url[0]) as vhost_url:
+            own = settings.model_copy(update={"amqp_url": [vhost_url]})
+            running = open_stack(own)
+            st = await running.__aenter__()
+            try:
+                space = st.space()
+                await st.webhook(space, type="User", event="Created", url=url + "/hook")
+                await st.publisher.publish(user_created(space))
+                await asyncio.wait_for(posted.wait(), 15)
+                delete_vhost(vhost_url)
+            except BaseException:
+                await running.__aexit__(None, None, None)
+                raise
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            await asyncio.wait_for(running.__aexit__(None, None, None), 40)
+            assert loop.time() - began < 5.0 + 2 * broker.CANCEL_TIMEOUT + 3.0
+    finally:
+        await runner.cleanup()
 
 
 async def test_postgres_stopped_mid_run_loses_no_outcome(settings: Settings) -> None:
