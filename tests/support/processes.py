@@ -71,15 +71,18 @@ def private_vhost(amqp_url: str) -> Iterator[str]:
             rabbitmqctl("delete_vhost", name)
 
 
+def _vhost_of(vhost_url: str) -> str:
+    return unquote(vhost_url.rsplit("/", 1)[1])
+
+
 def delete_vhost(vhost_url: str) -> None:
     """The broker goes away for everyone on this virtual host: connections closed,
     reconnections refused."""
-    rabbitmqctl("delete_vhost", unquote(vhost_url.rsplit("/", 1)[1]))
+    rabbitmqctl("delete_vhost", _vhost_of(vhost_url))
 
 
 def close_vhost_connections(vhost_url: str) -> None:
-    vhost = vhost_url.rsplit("/", 1)[1]
-    rabbitmqctl("close_all_connections", "--vhost", vhost, "closed by a fault test")
+    rabbitmqctl("close_all_connections", "--vhost", _vhost_of(vhost_url), "closed by a fault test")
 
 
 def _pg_bin() -> Path | None:
