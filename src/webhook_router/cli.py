@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
+import shutil
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -65,6 +67,35 @@ async def _open_store(settings: Settings) -> Store:
 # running the roles
 
 
+def _cli_command() -> str:
+    """How the reader runs this CLI again: `webhook-router` when that is the one on PATH,
+    else the path this process was started by."""
+    started = sys.argv[0]
+    if os.path.basename(started) != "webhook-router":
+        return "webhook-router"
+    found = shutil.which("webhook-router")
+    if found is not None and os.path.realpath(found) == os.path.realpath(started):
+        return "webhook-router"
+    relative = os.path.relpath(started)
+    return started if relative.startswith("..") else relative
+
+
+async def _announce(roles: Sequence[Any], settings: Settings) -> None:
+    """Once every role is ready: where the console is and the token to log in with."""
+    from webhook_router.demo import api_base_url
+
+    while not all(role.ready() for role in roles):
+        await asyncio.sleep(0.1)
+    api = api_base_url(settings)
+    print(
+        f"\nwebhook-router is up.\n"
+        f"  console:  {api}/console/   (log in with the API token {settings.api_token[0]})\n"
+        f"  API:      {api}/app/api/v1/\n"
+        "Stop with Ctrl-C.",
+        flush=True,
+    )
+
+
 async def _run(args: argparse.Namespace, settings: Settings, names: Sequence[str]) -> None:
     from webhook_router.api import ApiRole
     from webhook_router.recorder import Recorder
@@ -100,28 +131,31 @@ async def _run(args: argparse.Namespace, settings: Settings, names: Sequence[str
         )
         health = await serve(health_app(roles, depths), settings.api_host, args.health_port)
     stop = asyncio.Event()
-    demo_task = None
+    beside = None
     if getattr(args, "demo", False):
         from webhook_router.demo import run_demo
 
-        demo_task = asyncio.create_task(run_demo(settings, st, roles))
+        beside = asyncio.create_task(run_demo(settings, st, roles, _cli_command()))
+    elif args.command == "up":
+        beside = asyncio.create_task(_announce(roles, settings))
     try:
         await run_roles(roles, drain=settings.drain_timeout, stop=stop)
     finally:
-        if demo_task is not None:
-            demo_task.cancel()
+        if beside is not None:
+            beside.cancel()
         if health is not None:
             await health.cleanup()
         await st.pool.close()
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
+    names = ["recorder", "router", "worker", "api"]
     if not settings.api_token:
         token = secrets.token_urlsafe(24)
         settings.api_token = [token]
         print(f"API token (generated, set WEBHOOK_ROUTER_API_TOKEN to keep one): {token}")
     args.migrate = True
-    _serve(_run(args, settings, ["recorder", "router", "worker", "api"]))
+    _serve(_run(args, settings, names))
 
 
 def _serve(main: Awaitable[None]) -> None:
@@ -163,7 +197,7 @@ def cmd_engine(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     from webhook_router.demo import seed_demo
 
-    _with_store(settings, lambda st: seed_demo(settings, st))
+    _with_store(settings, lambda st: seed_demo(settings, st, args.cli))
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
@@ -571,12 +605,20 @@ def parser() -> argparse.ArgumentParser:
         description="Run a small local workflow engine that answers run-tree calls like the "
         'real one ("Initiated run #N"), at WEBHOOK_ROUTER_ENGINE_URL.',
     ).set_defaults(func=cmd_engine)
-    sub.add_parser(
+    demo = sub.add_parser(
         "demo",
         help="Install the standard webhooks in the default space and publish sample events.",
         description="Install the standard webhooks in the default space (and kapp services) "
         "and publish five sample events.",
-    ).set_defaults(func=cmd_demo)
+    )
+    demo.add_argument(
+        "--cli",
+        default="webhook-router",
+        metavar="COMMAND",
+        help="how the closing hint runs the CLI, e.g. 'docker compose exec api "
+        "webhook-router' (default: webhook-router)",
+    )
+    demo.set_defaults(func=cmd_demo)
 
     pub = sub.add_parser(
         "publish",
