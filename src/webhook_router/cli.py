@@ -66,6 +66,51 @@ async def _open_store(settings: Settings) -> Store:
 
 # running the roles
 
+# (host, port, what sets it): a port a command is about to listen on
+Listen = tuple[str | None, int, str]
+
+
+def _engine_listen(settings: Settings) -> Listen:
+    from urllib.parse import urlsplit
+
+    url = urlsplit(settings.engine_url)
+    return (
+        url.hostname or "127.0.0.1",
+        url.port or 80,
+        f"the port of WEBHOOK_ROUTER_ENGINE_URL ({settings.engine_url})",
+    )
+
+
+def _listens(args: argparse.Namespace, settings: Settings, names: Sequence[str]) -> list[Listen]:
+    listens: list[Listen] = []
+    if "api" in names:
+        listens.append((settings.api_host, settings.api_port, "WEBHOOK_ROUTER_API_PORT"))
+    if getattr(args, "health_port", 0):
+        listens.append((settings.api_host, args.health_port, "--health-port"))
+    if getattr(args, "demo", False):
+        listens.append(_engine_listen(settings))
+    return listens
+
+
+def _check_listens(listens: Sequence[Listen]) -> None:
+    """Refuse to start, in one line naming the setting, when a port cannot be listened on."""
+    from webhook_router.runtime import unbindable
+
+    seen: dict[int, str] = {}
+    for host, port, setting in listens:
+        if port and port in seen:
+            raise CommandError(
+                f"port {port} is given twice, by {seen[port]} and by {setting}", EXIT_USAGE
+            )
+        seen[port] = setting
+        error = unbindable(host, port)
+        if error is not None:
+            reason = error.strerror or str(error)
+            raise CommandError(
+                f"cannot listen on {host or '*'}:{port} ({reason}): change {setting}",
+                EXIT_UNAVAILABLE,
+            )
+
 
 def _cli_command() -> str:
     """How the reader runs this CLI again: `webhook-router` when that is the one on PATH,
@@ -150,6 +195,7 @@ async def _run(args: argparse.Namespace, settings: Settings, names: Sequence[str
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
     names = ["recorder", "router", "worker", "api"]
+    _check_listens(_listens(args, settings, names))
     if not settings.api_token:
         token = secrets.token_urlsafe(24)
         settings.api_token = [token]
@@ -174,6 +220,7 @@ def _role_command(name: str) -> Callable[[argparse.Namespace, Settings], None]:
     def command(args: argparse.Namespace, settings: Settings) -> None:
         if name == "api" and not settings.api_token:
             raise CommandError("set WEBHOOK_ROUTER_API_TOKEN: the API answers no one without it")
+        _check_listens(_listens(args, settings, [name]))
         _serve(_run(args, settings, [name]))
 
     return command
@@ -182,6 +229,8 @@ def _role_command(name: str) -> Callable[[argparse.Namespace, Settings], None]:
 def cmd_engine(args: argparse.Namespace, settings: Settings) -> None:
     from webhook_router.demo import serve_engine
     from webhook_router.runtime import run_until_signal
+
+    _check_listens([_engine_listen(settings)])
 
     async def go() -> None:
         runner = await serve_engine(settings)
