@@ -107,6 +107,15 @@ def test_the_printed_pg_hba_edit_lets_postgres_in_over_loopback_first(tmp_path: 
     ]
 
 
+def test_a_client_without_its_server_still_installs_the_server(tmp_path: Path) -> None:
+    """pg_isready alone (Debian's postgresql-client) is not a PostgreSQL to test against."""
+    bin_ = Path(fresh_path(tmp_path))
+    client = bin_ / "pg_isready"
+    client.write_text("#!/bin/sh\nexit 2\n")  # no server answers
+    client.chmod(0o755)
+    assert "postgresql" in commands(dry_run(str(bin_)))[1]
+
+
 def test_only_what_is_missing_is_installed(tmp_path: Path) -> None:
     bin_ = Path(fresh_path(tmp_path))
     chromium = bin_ / "chromium"
