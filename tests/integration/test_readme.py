@@ -107,6 +107,7 @@ def make_plan(target: str) -> str:
 def check_make(argv: list[str]) -> None:
     assert argv[:1] == ["make"] and len(argv) == 2, argv
     plan = make_plan(argv[1])
+    assert "sys.version_info < (3, 11)" in plan.splitlines()[0]  # says so before installing
     if argv[1] == "run":
         assert "/nonexistent/venv/bin/pip install --quiet -e .\n" in plan
         assert "[dev]" not in plan and "[test]" not in plan
@@ -184,6 +185,15 @@ def test_the_role_table_names_commands_the_cli_takes() -> None:
     ]
     for argv in table:
         parser().parse_args(argv[1:])
+
+
+def test_every_command_named_in_the_prose_parses() -> None:
+    """`webhook-router ...` in running text, outside code blocks, parsed by the CLI."""
+    prose = re.sub(r"^```.*?^```$", "", README, flags=re.M | re.S)
+    named = re.findall(r"`(webhook-router [^`]+)`", prose)
+    assert "webhook-router publish event.json" in named
+    for command in named:
+        parser().parse_args(shlex.split(command)[1:])
 
 
 def column(header: str, row: str, name: str) -> str:
@@ -322,6 +332,7 @@ async def a_failed_job(demo: Demo) -> str:
 
 
 @pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.timeout(240)  # some twenty CLI processes: about 30 s on a busy machine
 async def test_every_runnable_command_runs_right_after_make_run(
     services: Services, settings: Settings
 ) -> None:
