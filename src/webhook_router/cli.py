@@ -125,16 +125,18 @@ def _cli_command() -> str:
     return started if relative.startswith("..") else relative
 
 
-async def _announce(roles: Sequence[Any], settings: Settings) -> None:
-    """Once every role is ready: where the console is and the token to log in with."""
+async def _announce(roles: Sequence[Any], settings: Settings, generated: str | None) -> None:
+    """Once every role is ready: where the console is and the token to log in with (a
+    token from the environment is named, not printed: it may be a real one)."""
     from webhook_router.demo import api_base_url
 
     while not all(role.ready() for role in roles):
         await asyncio.sleep(0.1)
     api = api_base_url(settings)
+    token = f"the API token {generated}" if generated else "a token from WEBHOOK_ROUTER_API_TOKEN"
     print(
         f"\nwebhook-router is up.\n"
-        f"  console:  {api}/console/   (log in with the API token {settings.api_token[0]})\n"
+        f"  console:  {api}/console/   (log in with {token})\n"
         f"  API:      {api}/app/api/v1/\n"
         "Stop with Ctrl-C.",
         flush=True,
@@ -182,7 +184,7 @@ async def _run(args: argparse.Namespace, settings: Settings, names: Sequence[str
 
         beside = asyncio.create_task(run_demo(settings, st, roles, _cli_command()))
     elif args.command == "up":
-        beside = asyncio.create_task(_announce(roles, settings))
+        beside = asyncio.create_task(_announce(roles, settings, getattr(args, "token", None)))
     try:
         await run_roles(roles, drain=settings.drain_timeout, stop=stop)
     finally:
@@ -196,10 +198,11 @@ async def _run(args: argparse.Namespace, settings: Settings, names: Sequence[str
 def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
     names = ["recorder", "router", "worker", "api"]
     _check_listens(_listens(args, settings, names))
+    args.token = None
     if not settings.api_token:
-        token = secrets.token_urlsafe(24)
-        settings.api_token = [token]
-        print(f"API token (generated, set WEBHOOK_ROUTER_API_TOKEN to keep one): {token}")
+        args.token = secrets.token_urlsafe(24)
+        settings.api_token = [args.token]
+        print(f"API token (generated, set WEBHOOK_ROUTER_API_TOKEN to keep one): {args.token}")
     args.migrate = True
     _serve(_run(args, settings, names))
 

@@ -198,10 +198,12 @@ async def test_engine_on_a_free_port_answers_until_sigterm(fresh: Settings) -> N
 
 @asynccontextmanager
 async def up(settings: Settings, *args: str) -> AsyncIterator[tuple[list[str], Path]]:
-    """`up ARGS` with a generated token, its stdout lines read until its closing hint
-    ("Stop with Ctrl-C."), its log in a file; stopped with SIGTERM, its namespace dropped."""
+    """`up ARGS` (a token is generated unless `settings` has one), its stdout lines read
+    until its closing hint ("Stop with Ctrl-C."), its log in a file; stopped with SIGTERM,
+    its namespace dropped."""
     env = env_of(settings)
-    del env["WEBHOOK_ROUTER_API_TOKEN"]
+    if not settings.api_token:
+        del env["WEBHOOK_ROUTER_API_TOKEN"]
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "stderr.log"
         with log.open("wb") as stderr:
@@ -259,6 +261,7 @@ async def test_up_demo_ends_with_the_real_token_and_the_console(
             "default_space": f"demo-{uuid.uuid4().hex[:6]}",
             "engine_url": f"http://127.0.0.1:{free_port()}",
             "api_port": free_port(),
+            "api_token": [],
         }
     )
     async with up(own, "--demo") as (printed, log):
@@ -282,7 +285,11 @@ async def test_up_demo_ends_with_the_real_token_and_the_console(
 
 async def test_up_says_where_the_console_is_once_ready(settings: Settings) -> None:
     own = settings.model_copy(
-        update={"namespace": f"wrtest_{uuid.uuid4().hex[:8]}", "api_port": free_port()}
+        update={
+            "namespace": f"wrtest_{uuid.uuid4().hex[:8]}",
+            "api_port": free_port(),
+            "api_token": [],
+        }
     )
     async with up(own) as (printed, _):
         token = generated_token(printed)
@@ -294,3 +301,25 @@ async def test_up_says_where_the_console_is_once_ready(settings: Settings) -> No
             "Stop with Ctrl-C.",
         ]
         await console_opens_with(console, token)
+
+
+async def test_up_names_a_token_from_the_environment_without_printing_it(
+    settings: Settings,
+) -> None:
+    secret = f"configured-{uuid.uuid4().hex}"
+    own = settings.model_copy(
+        update={
+            "namespace": f"wrtest_{uuid.uuid4().hex[:8]}",
+            "api_port": free_port(),
+            "api_token": [secret],
+        }
+    )
+    async with up(own) as (printed, _):
+        console = f"http://127.0.0.1:{own.api_port}/console/"
+        assert printed[0] == "" and printed[1] == "webhook-router is up."
+        assert (
+            f"  console:  {console}   (log in with a token from WEBHOOK_ROUTER_API_TOKEN)"
+            in printed
+        )
+        assert secret not in "\n".join(printed)
+        await console_opens_with(console, secret)
