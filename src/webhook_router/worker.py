@@ -28,6 +28,7 @@ from aio_pika.abc import (
 )
 
 from webhook_router import __version__, broker, metrics
+from webhook_router.answers import read_answer
 from webhook_router.batching import Batcher
 from webhook_router.cache import WebhookCache
 from webhook_router.classify import Decision, Verdict, classify
@@ -314,11 +315,7 @@ class Worker:
         return attempt, retry_after, refused
 
     async def _read(self, response: aiohttp.ClientResponse) -> str:
-        limit = self.settings.response_limit
-        data = await response.content.read(limit + 1)
-        truncated = len(data) > limit
-        text = data[:limit].decode("utf-8", errors="replace")
-        return text + "\n[truncated]" if truncated else text
+        return await read_answer(response.content, self.settings.response_limit)
 
 
 def outcome_of(delivery: Delivery, attempt: Attempt, decision: Decision) -> Outcome:
