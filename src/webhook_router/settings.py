@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     allowed_networks: Annotated[list[str], NoDecode] = Field(
         default=[],
         description="Networks webhooks may reach although private or loopback "
-        "(comma-separated CIDRs); the engine's host is always allowed.",
+        "(comma-separated CIDRs); relative webhook URLs always reach the engine.",
     )
     signature_grace: float = Field(
         default=86400.0,
