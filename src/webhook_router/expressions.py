@@ -778,11 +778,17 @@ class UrlTemplate:
         self._parts = parts
 
     def render(self, event: Mapping[str, Any]) -> str:
-        """Substitute each expression's value percent-encoded; the result must be usable."""
+        """Substitute each expression's value percent-encoded; the result must be usable.
+
+        A value that makes a whole path segment `.` or `..` is refused: HTTP clients resolve
+        such segments (encoded as %2E too), so the value would move the request elsewhere."""
         out: list[str] = []
+        spans: list[tuple[int, int, int]] = []
+        length = 0
         for part in self._parts:
             if isinstance(part, str):
                 out.append(part)
+                length += len(part)
                 continue
             try:
                 value = part.fn(event)
@@ -792,13 +798,17 @@ class UrlTemplate:
                     "event value nested too deeply to evaluate", part.pos
                 ) from None
             try:
-                out.append(quote(text, safe=""))
+                encoded = quote(text, safe="")
             except UnicodeEncodeError:
                 raise ExpressionRuntimeError(
                     "value cannot be percent-encoded (it contains a lone surrogate)", part.pos
                 ) from None
+            out.append(encoded)
+            spans.append((length, length + len(encoded), part.pos))
+            length += len(encoded)
         url = "".join(out)
         _check_rendered(url)
+        _check_dot_segments(url, spans)
         return url
 
     def __repr__(self) -> str:
@@ -822,6 +832,38 @@ def _check_rendered(url: str) -> None:
         )
     if not parts.hostname:
         raise ExpressionRuntimeError(f"rendered URL {shown!r} has no host")
+
+
+_DOT_SEGMENTS = frozenset({".", ".."})
+
+
+def _path_bounds(url: str) -> tuple[int, int]:
+    """Where the path of a rendered URL starts and ends (query and fragment excluded)."""
+    start = 0
+    if not url.startswith("/"):
+        authority = url.find("//") + 2
+        slash = url.find("/", authority)
+        start = len(url) if slash < 0 else slash
+    end = min((i for i in (url.find("?", start), url.find("#", start)) if i >= 0), default=-1)
+    return start, len(url) if end < 0 else end
+
+
+def _check_dot_segments(url: str, spans: list[tuple[int, int, int]]) -> None:
+    """Refuse a path segment `.` or `..` (or its %2E forms) that a value helped to make."""
+    start, end = _path_bounds(url)
+    position = start
+    for segment in url[start:end].split("/"):
+        seg_start, seg_end = position, position + len(segment)
+        position = seg_end + 1
+        if re.sub("%2e", ".", segment, flags=re.IGNORECASE) not in _DOT_SEGMENTS:
+            continue
+        for value_start, value_end, pos in spans:
+            if value_start < seg_end and seg_start < value_end:
+                raise ExpressionRuntimeError(
+                    f"value makes the path segment {segment!r}, which would move the request "
+                    "to another path",
+                    pos,
+                )
 
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")

@@ -872,8 +872,55 @@ def test_any_template_compiles_or_raises_syntax_error(text: str) -> None:
 
 
 @FAST
-@given(st.text(min_size=1))
+@given(st.text(min_size=1).filter(lambda t: t not in (".", "..")))
 def test_any_string_value_round_trips_through_encoding(text: str) -> None:
+    """Every value but a dot segment (refused, below) arrives exactly as it was."""
     rendered = compile_url("/${values('v')}").render({"submission": {"values": {"v": text}}})
     assert "/" not in rendered[1:]
     assert unquote(rendered[1:]) == text
+
+
+# --- dot segments: a value can never move the request to another path ----------------------
+
+TENANT_HOOK = "/tenants/${user('username')}/hook"
+
+
+@pytest.mark.parametrize("username", ["..", "."])
+def test_a_value_that_is_a_dot_segment_is_refused(username: str) -> None:
+    with pytest.raises(ExpressionRuntimeError, match="path segment") as caught:
+        compile_url(TENANT_HOOK).render({"user": {"username": username}})
+    assert caught.value.position == TENANT_HOOK.index("user")
+
+
+@pytest.mark.parametrize(
+    ("template", "value"),
+    [
+        ("/t/.${values('v')}/hook", "."),  # literal and value together make '..'
+        ("/t/%2E${values('v')}/hook", "."),  # HTTP clients decode %2E
+        ("/t/${values('v')}${values('v')}/hook", "."),
+        ("http://h.example:8080/t/${values('v')}", ".."),
+        ("https://h.example/${values('v')}?q=1", ".."),
+    ],
+)
+def test_dot_segments_made_with_a_value_are_refused(template: str, value: str) -> None:
+    with pytest.raises(ExpressionRuntimeError, match="path segment"):
+        compile_url(template).render({"submission": {"values": {"v": value}}})
+
+
+@pytest.mark.parametrize(
+    ("value", "segment"),
+    [("...", "..."), ("a..", "a.."), (".hidden", ".hidden"), ("%2E%2E", "%252E%252E")],
+)
+def test_values_with_dots_that_are_no_dot_segment_render_as_they_are(
+    value: str, segment: str
+) -> None:
+    rendered = compile_url(TENANT_HOOK).render({"user": {"username": value}})
+    assert rendered == f"/tenants/{segment}/hook"
+
+
+def test_dots_outside_the_path_and_in_literal_text_stay() -> None:
+    event = {"submission": {"values": {"v": ".."}}}
+    assert compile_url("https://h.example/x?q=${values('v')}").render(event) == (
+        "https://h.example/x?q=.."
+    )
+    assert compile_url("/a/../b/${'x'}").render({}) == "/a/../b/x"
