@@ -10,11 +10,16 @@ syntax error name the exact character offset and what was expected there, which 
 admin needs when a webhook definition is refused. Evaluation follows JavaScript to the letter
 (truthiness, ``==`` coercions, ``||`` returning operand values, UTF-16 string order) so that
 definitions carried over from the platform keep their meaning.
+
+Definitions are bounded: a filter longer than ``FILTER_MAX`` or a URL template longer than
+``URL_MAX`` characters is refused before it is parsed, and nesting deeper than 100 levels is
+a syntax error, so compiling any definition takes a few milliseconds and cannot exhaust the
+stack. Compiling keeps nothing: the compiled definitions a process holds are those of the
+webhooks it serves (``webhooks.WebhookIndex``), never what validation looked at.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -23,7 +28,9 @@ from urllib.parse import quote, urlsplit
 
 __all__ = [
     "BINDINGS",
+    "FILTER_MAX",
     "METHODS",
+    "URL_MAX",
     "ExpressionError",
     "ExpressionRuntimeError",
     "ExpressionSyntaxError",
@@ -102,7 +109,12 @@ _JS_SPACE = (
     "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
     "\u2028\u2029\u202f\u205f\u3000\ufeff"
 )
+_SPACE_RUN = re.compile(f"[{re.escape(_JS_SPACE)}]*")
 _MAX_DEPTH = 100
+FILTER_MAX = 4096
+"""Longest filter, in characters."""
+URL_MAX = 2048
+"""Longest URL template, in characters."""
 
 Event = Mapping[str, Any]
 Evaluator = Callable[[Event], Any]
@@ -416,6 +428,8 @@ class _Token(NamedTuple):
 
 _OPERATORS: tuple[str, ...] = ("===", "!==", "==", "!=", "<=", ">=", "&&", "||", "--")
 _OPERATORS += ("<", ">", "!", "-", "(", ")", ".", ",", "?", ":", "}")
+_OPERATOR = re.compile("|".join(re.escape(op) for op in _OPERATORS))
+"""The operators, longest first where one starts another."""
 _NAME = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 _NUMERAL = re.compile(
     r"(?:0|[1-9][0-9]*)(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?"
@@ -494,9 +508,8 @@ class _Parser:
         raise ExpressionSyntaxError(message, position, expected)
 
     def _lex(self) -> _Token:
-        text, i = self.text, self.cursor
-        while i < len(text) and text[i] in _JS_SPACE:
-            i += 1
+        text = self.text
+        i = _SPACE_RUN.match(text, self.cursor).end()  # type: ignore[union-attr]  # matches ""
         if i >= len(text):
             self.cursor = i
             return _Token("eof", "", None, i)
@@ -519,10 +532,10 @@ class _Parser:
         if match:
             self.cursor = match.end()
             return _Token("name", match.group(), None, i)
-        for op in _OPERATORS:
-            if text.startswith(op, i):
-                self.cursor = i + len(op)
-                return _Token("op", op, None, i)
+        match = _OPERATOR.match(text, i)
+        if match:
+            self.cursor = match.end()
+            return _Token("op", match.group(), None, i)
         self.cursor = i + 1
         return _Token("op", ch, None, i)
 
@@ -869,8 +882,17 @@ def _check_dot_segments(url: str, spans: list[tuple[int, int, int]]) -> None:
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 
 
-@functools.lru_cache(maxsize=4096)
+def _check_length(text: str, what: str, limit: int) -> None:
+    if len(text) > limit:
+        raise ExpressionSyntaxError(
+            f"expected a {what} of at most {limit} characters but found {len(text)}",
+            limit,
+            f"at most {limit} characters",
+        )
+
+
 def _compile_filter(text: str) -> Filter:
+    _check_length(text, "filter", FILTER_MAX)
     parser = _Parser(text)
     if parser.token.kind == "eof":
         return Filter(text, None)
@@ -880,8 +902,8 @@ def _compile_filter(text: str) -> Filter:
     return Filter(text, root.fn)
 
 
-@functools.lru_cache(maxsize=4096)
 def _compile_url(template: str) -> UrlTemplate:
+    _check_length(template, "URL template", URL_MAX)
     if not template.strip(_JS_SPACE):
         raise ExpressionSyntaxError("expected a URL but found an empty template", 0, "a URL")
     first = template.find("${")
@@ -909,10 +931,12 @@ def _compile_url(template: str) -> UrlTemplate:
 
 
 def compile_filter(text: str | None) -> Filter:
-    """Compile a filter once; the same text gives the same object. Empty means always true."""
+    """Compile a filter, keeping nothing; empty means always true. ExpressionSyntaxError
+    for a filter over ``FILTER_MAX`` characters or not in the grammar."""
     return _compile_filter("" if text is None else text)
 
 
 def compile_url(template: str) -> UrlTemplate:
-    """Compile a URL template once; the same text gives the same object."""
+    """Compile a URL template, keeping nothing. ExpressionSyntaxError for a template over
+    ``URL_MAX`` characters or not in the grammar."""
     return _compile_url(template)
