@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     request_timeout: float = Field(
         default=30.0, description="Seconds for a whole webhook POST, answer included."
     )
+    body_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send the API a request's whole body; a body "
+        "shorter than its Content-Length is answered 400 then.",
+    )
     response_limit: int = Field(
         default=65536, description="Bytes of a webhook's answer read and stored."
     )
