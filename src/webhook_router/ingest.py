@@ -43,13 +43,20 @@ async def read_body(request: web.Request, deadline: float) -> bytes:
         async with asyncio.timeout(deadline):
             return await request.read()
     except TimeoutError:
-        expected = request.content_length
-        size = f" of its {expected} bytes" if expected is not None else ""
         raise BodyRefused(
-            400, f"the body{size} did not arrive within {deadline:g} s; nothing was done"
+            400, f"the body{_size(request)} did not arrive within {deadline:g} s; nothing was done"
         ) from None
-    except BadHttpMessage as exc:  # e.g. the connection ended before Content-Length bytes
-        raise BodyRefused(400, f"the body is incomplete: {exc.message}") from None
+    except (ConnectionError, BadHttpMessage):
+        # the client stopped sending before the end: aiohttp calls it a lost connection,
+        # which must not pass for a database or broker failure
+        raise BodyRefused(
+            400, f"the body{_size(request)} ended before it was whole; nothing was done"
+        ) from None
+
+
+def _size(request: web.Request) -> str:
+    expected = request.content_length
+    return f" of {expected} bytes" if expected is not None else ""
 
 
 def _too_deep(message: str) -> bool:

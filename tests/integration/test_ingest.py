@@ -15,14 +15,14 @@ import aiohttp
 import orjson
 import pytest
 
-from webhook_router import store
+from webhook_router import metrics, store
 from webhook_router.api import Api
 from webhook_router.ingest import DEPTH_MAX
 from webhook_router.runtime import serve
 from webhook_router.settings import Settings
 from webhook_router.store import Store
 
-from ..conftest import free_port
+from ..conftest import eventually, free_port
 from .conftest import Stack, event_for
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(90)]
@@ -169,14 +169,28 @@ async def test_a_body_shorter_than_its_content_length_is_400_within_the_deadline
     print(f"short body left open: 400 after {took:.2f} s (deadline {DEADLINE:g} s)")
 
 
-async def test_a_short_body_whose_sender_stops_sending_ends_at_once_without_a_5xx(
+def ingest_answers(status: int) -> float:
+    """How many ingest requests this process's APIs answered with `status` so far."""
+    labels = {"method": "POST", "route": EVENTS, "status": str(status)}
+    return metrics.REGISTRY.get_sample_value("webhook_router_api_requests_total", labels) or 0.0
+
+
+async def test_a_short_body_whose_sender_stops_sending_ends_at_once_as_a_400(
     settings: Settings,
 ) -> None:
     """The client sends less than it announced and closes its sending side: there is no
-    body to wait for, so the request ends at once, with a 400 or by closing the connection
-    (a client that cannot send cannot be waited for); never a 5xx, never a hang."""
+    body to wait for, so the request ends at once. aiohttp drops the connection (the
+    client sees it close), and the API counts the request a 400, never a 503 that would
+    blame the database or the broker."""
     body = orjson.dumps(user_created("s"))
+    before = {status: ingest_answers(status) for status in (400, 503)}
     async with own_api(settings) as url:
         line, took = await raw_request(url, short_head(len(body) + 50), body, end=True)
+
+        async def counted() -> bool:
+            return ingest_answers(400) > before[400]
+
+        assert await eventually(counted, timeout=5)
     assert line == b"" or line.startswith(b"HTTP/1.1 400"), line
+    assert ingest_answers(503) == before[503]
     print(f"short body, sending side closed: {line!r} after {took:.2f} s")
