@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook as StandardWebhook
 
+from webhook_router import metrics
 from webhook_router.jobs import Delivery
 from webhook_router.settings import Settings
 from webhook_router.ssrf import AddressPolicy, guarded_connector
@@ -216,6 +217,9 @@ async def test_retrying_a_failed_job_after_fixing_the_webhook_reaches_the_new_ur
 
 
 async def test_a_hanging_endpoint_does_not_stall_a_healthy_one(stack: Stack) -> None:
+    """The hanging endpoint holds at most its limit; the rest of its deliveries are deferred
+    without spending an attempt, and once it answers again every one of them completes on
+    its first attempt, before its receiver goes away (nothing is left retrying)."""
     release = asyncio.Event()
     hung = 0
 
@@ -230,10 +234,12 @@ async def test_a_hanging_endpoint_does_not_stall_a_healthy_one(stack: Stack) -> 
 
     space = stack.space()
     limit = stack.settings.endpoint_concurrency
+    slow_count = limit * 4
+    deferred_before = deferrals()
     async with receiver(hanging) as slow_url, receiver(healthy) as fast_url:
         await stack.webhook(space, type="User", event="Created", url=slow_url + "/hook")
         await stack.webhook(space, type="User", event="Updated", url=fast_url + "/hook")
-        for _ in range(limit * 4):
+        for _ in range(slow_count):
             await stack.publisher.publish(user_created(space))
         for _ in range(20):
             await stack.publisher.publish(
@@ -249,8 +255,36 @@ async def test_a_hanging_endpoint_does_not_stall_a_healthy_one(stack: Stack) -> 
             # POSTs, and it never held more than its limit
             assert not release.is_set()
             assert 0 < hung <= limit
+
+            # the deliveries beyond the limit wait `endpoint_wait` in line, then are deferred
+            async def all_deferred() -> bool:
+                return deferrals() - deferred_before >= slow_count - limit
+
+            wait = stack.settings.endpoint_wait
+            assert await eventually(all_deferred, timeout=wait + 10), (
+                f"{deferrals() - deferred_before:g} of {slow_count - limit} deliveries beyond "
+                f"the endpoint's limit deferred, {wait:g}s (endpoint_wait) + 10s after"
+            )
+            assert 0 < hung <= limit
         finally:
             release.set()
+        # the receiver stays up until every delivery of the hanging endpoint completed
+        rows = await stack.settled(space, slow_count + 20, timeout=stack.settle_bound())
+    slow = [r for r in rows if r["event"] == "Created"]
+    assert len(slow) == slow_count
+    assert {r["status"] for r in slow} == {"Complete"}
+    # a deferred delivery spends no attempt: each job went out exactly once, as attempt 1
+    assert {r["retry_count"] for r in slow} == {0}
+    assert hung == slow_count
+    for row in slow:
+        attempts = await attempts_of(stack, row["id"])
+        assert [(a["attempt"], a["response_status"]) for a in attempts] == [(1, 200)]
+
+
+def deferrals() -> float:
+    """Deliveries deferred in this process so far (the worker's own counter)."""
+    value = metrics.REGISTRY.get_sample_value("webhook_router_deliveries_deferred_total")
+    return value or 0.0
 
 
 async def test_signatures_verify_with_a_standard_verifier_before_and_during_rotation(
