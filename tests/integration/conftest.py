@@ -29,6 +29,9 @@ from webhook_router.webhooks import Webhook
 
 from ..conftest import eventually, free_port
 
+PIPELINE_SLACK = 5.0
+"""Seconds allowed for routing an event and recording outcomes: not a setting, a margin."""
+
 
 @dataclass
 class Stack:
@@ -52,9 +55,12 @@ class Stack:
 
     def settle_bound(self) -> float:
         """The longest a delivery can legitimately run under these settings: every attempt
-        times out (`request_timeout`), with each wait of the retry schedule in between."""
-        schedule = parse_schedule(self.settings.retry_schedule)
-        return (len(schedule) + 1) * self.settings.request_timeout + sum(schedule)
+        waits its `endpoint_wait` in line and times out (`request_timeout`), with each wait
+        of the retry schedule in between, plus PIPELINE_SLACK for routing and recording."""
+        s = self.settings
+        schedule = parse_schedule(s.retry_schedule)
+        attempts = len(schedule) + 1
+        return attempts * (s.endpoint_wait + s.request_timeout) + sum(schedule) + PIPELINE_SLACK
 
     async def idle(self, spaces: list[str], since: datetime) -> None:
         """Wait until no job of these spaces (or made since `since`) is Queued or In
@@ -86,7 +92,8 @@ class Stack:
         )
         raise AssertionError(
             f"the stack is not idle {bound:g}s after the test (the longest a delivery runs "
-            f"under these settings: every attempt timing out, plus the retry schedule): "
+            f"under these settings: every attempt waiting in line and timing out, plus the "
+            f"retry schedule and {PIPELINE_SLACK:g}s): "
             f"{len(rows)} jobs left unsettled [{shown}], {holding} messages held by the worker"
         )
 
