@@ -157,6 +157,21 @@ async def test_a_late_or_repeated_outcome_changes_nothing_in_the_job_log(stack: 
         done = Outcome(marker, Status.COMPLETE, summary="200 OK", attempt=attempt(1, 200, ""))
         await broker.publish(results, orjson.dumps([*outcomes, done]), RECORD_KEY)
 
+    # a job new to the log, completed twice in one batch: the first to come stays, as it
+    # would had the two come one by one
+    twice = replace(d, job_id=str(uuid.uuid4()), webhook_name="twice")
+    first, repeat = (
+        Outcome(
+            twice,
+            Status.COMPLETE,
+            summary="200 OK",
+            response_status=200,
+            response_content=content,
+            attempt=attempt(1, 200, content),
+        )
+        for content in ("first", "repeat")
+    )
+    await send([first, repeat])
     await send(late)  # one batch
     for outcome in late:  # one by one
         await send([outcome])
@@ -169,6 +184,8 @@ async def test_a_late_or_repeated_outcome_changes_nothing_in_the_job_log(stack: 
     [after] = [r for r in await stack.jobs(space) if r["id"] == before["id"]]
     assert dict(after) == before
     assert [dict(a) for a in await stack.store.job_attempts(str(job["id"]))] == attempts_before
+    [kept] = [r for r in await stack.jobs(space) if str(r["id"]) == twice.job_id]
+    assert kept["response_content"] == "first"
 
 
 # the same event twice
