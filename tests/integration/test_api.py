@@ -13,6 +13,7 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from webhook_router import store
@@ -723,8 +724,26 @@ async def test_without_database_or_broker_the_api_answers_503(stack: Stack) -> N
         assert ready.status == 503
         assert set(ready.body["problems"]) == {"database", "broker"}
         assert (await call(away, "GET", "/healthz", token=None)).status == 200
+        # the gauge holds the queues while the broker is there (the stack's own API)...
+        present = await call(stack, "GET", "/metrics")
+        assert present.status == 200
+        assert queue_gauge(present.body), "no queue depth while the broker is there"
+        # ...and none while it is away: the family is still declared, its samples are gone
         metrics = await call(away, "GET", "/metrics")
-        assert metrics.status == 200 and "webhook_router_queue_messages" in metrics.body
+        assert metrics.status == 200
+        families = {f.name for f in text_string_to_metric_families(metrics.body)}
+        assert "webhook_router_queue_messages" in families
+        assert queue_gauge(metrics.body) == {}
     finally:
         await runner.cleanup()
         await api.close()
+
+
+def queue_gauge(text: str) -> dict[str, float]:
+    """The queue-depth samples of a scrape, by queue."""
+    return {
+        sample.labels["queue"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "webhook_router_queue_messages"
+        for sample in family.samples
+    }

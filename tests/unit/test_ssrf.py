@@ -127,8 +127,12 @@ def test_refusal_survives_pickling() -> None:
 
 
 def test_public_address_is_allowed_by_default() -> None:
-    AddressPolicy().check("example.com", "93.184.215.14")
-    AddressPolicy().check("example.com", "2606:4700:4700::1111")
+    policy = AddressPolicy()
+    assert policy.refusal("example.com", "93.184.215.14") is None
+    assert policy.refusal("example.com", "2606:4700:4700::1111") is None
+    policy.check("example.com", "93.184.215.14")
+    # the same policy does refuse: a private address of the same host
+    assert policy.refusal("example.com", "10.0.0.1") is not None
 
 
 def test_unparseable_address_is_refused() -> None:

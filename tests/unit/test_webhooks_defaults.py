@@ -40,7 +40,12 @@ def definition(**changes: object) -> dict[str, object]:
 
 
 def test_a_good_definition_passes() -> None:
-    check_definition(**definition(filter="values('Status') == 'Open'"))  # type: ignore[arg-type]
+    good = definition(filter="values('Status') == 'Open'")
+    assert check_definition(**good) is None  # type: ignore[arg-type,func-returns-value]
+    # the filter that passed is read: broken, the same definition is refused
+    with pytest.raises(WebhookInvalid) as refused:
+        check_definition(**(good | {"filter": "values('Status') =="}))  # type: ignore[arg-type]
+    assert [e["field"] for e in refused.value.errors] == ["filter"]
 
 
 @pytest.mark.parametrize(
