@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from webhook_router import broker, metrics
 from webhook_router.acks import Acks
-from webhook_router.batching import Batcher
+from webhook_router.batching import MAX_BYTES, Batcher
 from webhook_router.cache import WebhookCache
 from webhook_router.events import Event, EventInvalid, parse_event
 from webhook_router.jobs import Delivery, Outcome, Status, job_id, utcnow
@@ -114,7 +114,7 @@ class Router:
         self.topology = await declare(
             channel, self.names, parse_schedule(self.settings.retry_schedule)
         )
-        self.batchers = Batchers.of(self.topology)
+        self.batchers = Batchers.of(self.topology, self.settings.max_message_bytes)
         self._consumer_tag = await self.topology.router.consume(self.on_event)
         log.info("router started", queue=self.names.router)
 
@@ -190,15 +190,16 @@ class Batchers:
     outcomes: Batcher[Outcome]
 
     @classmethod
-    def of(cls, topology: Topology) -> Batchers:
+    def of(cls, topology: Topology, max_bytes: int = MAX_BYTES) -> Batchers:
         key = topology.names.delivery_key
         return cls(
             Batcher(
                 lambda: topology.deliveries,
                 lambda d: key(d.webhook_id),
                 max_items=DELIVERY_BATCH,
+                max_bytes=max_bytes,
             ),
-            Batcher(lambda: topology.results, lambda _: RECORD_KEY),
+            Batcher(lambda: topology.results, lambda _: RECORD_KEY, max_bytes=max_bytes),
         )
 
     async def drain(self) -> None:

@@ -90,7 +90,9 @@ class Worker:
         self.connection = await broker.connect(s.amqp_url, name="worker")
         channel = await broker.channel(self.connection, prefetch=s.worker_concurrency)
         self.topology = await declare(channel, self.names, self.schedule)
-        self.batcher = Batcher(lambda: self._results(), lambda _: RECORD_KEY)
+        self.batcher = Batcher(
+            lambda: self._results(), lambda _: RECORD_KEY, max_bytes=s.max_message_bytes
+        )
         self._consumer_tags = [
             (queue, await queue.consume(self.on_delivery)) for queue in self.topology.deliver_queues
         ]
