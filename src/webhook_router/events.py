@@ -3,6 +3,12 @@
 The envelope is also the body webhooks receive, so validation checks what the router needs
 (type and action from the catalogue, the entities the type implies, the slugs tree paths are
 made of) and leaves every other key exactly as it came.
+
+It also refuses what the job log could not store, so that an accepted event's jobs can
+always be recorded: the keys the log indexes (event id, slugs, submission id, username,
+team name) are valid Unicode without NUL within KEY_LIMITS (the event id also within the
+255 bytes of an AMQP message id), and the timestamp lies within
+EARLIEST..LATEST. The router and the HTTP ingest both validate here.
 """
 
 from __future__ import annotations
@@ -17,6 +23,28 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from webhook_router.catalogue import TYPES, Level, routing_key
+
+SLUG_MAX = 128
+"""Longest slug (space, kapp, form, team) in characters."""
+KEY_MAX = 255
+"""Longest submission id, username or team name in characters."""
+EVENT_ID_MAX = 200
+EVENT_ID_BYTES = 255
+"""An event id also travels as the AMQP message id: at most 255 bytes."""
+KEY_LIMITS: tuple[tuple[str, str, int], ...] = (
+    ("space", "slug", SLUG_MAX),
+    ("kapp", "slug", SLUG_MAX),
+    ("form", "slug", SLUG_MAX),
+    ("team", "slug", SLUG_MAX),
+    ("submission", "id", KEY_MAX),
+    ("user", "username", KEY_MAX),
+    ("team", "name", KEY_MAX),
+)
+"""The keys the job log indexes (tree group, parent, scope) and their longest length."""
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+"""The event timestamps accepted: one day inside what a timestamp can hold everywhere it
+goes (Python's years 1 to 9999 and PostgreSQL's range), whatever its offset."""
 
 
 class EventInvalid(ValueError):
@@ -38,7 +66,7 @@ class _Slugged(_Entity):
 class _Header(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    id: str = Field(min_length=1, max_length=200)
+    id: str = Field(min_length=1, max_length=EVENT_ID_MAX)
     type: str
     action: str
     timestamp: datetime
@@ -112,6 +140,45 @@ class Event:
         return orjson.dumps(self.body)
 
 
+def _unstorable(data: Mapping[str, Any], timestamp: datetime) -> list[dict[str, str]]:
+    """What of a valid envelope the job log could not store, by field."""
+    errors: list[dict[str, str]] = []
+    keys = [("event", "id", EVENT_ID_MAX), *KEY_LIMITS]
+    for entity, key, limit in keys:
+        part = data.get(entity)
+        value = part.get(key) if isinstance(part, Mapping) else None
+        if value is None:
+            continue
+        text = str(value)
+        try:
+            size = len(text.encode())
+        except UnicodeEncodeError:
+            message = "must be valid Unicode (no lone surrogates)"
+        else:
+            message = ""
+            if "\x00" in text:
+                message = "must not contain NUL (U+0000)"
+            elif len(text) > limit:
+                message = f"at most {limit} characters"
+            elif entity == "event" and size > EVENT_ID_BYTES:
+                message = f"at most {EVENT_ID_BYTES} bytes in UTF-8 (the AMQP message id)"
+        if message:
+            errors.append({"field": f"{entity}.{key}", "message": message})
+    try:
+        in_range = EARLIEST <= timestamp.astimezone(UTC) <= LATEST
+    except OverflowError:
+        in_range = False
+    if not in_range:
+        errors.append(
+            {
+                "field": "event.timestamp",
+                "message": f"must lie between {EARLIEST.date().isoformat()} and "
+                f"{LATEST.date().isoformat()} (UTC)",
+            }
+        )
+    return errors
+
+
 def now_timestamp() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -149,6 +216,9 @@ def parse_event(raw: bytes | str | Mapping[str, Any], *, fill: bool = True) -> E
     timestamp = envelope.event.timestamp
     if timestamp.tzinfo is None:
         timestamp = timestamp.replace(tzinfo=UTC)
+    unstorable = _unstorable(data, timestamp)
+    if unstorable:
+        raise EventInvalid(unstorable)
     return Event(
         id=envelope.event.id,
         type=envelope.event.type,

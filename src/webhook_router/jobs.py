@@ -4,6 +4,11 @@ A job is one event sent to one webhook. Its id is derived from the event id and 
 id, so an event delivered twice never makes a second job. Every change of a job travels as
 an `Outcome` to the recorder; outcomes are ordered by `(replay, attempt, rank)` so a late or
 repeated one never moves a job back.
+
+Text from outside (an endpoint's answer, an error) is made storable before it goes into an
+outcome (`storable`): NUL, which no text column can hold, becomes U+FFFD, and the job's
+summary says so; a summary is at most SUMMARY_BYTES bytes of UTF-8, so that with the longest
+slugs and names an index row of failed jobs stays within PostgreSQL's 2704 bytes.
 """
 
 from __future__ import annotations
@@ -34,6 +39,26 @@ RANK = {
     Status.FAILED: 2,
     Status.CANCELLED: 2,
 }
+
+
+SUMMARY_BYTES = 800
+"""Longest summary in bytes of UTF-8: it is kept in an index of failed jobs."""
+REPLACEMENT = "\ufffd"
+
+
+def storable(text: str | None) -> tuple[str | None, int]:
+    """`text` with every NUL replaced by U+FFFD, and how many were replaced."""
+    if text is None or "\x00" not in text:
+        return text, 0
+    return text.replace("\x00", REPLACEMENT), text.count("\x00")
+
+
+def bounded_summary(summary: str) -> str:
+    """A summary cut to SUMMARY_BYTES bytes of UTF-8, the cut marked with an ellipsis."""
+    encoded = summary.encode("utf-8", errors="replace")
+    if len(encoded) <= SUMMARY_BYTES:
+        return summary
+    return encoded[: SUMMARY_BYTES - 3].decode("utf-8", errors="ignore") + "\u2026"
 
 
 def job_id(event_id: str, webhook_id: str) -> str:

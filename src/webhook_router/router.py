@@ -21,7 +21,15 @@ from webhook_router.acks import Acks
 from webhook_router.batching import MAX_BYTES, Batcher
 from webhook_router.cache import WebhookCache
 from webhook_router.events import Event, EventInvalid, parse_event
-from webhook_router.jobs import Delivery, Outcome, Status, job_id, utcnow
+from webhook_router.jobs import (
+    Delivery,
+    Outcome,
+    Status,
+    bounded_summary,
+    job_id,
+    storable,
+    utcnow,
+)
 from webhook_router.service import InFlight, dead_letter
 from webhook_router.settings import Settings, parse_schedule
 from webhook_router.store import Store
@@ -86,7 +94,8 @@ def plan(
             created_at=created,
         )
         if match.error is not None:
-            outcomes.append(Outcome(delivery, Status.FAILED, summary=match.error))
+            summary = bounded_summary(storable(match.error)[0] or "")
+            outcomes.append(Outcome(delivery, Status.FAILED, summary=summary))
         else:
             deliveries.append(delivery)
             outcomes.append(Outcome(delivery, Status.QUEUED))

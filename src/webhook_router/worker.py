@@ -32,7 +32,15 @@ from webhook_router.batching import Batcher
 from webhook_router.cache import WebhookCache
 from webhook_router.classify import Decision, Verdict, classify
 from webhook_router.isolation import AT_LIMIT, EndpointGuard, endpoint_of
-from webhook_router.jobs import Attempt, Delivery, Outcome, Status, utcnow
+from webhook_router.jobs import (
+    Attempt,
+    Delivery,
+    Outcome,
+    Status,
+    bounded_summary,
+    storable,
+    utcnow,
+)
 from webhook_router.runs import run_id_of
 from webhook_router.service import InFlight, dead_letter
 from webhook_router.settings import Settings, parse_schedule
@@ -324,11 +332,19 @@ class Worker:
 
 
 def outcome_of(delivery: Delivery, attempt: Attempt, decision: Decision) -> Outcome:
-    """The job's new state after an attempt and its decision."""
-    content = attempt.response_content
+    """The job's new state after an attempt and its decision, its text made storable:
+    NUL in the answer or the error replaced by U+FFFD, which the summary then says."""
+    content, replaced = storable(attempt.response_content)
+    error, replaced_in_error = storable(attempt.error)
+    if replaced or replaced_in_error:
+        attempt = replace(attempt, response_content=content, error=error)
     summary = decision.summary
-    if attempt.error and decision.verdict is not Verdict.COMPLETE and attempt.error not in summary:
-        summary = f"{summary}: {attempt.error}"
+    if error and decision.verdict is not Verdict.COMPLETE and error not in summary:
+        summary = f"{summary}: {error}"
+    summary = storable(summary)[0] or ""
+    if replaced:
+        summary = f"{summary} (answer altered: {replaced} NUL replaced by U+FFFD)"
+    summary = bounded_summary(summary)
     base = Outcome(
         delivery,
         Status.FAILED,
