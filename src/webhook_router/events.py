@@ -13,6 +13,7 @@ EARLIEST..LATEST. The router and the HTTP ingest both validate here.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ KEY_LIMITS: tuple[tuple[str, str, int], ...] = (
     ("team", "name", KEY_MAX),
 )
 """The keys the job log indexes (tree group, parent, scope) and their longest length."""
+EVENT_NAMESPACE = uuid.UUID("0f7b1c8e-3a52-4d6e-9b1f-2c4d5e6f7a81")
+"""Namespace of the ids derived for events published without one."""
 EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
 LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 """The event timestamps accepted: one day inside what a timestamp can hold everywhere it
@@ -120,6 +123,8 @@ class Event:
     action: str
     timestamp: datetime
     body: dict[str, Any]
+    filled: tuple[str, ...] = ()
+    """The header fields filled in because the event came without them (`id`, `timestamp`)."""
 
     @property
     def space(self) -> str:
@@ -179,12 +184,33 @@ def _unstorable(data: Mapping[str, Any], timestamp: datetime) -> list[dict[str, 
     return errors
 
 
+def iso_timestamp(moment: datetime) -> str:
+    """`2026-11-27T10:15:30.123Z`: a timestamp as events carry it."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def now_timestamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_timestamp(datetime.now(UTC))
 
 
-def parse_event(raw: bytes | str | Mapping[str, Any], *, fill: bool = True) -> Event:
-    """Validate an envelope; with `fill`, a missing `event.id`/`event.timestamp` is filled in.
+def derived_id(body: bytes, routing_key: str) -> str:
+    """The id of an event published without `event.id`: a UUID derived from the routing key
+    and the exact body, so that the same message seen again (a redelivery, or a publisher
+    sending it again) is the same event. Not the AMQP message id: aio-pika stamps a random
+    one on every message published without one, so it would differ between two sends."""
+    digest = hashlib.sha256(routing_key.encode() + b"\n" + body).hexdigest()
+    return str(uuid.uuid5(EVENT_NAMESPACE, digest))
+
+
+def parse_event(
+    raw: bytes | str | Mapping[str, Any],
+    *,
+    fill: bool = True,
+    default_id: str | None = None,
+    default_timestamp: str | None = None,
+) -> Event:
+    """Validate an envelope; with `fill`, a missing `event.id`/`event.timestamp` is filled
+    in: with `default_id` (else a random UUID) and `default_timestamp` (else now).
 
     Raises EventInvalid naming each bad field.
     """
@@ -198,11 +224,14 @@ def parse_event(raw: bytes | str | Mapping[str, Any], *, fill: bool = True) -> E
     if not isinstance(data, dict):
         raise EventInvalid([{"field": "body", "message": "must be a JSON object"}])
     header = data.get("event")
+    filled: list[str] = []
     if fill and isinstance(header, dict):
         if "id" not in header or header["id"] is None:
-            header = {**header, "id": str(uuid.uuid4())}
+            header = {**header, "id": default_id or str(uuid.uuid4())}
+            filled.append("id")
         if "timestamp" not in header or header["timestamp"] is None:
-            header = {**header, "timestamp": now_timestamp()}
+            header = {**header, "timestamp": default_timestamp or now_timestamp()}
+            filled.append("timestamp")
         data["event"] = header
     try:
         envelope = _Envelope.model_validate(data)
@@ -225,4 +254,5 @@ def parse_event(raw: bytes | str | Mapping[str, Any], *, fill: bool = True) -> E
         action=envelope.event.action,
         timestamp=timestamp,
         body=data,
+        filled=tuple(filled),
     )

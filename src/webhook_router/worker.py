@@ -4,7 +4,8 @@ One shared aiohttp session whose connector refuses private and internal addresse
 resolution. A delivery is acknowledged only after its outcome (and, for a retry, the next
 attempt waiting in its TTL queue) was confirmed by the broker: a worker killed mid-POST
 loses nothing, the delivery comes back and is posted again under the same job id, which
-receivers get in `webhook-id` to drop duplicates.
+receivers get in `webhook-id` to drop duplicates. An outcome too large for a message goes
+without the request body, which the job's Queued record holds already.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from aio_pika.abc import (
 )
 
 from webhook_router import __version__, broker, metrics
-from webhook_router.batching import Batcher
+from webhook_router.batching import Batcher, TooLarge
 from webhook_router.cache import WebhookCache
 from webhook_router.classify import Decision, Verdict, classify
 from webhook_router.isolation import AT_LIMIT, EndpointGuard, endpoint_of
@@ -218,7 +219,7 @@ class Worker:
         assert self.topology is not None
         assert self.batcher is not None
         outcome = outcome_of(delivery, attempt, decision)
-        publishes: list[Awaitable[None]] = [self.batcher.add(outcome)]
+        publishes: list[Awaitable[None]] = [self.send_outcome(outcome)]
         if decision.verdict is Verdict.RETRY:
             assert decision.delay is not None
             publishes.append(
@@ -253,6 +254,21 @@ class Worker:
             verdict=decision.verdict.value,
             duration_ms=round(attempt.duration_ms, 1),
         )
+
+    async def send_outcome(self, outcome: Outcome) -> None:
+        """Hand the outcome to the recorder. One too large for a message (a large event
+        with a large answer) goes without the request body, which the job's Queued record
+        holds already."""
+        assert self.batcher is not None
+        try:
+            await self.batcher.add(outcome)
+        except TooLarge:
+            log.warning(
+                "outcome sent without its request body",
+                job_id=outcome.delivery.job_id,
+                event_id=outcome.delivery.event_id,
+            )
+            await self.batcher.add(replace(outcome, delivery=replace(outcome.delivery, body="")))
 
     async def headers_for(self, delivery: Delivery, body: bytes) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "webhook-id": delivery.job_id}

@@ -205,3 +205,20 @@ def test_keys_at_their_limits_and_far_but_storable_times_are_accepted() -> None:
         }
     )
     assert user.body["user"]["username"] == "u" * 255
+
+
+def test_an_id_less_event_gets_the_id_derived_from_its_message() -> None:
+    from webhook_router.events import derived_id
+
+    body = b'{"event": {"type": "User", "action": "Created"}, "space": {"slug": "a"}}'
+    assert derived_id(body, "user.created") == derived_id(body, "user.created")
+    assert derived_id(body, "user.created") != derived_id(body, "user.updated")
+    assert derived_id(body, "user.created") != derived_id(body + b" ", "user.created")
+    raw = (
+        b'{"event": {"type": "User", "action": "Created"}, "space": {"slug": "a"},'
+        b' "user": {"username": "u"}}'
+    )
+    event = parse_event(raw, default_id="given", default_timestamp="2026-11-20T10:00:00.000Z")
+    assert event.id == "given" and event.filled == ("id", "timestamp")
+    assert event.body["event"]["timestamp"] == "2026-11-20T10:00:00.000Z"
+    assert parse_event(event.body, default_id="other").filled == ()
