@@ -61,6 +61,25 @@ def bounded_summary(summary: str) -> str:
     return encoded[: SUMMARY_BYTES - 3].decode("utf-8", errors="ignore") + "\u2026"
 
 
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """One item of a deliveries or results message that is not what it must be, as it came,
+    with why: it is dead-lettered alone, its neighbours are handled."""
+
+    item: Any
+    reason: str
+
+
+def _items(raw: bytes) -> list[Any]:
+    """The items of a message: a JSON array (an object is one item). Raises ValueError for
+    a message that is not JSON at all (no item of it can be told from another)."""
+    data = orjson.loads(raw)
+    items = data if isinstance(data, list) else [data]
+    if not items:
+        raise ValueError("an empty message")
+    return items
+
+
 def job_id(event_id: str, webhook_id: str) -> str:
     return str(uuid.uuid5(JOB_NAMESPACE, f"{event_id}\n{webhook_id}"))
 
@@ -115,6 +134,19 @@ class Delivery:
             raise ValueError("a deliveries message must be an array of JSON objects")
         return [cls(**item) for item in items]
 
+    @classmethod
+    def decode_each(cls, raw: bytes) -> list[Delivery | Unreadable]:
+        """A deliveries message, item by item: each a Delivery or Unreadable."""
+        decoded: list[Delivery | Unreadable] = []
+        for item in _items(raw):
+            try:
+                if not isinstance(item, dict):
+                    raise TypeError("a delivery must be a JSON object")
+                decoded.append(cls(**item))
+            except (TypeError, ValueError) as exc:
+                decoded.append(Unreadable(item, f"bad delivery: {exc}"))
+        return decoded
+
     def next_attempt(self) -> Delivery:
         return replace(self, attempt=self.attempt + 1)
 
@@ -165,6 +197,21 @@ class Outcome:
         if data.get("attempt") is not None:
             data["attempt"] = Attempt(**data["attempt"])
         return cls(**data)
+
+    @classmethod
+    def decode_each(cls, raw: bytes) -> list[Outcome | Unreadable]:
+        """A results message, item by item: each an Outcome or Unreadable."""
+        decoded: list[Outcome | Unreadable] = []
+        for item in _items(raw):
+            try:
+                if not isinstance(item, dict):
+                    raise TypeError("an outcome must be a JSON object")
+                outcome = cls.from_dict(item)
+                outcome.version  # noqa: B018  (an unknown status raises here, not later)
+                decoded.append(outcome)
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                decoded.append(Unreadable(item, f"bad outcome: {exc!r}"))
+        return decoded
 
     @classmethod
     def decode_batch(cls, raw: bytes) -> list[Outcome]:

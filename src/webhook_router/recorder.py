@@ -1,9 +1,11 @@
 """Recorder role: outcomes in, batched idempotent writes to the job log.
 
 A results message carries outcomes of many jobs; it is acknowledged only once every one of
-its outcomes was committed or dead-lettered. While PostgreSQL is away the recorder keeps its
-batch, stops acknowledging (so the broker stops sending) and writes when the database is
-back; nothing is requeued, so nothing counts against the delivery limit.
+its outcomes was committed or dead-lettered. An item of it that is no outcome at all is
+dead-lettered alone when the message arrives; the others are recorded. While PostgreSQL is
+away the recorder keeps its batch, stops acknowledging (so the broker stops sending) and
+writes when the database is back; nothing is requeued, so nothing counts against the
+delivery limit.
 
 A batch the database refuses (a value it cannot store) is split in halves, again and again,
 until the outcome it refuses stands alone: only that outcome is dead-lettered, alone and
@@ -22,13 +24,12 @@ import asyncio
 import contextlib
 
 import asyncpg
-import orjson
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from webhook_router import acks, broker, metrics
-from webhook_router.jobs import Outcome
-from webhook_router.service import dead_letter
+from webhook_router.jobs import Outcome, Unreadable
+from webhook_router.service import dead_letter, dead_letter_item
 from webhook_router.settings import Settings, parse_schedule
 from webhook_router.store import Store, make_partitions
 from webhook_router.topology import RECORD_KEY, Names, Topology, declare
@@ -116,11 +117,25 @@ class Recorder:
     async def on_outcome(self, message: AbstractIncomingMessage) -> None:
         assert self.topology is not None
         try:
-            outcomes = Outcome.decode_batch(message.body)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            items = Outcome.decode_each(message.body)
+        except (ValueError, TypeError) as exc:
             await dead_letter(
                 self.topology.dead, message, role=self.name, reason=f"bad outcome: {exc!r}"
             )
+            await message.ack()
+            return
+        outcomes = [item for item in items if isinstance(item, Outcome)]
+        for item in items:
+            if isinstance(item, Unreadable):
+                await dead_letter_item(
+                    self.topology.dead,
+                    item.item,
+                    role=self.name,
+                    reason=item.reason,
+                    routing_key=message.routing_key,
+                    message_id=message.message_id,
+                )
+        if not outcomes:
             await message.ack()
             return
         self._buffer.append((outcomes, message))
@@ -235,26 +250,13 @@ class Recorder:
     async def _refused(self, outcome: Outcome, exc: Exception) -> None:
         """Dead-letter one outcome the database refused, alone, with its reason."""
         assert self.topology is not None
-        reason = f"database refused: {exc!r}"
-        await broker.publish(
+        await dead_letter_item(
             self.topology.dead,
-            orjson.dumps([outcome]),
-            "",
+            outcome,
+            role=self.name,
+            reason=f"database refused: {exc!r}",
+            routing_key=RECORD_KEY,
             message_id=outcome.delivery.job_id,
-            headers={
-                "x-reason": reason[:1000],
-                "x-failed-in": self.name,
-                "x-routing-key": RECORD_KEY,
-            },
-        )
-        metrics.dead_lettered(self.name)
-        log.warning(
-            "outcome dead-lettered",
-            job_id=outcome.delivery.job_id,
-            event_id=outcome.delivery.event_id,
-            webhook=outcome.delivery.webhook_name,
-            status=outcome.status,
-            reason=reason,
         )
 
     async def _partition_loop(self) -> None:

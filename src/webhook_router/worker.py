@@ -38,12 +38,13 @@ from webhook_router.jobs import (
     Delivery,
     Outcome,
     Status,
+    Unreadable,
     bounded_summary,
     storable,
     utcnow,
 )
 from webhook_router.runs import run_id_of
-from webhook_router.service import InFlight, dead_letter
+from webhook_router.service import InFlight, dead_letter, dead_letter_item
 from webhook_router.settings import Settings, parse_schedule
 from webhook_router.signing import signature_headers
 from webhook_router.ssrf import AddressPolicy, guarded_connector, refusal_of
@@ -127,16 +128,34 @@ class Worker:
 
     async def on_delivery(self, message: AbstractIncomingMessage) -> None:
         """One message holds one or more deliveries (the router batches them under load);
-        it is acknowledged once every one of them was posted and reported, or deferred."""
+        it is acknowledged once every one of them was posted and reported, or deferred. An
+        item that is no delivery is dead-lettered alone; the others are posted."""
         assert self.topology is not None
         with self.inflight.hold():
             try:
-                deliveries = Delivery.decode_batch(message.body)
+                items = Delivery.decode_each(message.body)
             except (ValueError, TypeError) as exc:
                 await dead_letter(
                     self.topology.dead, message, role=self.name, reason=f"bad delivery: {exc}"
                 )
                 await message.ack()
+                return
+            deliveries = [item for item in items if isinstance(item, Delivery)]
+            try:
+                for item in items:
+                    if isinstance(item, Unreadable):
+                        await dead_letter_item(
+                            self.topology.dead,
+                            item.item,
+                            role=self.name,
+                            reason=item.reason,
+                            routing_key=message.routing_key,
+                            message_id=message.message_id,
+                        )
+            except Exception:
+                log.exception("bad deliveries not dead-lettered")
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
                 return
             try:
                 await asyncio.gather(*(self.deliver(d) for d in deliveries))

@@ -12,13 +12,14 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 
 from webhook_router import broker
 from webhook_router.jobs import Attempt, Delivery, Outcome, Status
 from webhook_router.topology import RECORD_KEY
 
 from .conftest import Stack
-from .test_delivery import find_dead
+from .test_delivery import find_dead, receiver
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(60)]
 
@@ -129,3 +130,47 @@ async def test_every_outcome_of_a_results_message_is_kept_when_several_are_refus
     assert sorted(str(r["id"]) for r in rows) == sorted(good)
     for index in spoiled:
         assert await find_dead(stack, batch[index].delivery.job_id) is not None
+
+
+async def test_an_item_that_is_no_outcome_is_dead_lettered_alone(stack: Stack) -> None:
+    """A results message whose seventh item is not an outcome at all (from a role of another
+    version, say): the 12 outcomes around it are recorded, the item is dead-lettered alone."""
+    assert stack.recorder.topology is not None
+    space = stack.space()
+    good = [outcome(space, n) for n in range(12)]
+    strange = {"delivery": {"job_id": "x"}, "status": "Sent"}
+    body = orjson.dumps([*good[:6], strange, *good[6:]])
+    message_id = f"results-{space}"
+    await broker.publish(stack.recorder.topology.results, body, RECORD_KEY, message_id=message_id)
+
+    rows = await stack.settled(space, len(good))
+    assert sorted(str(r["id"]) for r in rows) == sorted(o.delivery.job_id for o in good)
+    dead = await find_dead(stack, message_id)
+    assert dead is not None
+    assert orjson.loads(dead.body) == [strange]
+    assert str(dead.headers["x-reason"]).startswith("bad outcome:")
+
+
+async def test_an_item_that_is_no_delivery_is_dead_lettered_alone(stack: Stack) -> None:
+    """A deliveries message whose middle item is not a delivery: the deliveries around it
+    are posted and recorded, the item is dead-lettered alone."""
+    assert stack.worker.topology is not None
+    posted: list[str] = []
+
+    async def fine(request: web.Request) -> web.Response:
+        posted.append(request.headers["webhook-id"])
+        return web.Response(text="ok")
+
+    space = stack.space()
+    async with receiver(fine) as url:
+        good = [replace(outcome(space, n).delivery, url=url + "/h") for n in range(6)]
+        body = orjson.dumps([*good[:3], {"job_id": "only this"}, *good[3:]])
+        message_id = f"deliveries-{space}"
+        await broker.publish(stack.worker.topology.deliveries, body, "", message_id=message_id)
+        rows = await stack.settled(space, len(good))
+    assert sorted(posted) == sorted(d.job_id for d in good)
+    assert sorted(str(r["id"]) for r in rows) == sorted(d.job_id for d in good)
+    dead = await find_dead(stack, message_id)
+    assert dead is not None
+    assert orjson.loads(dead.body) == [{"job_id": "only this"}]
+    assert str(dead.headers["x-reason"]).startswith("bad delivery:")
