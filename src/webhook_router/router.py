@@ -116,6 +116,11 @@ def plan(
     return deliveries, outcomes
 
 
+LOOKUP_TIMEOUT = 2.0
+"""Seconds the router waits for the job log to tell when an event happened; without an
+answer (the database away) it takes its own clock."""
+
+
 class Unroutable(Exception):
     """An event that can never be routed, whatever is tried again: it is dead-lettered."""
 
@@ -201,7 +206,7 @@ class Router:
         if "timestamp" not in event.filled or stamped is not None:
             return event
         try:
-            recorded = await self.store.event_time(event.id)
+            recorded = await asyncio.wait_for(self.store.event_time(event.id), LOOKUP_TIMEOUT)
         except Exception as exc:
             log.warning("event time not looked up", event_id=event.id, error=repr(exc))
             return event
