@@ -61,6 +61,33 @@ def bounded_summary(summary: str) -> str:
     return encoded[: SUMMARY_BYTES - 3].decode("utf-8", errors="ignore") + "\u2026"
 
 
+def without_contents(outcome: Outcome, reason: str) -> Outcome:
+    """What of an outcome the database refused can still be recorded: the job and its
+    status, without the request, the answer, the headers or an odd status code, the
+    summary saying why."""
+    note = bounded_summary(storable(f"{outcome.summary or outcome.status}; {reason}")[0] or "")
+    status = outcome.response_status
+    status = status if status is not None and 100 <= status <= 999 else None
+    attempt = outcome.attempt
+    if attempt is not None:
+        attempt = replace(
+            attempt,
+            response_status=status,
+            response_content=None,
+            error=note,
+            request_headers={},
+        )
+    return replace(
+        outcome,
+        delivery=replace(outcome.delivery, body=""),
+        summary=note,
+        run_id=None,
+        response_status=status,
+        response_content=None,
+        attempt=attempt,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Unreadable:
     """One item of a deliveries or results message that is not what it must be, as it came,

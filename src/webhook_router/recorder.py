@@ -8,9 +8,12 @@ writes when the database is back; nothing is requeued, so nothing counts against
 delivery limit.
 
 A batch the database refuses (a value it cannot store) is split in halves, again and again,
-until the outcome it refuses stands alone: only that outcome is dead-lettered, alone and
-with the database's reason, and every other outcome of the batch is recorded. One bad
-outcome never costs its neighbours their record.
+until the outcome it refuses stands alone: only that outcome is dead-lettered, whole, alone
+and with the database's reason, and every other outcome of the batch is recorded. One bad
+outcome never costs its neighbours their record. What of the refused one can be stored (its
+job and status without request, answer or headers, the summary saying why) is recorded
+too, so that its job does not stay behind; when even that is refused (a key or time the
+log cannot hold), the dead letter is all there is.
 
 Side effects of a committed batch (disabling a webhook that answered 410) are retried;
 if they still fail, the batch's messages are given back (nacked and requeued), never left
@@ -28,7 +31,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from webhook_router import acks, broker, metrics
-from webhook_router.jobs import Outcome, Unreadable
+from webhook_router.jobs import Outcome, Unreadable, without_contents
 from webhook_router.service import dead_letter, dead_letter_item
 from webhook_router.settings import Settings, parse_schedule
 from webhook_router.store import Store, make_partitions
@@ -189,10 +192,10 @@ class Recorder:
         metrics.recorded(recorded)
         log.debug("outcomes recorded", messages=len(batch), outcomes=len(recorded))
 
-    async def _record(self, outcomes: list[Outcome]) -> list[Outcome]:
+    async def _record(self, outcomes: list[Outcome], *, whole: bool = True) -> list[Outcome]:
         """Write the outcomes, waiting while the database is away; split what it refuses
-        until the refused outcome stands alone, and dead-letter that one. Returns the
-        outcomes recorded."""
+        until the refused outcome stands alone, dead-letter that one whole and record what
+        of it can be (`without_contents`). Returns the outcomes recorded."""
         delay = 0.5
         while True:
             try:
@@ -201,8 +204,13 @@ class Recorder:
             except Exception as exc:
                 if refused(exc):
                     if len(outcomes) == 1:
+                        if not whole:
+                            return []
                         await self._refused(outcomes[0], exc)
-                        return []
+                        reduced = without_contents(
+                            outcomes[0], f"not stored whole (dead-lettered): {exc!r}"
+                        )
+                        return await self._record([reduced], whole=False)
                     half = len(outcomes) // 2
                     return await self._record(outcomes[:half]) + await self._record(outcomes[half:])
                 if not isinstance(exc, UNAVAILABLE):

@@ -70,3 +70,32 @@ def test_a_run_number_longer_than_an_integer_is_none() -> None:
     assert run_id_of('{"runId": "' + "7" * 19 + '"}') == "7" * 19
     assert run_id_of('{"runId": "' + "7" * 20 + '"}') is None
     assert run_id_of('{"run": {"id": ' + "7" * 40 + "}}") is None
+
+
+def test_what_is_left_of_a_refused_outcome_keeps_the_job_and_says_why() -> None:
+    from dataclasses import replace
+
+    from webhook_router.jobs import Outcome, without_contents
+
+    attempt = Attempt(1, "2026-11-20T10:00:01+00:00", 3.0, 2**40, "a\x00", None, {"h": "v"})
+    refused = Outcome(
+        DELIVERY,
+        "Complete",
+        summary="200 OK",
+        run_id="5",
+        response_status=2**40,
+        response_content="a\x00",
+        attempt=attempt,
+    )
+    left = without_contents(refused, "not stored whole: refused")
+    assert left.status == "Complete" and left.delivery == replace(DELIVERY, body="")
+    assert left.summary == "200 OK; not stored whole: refused"
+    assert left.response_content is None and left.response_status is None
+    assert left.run_id is None
+    assert left.attempt == replace(
+        attempt,
+        response_status=None,
+        response_content=None,
+        error=left.summary,
+        request_headers={},
+    )
