@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import time
 from collections.abc import Awaitable
 from dataclasses import replace
@@ -61,6 +62,8 @@ from webhook_router.topology import (
 log = structlog.get_logger(__name__)
 
 USER_AGENT = f"webhook-router/{__version__}"
+LARGE_BODY = 2**20
+"""Bodies above this are posted from a buffer, in chunks (aiohttp warns of raw ones)."""
 
 
 class Worker:
@@ -320,8 +323,10 @@ class Worker:
         headers: dict[str, str] = {}
         try:
             headers = await self.headers_for(delivery, body)
+            # a body above 1 MiB is streamed from a buffer, as aiohttp asks, not written whole
+            data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > LARGE_BODY else body
             async with self.session.post(
-                delivery.url, data=body, headers=headers, allow_redirects=False
+                delivery.url, data=data, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
                 retry_after = response.headers.get("Retry-After")

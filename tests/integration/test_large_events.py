@@ -10,8 +10,9 @@ from aiohttp import web
 
 from webhook_router import broker
 from webhook_router.catalogue import routing_key
+from webhook_router.runtime import serve
 
-from ..conftest import eventually
+from ..conftest import eventually, free_port
 from .conftest import Stack
 from .test_delivery import find_dead, receiver, user_created
 
@@ -81,3 +82,33 @@ async def test_an_event_too_large_for_a_message_is_dead_lettered_with_the_reason
         return not await stack.jobs(space)
 
     assert await eventually(no_job, timeout=1)
+
+
+async def test_an_event_at_the_budget_with_a_large_answer_is_recorded_whole(
+    stack: Stack,
+) -> None:
+    """An event just under the budget fits in its delivery and its Queued record, but its
+    outcome with a 60 kB answer would not: the outcome goes without the request body, and
+    the job is recorded Complete with the request (from the Queued record) and the answer."""
+
+    async def large_answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text="a" * 60_000)
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/h", large_answer)
+    port = free_port()
+    runner = await serve(app, "127.0.0.1", port)
+    space = stack.space()
+    limit = stack.settings.max_message_bytes
+    event = user_created(space)
+    event["user"]["notes"] = "n" * (limit - 8_000)
+    try:
+        await stack.webhook(space, type="User", event="Created", url=f"http://127.0.0.1:{port}/h")
+        await stack.publisher.publish(event)
+        [job] = await stack.settled(space, 1, timeout=60)
+    finally:
+        await runner.cleanup()
+    assert job["status"] == "Complete"
+    assert job["response_content"] == "a" * 60_000
+    assert orjson.loads(job["request_content"])["user"]["notes"] == event["user"]["notes"]
