@@ -64,21 +64,36 @@ async def test_an_answer_with_nul_is_recorded_altered_and_its_neighbours_too(
     assert escaped[0]["response_content"] == '{"message": "Initiated run #9. \\u0000"}'
 
 
+def submitted(space: str, n: int) -> dict[str, Any]:
+    return event_for(
+        space,
+        "Submission",
+        "Submitted",
+        kapp={"slug": "services"},
+        form={"slug": "ipad-request"},
+        submission={"id": f"sub-{n}", "values": {"Status": "Open"}},
+    )
+
+
 BAD_EVENTS: dict[str, tuple[str, Any]] = {
-    "user.username": ("user", {"username": "ja\x00ne"}),
+    # the tree group is made of the form's slug
+    "form.slug": ("form", {"slug": "ipad\x00request"}),
+    "submission.id": ("submission", {"id": "sub\x00", "values": {}}),
     "event.timestamp": (
         "event",
-        {"type": "User", "action": "Created", "timestamp": "9999-12-31T23:59:59-14:00"},
+        {"type": "Submission", "action": "Submitted", "timestamp": "9999-12-31T23:59:59-14:00"},
     ),
 }
+BAD_AT = (5, 14, 23)
 
 
 async def test_unstorable_events_are_dead_lettered_and_the_ones_around_them_recorded(
     stack: Stack,
 ) -> None:
-    """28 good events and 2 the log cannot hold, published straight to the exchange (as a
-    service that does not validate would), to a space with two webhooks: 56 jobs Complete,
-    the 2 bad events dead-lettered by the router naming the field, no job of theirs."""
+    """27 good events and 3 the log cannot hold (NUL in the form's slug or the submission's
+    id, a time beyond PostgreSQL's), published straight to the exchange as a service that
+    does not validate would, to a kapp with two webhooks: 54 jobs Complete, the 3 bad events
+    dead-lettered by the router naming the field, no job of theirs."""
 
     async def plain(request: web.Request) -> web.Response:
         return web.json_response({"message": "ok"})
@@ -88,26 +103,27 @@ async def test_unstorable_events_are_dead_lettered_and_the_ones_around_them_reco
     space = stack.space()
     async with receiver(plain) as url:
         for _ in range(2):
-            await stack.webhook(space, type="User", event="Created", url=url + "/h")
+            await stack.webhook(
+                space, kapp="services", type="Submission", event="Submitted", url=url + "/h"
+            )
         bad_ids: dict[str, str] = {}
         for n in range(30):
-            event = user_created(space)
+            event = submitted(space, n)
             event["event"]["id"] = f"{space}-{n}"
-            event["user"] = {"username": f"user-{n}"}
-            if n in (9, 21):
-                field = list(BAD_EVENTS)[n == 21]
+            if n in BAD_AT:
+                field = list(BAD_EVENTS)[BAD_AT.index(n)]
                 key, value = BAD_EVENTS[field]
                 event[key] = {**value, "id": f"{space}-{n}"} if key == "event" else value
                 bad_ids[field] = f"{space}-{n}"
             await broker.publish(
                 events_exchange,
                 orjson.dumps(event),
-                routing_key("User", "Created"),
+                routing_key("Submission", "Submitted"),
                 message_id=f"{space}-{n}",
             )
-        rows = await stack.settled(space, 56)
+        rows = await stack.settled(space, 54)
 
-    assert len(rows) == 56 and {r["status"] for r in rows} == {"Complete"}
+    assert len(rows) == 54 and {r["status"] for r in rows} == {"Complete"}
     assert not {r["event_id"] for r in rows} & set(bad_ids.values())
     for field, event_id in bad_ids.items():
         dead = await find_dead(stack, event_id)
@@ -120,7 +136,7 @@ async def test_unstorable_events_are_dead_lettered_and_the_ones_around_them_reco
 async def test_ingest_answers_422_naming_the_field_the_log_cannot_hold(
     stack: Stack, field: str
 ) -> None:
-    event = user_created(stack.space())
+    event = submitted(stack.space(), 1)
     key, value = BAD_EVENTS[field]
     event[key] = value
     status, body = await stack.api("POST", "/app/api/v1/events", json=event)
