@@ -545,10 +545,14 @@ def _operations() -> list[Operation]:
             "events",
             {
                 "202": _answer("Stored by the broker.", _object("id", {"type": "string"})),
-                "400": BAD_BODY,
+                "400": _error(
+                    "The body is not UTF-8 JSON, not a JSON object, nested deeper than 254 "
+                    "levels, or did not arrive whole within the body timeout."
+                ),
                 "401": UNAUTHORIZED,
+                "413": _error("The body is over 1 MiB."),
                 "422": INVALID,
-                "503": _error("The broker is unavailable; the event was not accepted."),
+                "503": _error("The broker is unavailable or did not confirm; not accepted."),
             },
             body=ref("Event"),
         ),

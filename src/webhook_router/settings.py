@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     allowed_networks: Annotated[list[str], NoDecode] = Field(
         default=[],
         description="Networks webhooks may reach although private or loopback "
-        "(comma-separated CIDRs); the engine's host is always allowed.",
+        "(comma-separated CIDRs); relative webhook URLs always reach the engine.",
     )
     signature_grace: float = Field(
         default=86400.0,
@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     )
     request_timeout: float = Field(
         default=30.0, description="Seconds for a whole webhook POST, answer included."
+    )
+    body_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send the API a request's whole body; a body "
+        "shorter than its Content-Length is answered 400 then.",
     )
     response_limit: int = Field(
         default=65536, description="Bytes of a webhook's answer read and stored."

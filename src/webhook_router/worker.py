@@ -1,11 +1,13 @@
 """Delivery worker role: POST each delivery, classify the answer, report the outcome.
 
 One shared aiohttp session whose connector refuses private and internal addresses after
-resolution. A delivery is acknowledged only after its outcome (and, for a retry, the next
-attempt waiting in its TTL queue) was confirmed by the broker: a worker killed mid-POST
-loses nothing, the delivery comes back and is posted again under the same job id, which
-receivers get in `webhook-id` to drop duplicates. An outcome too large for a message goes
-without the request body, which the job's Queued record holds already.
+resolution; a second one, whose guard lets the engine's host through, carries only the
+deliveries the engine exemption covers (a relative webhook URL, to the engine's own origin).
+A delivery is acknowledged only after its outcome (and, for a retry, the next attempt waiting
+in its TTL queue) was confirmed by the broker: a worker killed mid-POST loses nothing, the
+delivery comes back and is posted again under the same job id, which receivers get in
+`webhook-id` to drop duplicates. An outcome too large for a message goes without the request
+body, which the job's Queued record holds already.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import time
 from collections.abc import Awaitable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -30,6 +31,7 @@ from aio_pika.abc import (
 )
 
 from webhook_router import __version__, broker, metrics
+from webhook_router.answers import read_answer
 from webhook_router.batching import Batcher, TooLarge
 from webhook_router.cache import WebhookCache
 from webhook_router.classify import Decision, Verdict, classify
@@ -48,7 +50,7 @@ from webhook_router.runs import run_id_of
 from webhook_router.service import InFlight, dead_letter, dead_letter_item
 from webhook_router.settings import Settings, parse_schedule
 from webhook_router.signing import signature_headers
-from webhook_router.ssrf import AddressPolicy, guarded_connector, refusal_of
+from webhook_router.ssrf import AddressPolicy, EngineExemption, guarded_connector, refusal_of
 from webhook_router.store import Store
 from webhook_router.topology import (
     RECORD_KEY,
@@ -77,14 +79,18 @@ class Worker:
         self.guard = EndpointGuard(
             settings.endpoint_concurrency, settings.circuit_threshold, settings.circuit_cooldown
         )
-        self.policy = AddressPolicy(
-            settings.allowed_networks,
-            allowed_hosts=[urlsplit(settings.engine_url).hostname or ""],
+        self.policy = AddressPolicy(settings.allowed_networks)
+        self.engine = EngineExemption(settings.engine_url)
+        self.engine_policy = AddressPolicy(
+            settings.allowed_networks, allowed_hosts=[self.engine.host]
         )
         self.inflight = InFlight()
         self.connection: AbstractRobustConnection | None = None
         self.topology: Topology | None = None
         self.session: aiohttp.ClientSession | None = None
+        """Every delivery's session, but those the engine exemption covers."""
+        self.engine_session: aiohttp.ClientSession | None = None
+        """Only for deliveries to the workflow engine's own origin (`EngineExemption`)."""
         self._consumer_tags: list[tuple[AbstractQueue, str]] = []
         self.batcher: Batcher[Outcome] | None = None
         self._posts = asyncio.Semaphore(settings.worker_concurrency)
@@ -94,12 +100,8 @@ class Worker:
     async def start(self) -> None:
         s = self.settings
         await self.cache.start()
-        self.session = aiohttp.ClientSession(
-            connector=guarded_connector(self.policy, limit=0, ttl_dns_cache=60),
-            timeout=aiohttp.ClientTimeout(total=s.request_timeout, sock_connect=s.connect_timeout),
-            headers={"User-Agent": USER_AGENT},
-            trust_env=False,
-        )
+        self.session = self._session(self.policy)
+        self.engine_session = self._session(self.engine_policy)
         self.connection = await broker.connect(s.amqp_url, name="worker")
         channel = await broker.channel(self.connection, prefetch=s.worker_concurrency)
         self.topology = await declare(channel, self.names, self.schedule)
@@ -110,6 +112,22 @@ class Worker:
             (queue, await queue.consume(self.on_delivery)) for queue in self.topology.deliver_queues
         ]
         log.info("worker started", queues=self.names.deliver_queues())
+
+    def _session(self, policy: AddressPolicy) -> aiohttp.ClientSession:
+        s = self.settings
+        return aiohttp.ClientSession(
+            connector=guarded_connector(policy, limit=0, ttl_dns_cache=60),
+            timeout=aiohttp.ClientTimeout(total=s.request_timeout, sock_connect=s.connect_timeout),
+            headers={"User-Agent": USER_AGENT},
+            trust_env=False,
+        )
+
+    def session_for(self, delivery: Delivery) -> aiohttp.ClientSession:
+        """The engine's session for a delivery the exemption covers, else the guarded one."""
+        exempt = self.engine.covers(delivery.url, to_engine=delivery.to_engine)
+        session = self.engine_session if exempt else self.session
+        assert session is not None
+        return session
 
     def _results(self) -> AbstractExchange:
         assert self.topology is not None
@@ -125,8 +143,9 @@ class Worker:
             await self.batcher.drain()
         if self.connection is not None:
             await self.connection.close()
-        if self.session is not None:
-            await self.session.close()
+        for session in (self.session, self.engine_session):
+            if session is not None:
+                await session.close()
         await self.cache.stop()
 
     async def on_delivery(self, message: AbstractIncomingMessage) -> None:
@@ -311,7 +330,7 @@ class Worker:
     async def post(self, delivery: Delivery) -> tuple[Attempt, str | None, bool]:
         """Make one HTTP attempt; never raises for anything the endpoint does.
         Returns the attempt, the Retry-After header and whether the target was refused."""
-        assert self.session is not None
+        session = self.session_for(delivery)
         body = delivery.body.encode()
         started = utcnow()
         clock = time.perf_counter()
@@ -325,7 +344,7 @@ class Worker:
             headers = await self.headers_for(delivery, body)
             # a body above 1 MiB is streamed from a buffer, as aiohttp asks, not written whole
             data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > LARGE_BODY else body
-            async with self.session.post(
+            async with session.post(
                 delivery.url, data=data, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
@@ -364,11 +383,7 @@ class Worker:
         return attempt, retry_after, refused
 
     async def _read(self, response: aiohttp.ClientResponse) -> str:
-        limit = self.settings.response_limit
-        data = await response.content.read(limit + 1)
-        truncated = len(data) > limit
-        text = data[:limit].decode("utf-8", errors="replace")
-        return text + "\n[truncated]" if truncated else text
+        return await read_answer(response.content, self.settings.response_limit)
 
 
 def outcome_of(delivery: Delivery, attempt: Attempt, decision: Decision) -> Outcome:

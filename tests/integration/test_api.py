@@ -17,6 +17,7 @@ from yarl import URL
 
 from webhook_router import store
 from webhook_router.api import Api
+from webhook_router.expressions import FILTER_MAX, URL_MAX
 from webhook_router.openapi import OPERATIONS, PUBLIC_PATHS
 from webhook_router.runtime import serve
 from webhook_router.store import JobFilter, Store
@@ -300,6 +301,12 @@ INVALID_DEFINITIONS = [
         None, {"auth_strategy": "Signature"}, {"auth_strategy"}, "unknown", id="unknown-field"
     ),
     pytest.param(None, {"filter": 3}, {"filter"}, "string or null", id="filter-type"),
+    pytest.param(
+        None, {"filter": "true" + " " * FILTER_MAX}, {"filter"}, "at most", id="filter-long"
+    ),
+    pytest.param(None, {"url": "/" + "x" * URL_MAX}, {"url"}, "at most", id="url-long"),
+    pytest.param(None, {"filter": "(" * 10_000}, {"filter"}, "at most", id="filter-10000-parens"),
+    pytest.param(None, {"filter": "(" * 4000}, {"filter"}, "nested too deeply", id="filter-deep"),
 ]
 
 
