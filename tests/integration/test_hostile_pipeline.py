@@ -7,7 +7,9 @@ the real pipeline among good ones. What must hold:
 - every accepted event's jobs (one per webhook) are recorded exactly once, Complete or
   Failed with a summary, and none stays Queued;
 - every refused event is dead-lettered by the router with a reason and makes no job;
-- no good neighbour is lost.
+- no good neighbour is lost;
+- each answer leaves what it must: NUL made U+FFFD and said, a run number read from an
+  answer in many chunks, a huge one cut and marked `[truncated]`, a 404 Failed.
 
 Bounded: 30 events to 6 webhooks per seed, a few seconds each. The seeds are fixed so a
 failure can be replayed; `HOSTILE_SEEDS=1,2,3` runs others."""
@@ -125,6 +127,19 @@ def accepted(raw: bytes) -> str | None:
     return event.id
 
 
+EXPECTED = {
+    "plain": ("Complete", "200 OK", "12"),
+    "raw nul": ("Complete", "200 OK (answer altered: 2 NUL replaced by U+FFFD)", "13"),
+    "escaped nul": ("Complete", "200 OK", "14"),
+    "control": ("Complete", "200 OK", None),
+    "not utf-8": ("Complete", "200 OK", None),
+    "chunks": ("Complete", "200 OK", "16"),
+    "huge": ("Complete", "200 OK", None),
+    "404": ("Failed", "404 Not Found (answer altered: 1 NUL replaced by U+FFFD)", None),
+    RETRIED: ("Complete", "200 OK", "12"),
+}
+"""What each answer must leave in its job: status, summary and run number."""
+
 SEEN: set[str] = set()
 
 
@@ -197,8 +212,14 @@ async def test_every_accepted_event_is_recorded_once_and_every_refused_one_dead_
     for r in rows:
         assert r["status"] in ("Complete", "Failed"), f"{context}: {r['id']} is {r['status']}"
         assert r["summary"], f"{context}: job {r['id']} has no summary"
-        if r["status"] == "Complete":
-            assert r["response_status"] == 200
+        # and each answer is recorded as the endpoint gave it, made storable
+        kind = orjson.loads(r["request_content"])["answers"][int(r["url"].rsplit("/", 1)[1])]
+        expected = EXPECTED[kind]
+        where = f"{context}: job {r['id']} answered {kind!r}"
+        assert (r["status"], r["summary"], r["run_id"]) == expected, where
+        assert "\x00" not in (r["response_content"] or ""), where
+        if kind == "huge":
+            assert r["response_content"].endswith("\n[truncated]"), where
     assert await eventually(lambda: _refused_in_dead(stack, refused), timeout=15), context
 
 
