@@ -100,6 +100,13 @@ class Settings(BaseSettings):
     circuit_cooldown: float = Field(
         default=30.0, description="Seconds an open circuit defers deliveries before a trial."
     )
+    max_message_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Most bytes in one message the roles publish, under the broker's "
+        "`max_message_size` (RabbitMQ 3.10: 128 MiB); batches close before it, and an event "
+        "whose deliveries cannot fit is dead-lettered.",
+    )
     router_prefetch: int = Field(default=64, description="Events one router handles at once.")
     recorder_batch_size: int = Field(
         default=500, description="Most outcomes the recorder writes in one transaction."

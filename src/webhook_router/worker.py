@@ -6,13 +6,15 @@ deliveries the engine exemption covers (a relative webhook URL, to the engine's 
 A delivery is acknowledged only after its outcome (and, for a retry, the next attempt waiting
 in its TTL queue) was confirmed by the broker: a worker killed mid-POST loses nothing, the
 delivery comes back and is posted again under the same job id, which receivers get in
-`webhook-id` to drop duplicates.
+`webhook-id` to drop duplicates. An outcome too large for a message goes without the request
+body, which the job's Queued record holds already.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import time
 from collections.abc import Awaitable
 from dataclasses import replace
@@ -30,13 +32,22 @@ from aio_pika.abc import (
 
 from webhook_router import __version__, broker, metrics
 from webhook_router.answers import read_answer
-from webhook_router.batching import Batcher
+from webhook_router.batching import Batcher, TooLarge
 from webhook_router.cache import WebhookCache
 from webhook_router.classify import Decision, Verdict, classify
 from webhook_router.isolation import AT_LIMIT, EndpointGuard, endpoint_of
-from webhook_router.jobs import Attempt, Delivery, Outcome, Status, utcnow
+from webhook_router.jobs import (
+    Attempt,
+    Delivery,
+    Outcome,
+    Status,
+    Unreadable,
+    bounded_summary,
+    storable,
+    utcnow,
+)
 from webhook_router.runs import run_id_of
-from webhook_router.service import InFlight, dead_letter
+from webhook_router.service import InFlight, dead_letter, dead_letter_item
 from webhook_router.settings import Settings, parse_schedule
 from webhook_router.signing import signature_headers
 from webhook_router.ssrf import AddressPolicy, EngineExemption, guarded_connector, refusal_of
@@ -53,6 +64,8 @@ from webhook_router.topology import (
 log = structlog.get_logger(__name__)
 
 USER_AGENT = f"webhook-router/{__version__}"
+LARGE_BODY = 2**20
+"""Bodies above this are posted from a buffer, in chunks (aiohttp warns of raw ones)."""
 
 
 class Worker:
@@ -92,7 +105,9 @@ class Worker:
         self.connection = await broker.connect(s.amqp_url, name="worker")
         channel = await broker.channel(self.connection, prefetch=s.worker_concurrency)
         self.topology = await declare(channel, self.names, self.schedule)
-        self.batcher = Batcher(lambda: self._results(), lambda _: RECORD_KEY)
+        self.batcher = Batcher(
+            lambda: self._results(), lambda _: RECORD_KEY, max_bytes=s.max_message_bytes
+        )
         self._consumer_tags = [
             (queue, await queue.consume(self.on_delivery)) for queue in self.topology.deliver_queues
         ]
@@ -135,16 +150,34 @@ class Worker:
 
     async def on_delivery(self, message: AbstractIncomingMessage) -> None:
         """One message holds one or more deliveries (the router batches them under load);
-        it is acknowledged once every one of them was posted and reported, or deferred."""
+        it is acknowledged once every one of them was posted and reported, or deferred. An
+        item that is no delivery is dead-lettered alone; the others are posted."""
         assert self.topology is not None
         with self.inflight.hold():
             try:
-                deliveries = Delivery.decode_batch(message.body)
+                items = Delivery.decode_each(message.body)
             except (ValueError, TypeError) as exc:
                 await dead_letter(
                     self.topology.dead, message, role=self.name, reason=f"bad delivery: {exc}"
                 )
                 await message.ack()
+                return
+            deliveries = [item for item in items if isinstance(item, Delivery)]
+            try:
+                for item in items:
+                    if isinstance(item, Unreadable):
+                        await dead_letter_item(
+                            self.topology.dead,
+                            item.item,
+                            role=self.name,
+                            reason=item.reason,
+                            routing_key=message.routing_key,
+                            message_id=message.message_id,
+                        )
+            except Exception:
+                log.exception("bad deliveries not dead-lettered")
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
                 return
             try:
                 await asyncio.gather(*(self.deliver(d) for d in deliveries))
@@ -227,7 +260,7 @@ class Worker:
         assert self.topology is not None
         assert self.batcher is not None
         outcome = outcome_of(delivery, attempt, decision)
-        publishes: list[Awaitable[None]] = [self.batcher.add(outcome)]
+        publishes: list[Awaitable[None]] = [self.send_outcome(outcome)]
         if decision.verdict is Verdict.RETRY:
             assert decision.delay is not None
             publishes.append(
@@ -263,6 +296,21 @@ class Worker:
             duration_ms=round(attempt.duration_ms, 1),
         )
 
+    async def send_outcome(self, outcome: Outcome) -> None:
+        """Hand the outcome to the recorder. One too large for a message (a large event
+        with a large answer) goes without the request body, which the job's Queued record
+        holds already."""
+        assert self.batcher is not None
+        try:
+            await self.batcher.add(outcome)
+        except TooLarge:
+            log.warning(
+                "outcome sent without its request body",
+                job_id=outcome.delivery.job_id,
+                event_id=outcome.delivery.event_id,
+            )
+            await self.batcher.add(replace(outcome, delivery=replace(outcome.delivery, body="")))
+
     async def headers_for(self, delivery: Delivery, body: bytes) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "webhook-id": delivery.job_id}
         if delivery.auth_strategy != "Signature" or delivery.to_engine:
@@ -294,8 +342,10 @@ class Worker:
         headers: dict[str, str] = {}
         try:
             headers = await self.headers_for(delivery, body)
+            # a body above 1 MiB is streamed from a buffer, as aiohttp asks, not written whole
+            data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > LARGE_BODY else body
             async with session.post(
-                delivery.url, data=body, headers=headers, allow_redirects=False
+                delivery.url, data=data, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
@@ -337,11 +387,19 @@ class Worker:
 
 
 def outcome_of(delivery: Delivery, attempt: Attempt, decision: Decision) -> Outcome:
-    """The job's new state after an attempt and its decision."""
-    content = attempt.response_content
+    """The job's new state after an attempt and its decision, its text made storable:
+    NUL in the answer or the error replaced by U+FFFD, which the summary then says."""
+    content, replaced = storable(attempt.response_content)
+    error, replaced_in_error = storable(attempt.error)
+    if replaced or replaced_in_error:
+        attempt = replace(attempt, response_content=content, error=error)
     summary = decision.summary
-    if attempt.error and decision.verdict is not Verdict.COMPLETE and attempt.error not in summary:
-        summary = f"{summary}: {attempt.error}"
+    if error and decision.verdict is not Verdict.COMPLETE and error not in summary:
+        summary = f"{summary}: {error}"
+    summary = storable(summary)[0] or ""
+    if replaced:
+        summary = f"{summary} (answer altered: {replaced} NUL replaced by U+FFFD)"
+    summary = bounded_summary(summary)
     base = Outcome(
         delivery,
         Status.FAILED,
