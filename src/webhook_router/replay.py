@@ -16,7 +16,7 @@ import structlog
 from webhook_router.events import EventInvalid, parse_event
 from webhook_router.jobs import Status
 from webhook_router.models import Job
-from webhook_router.router import plan, publish_jobs
+from webhook_router.planning import plan, publish_jobs
 from webhook_router.store import JobFilter, Store
 from webhook_router.topology import Topology
 from webhook_router.webhooks import Match, match_one
