@@ -721,3 +721,28 @@ async def test_without_database_or_broker_the_api_answers_503(stack: Stack) -> N
     finally:
         await runner.cleanup()
         await api.close()
+
+
+async def test_an_undeclared_method_gets_405_with_exactly_the_declared_ones(stack: Stack) -> None:
+    replay = await call(stack, "GET", f"{V1}/webhookJobs/replay")
+    assert replay.status == 405, "not taken for a job id"
+    assert replay.headers["Allow"] == "POST"
+    one = await call(stack, "PATCH", f"{V1}/webhooks/x")
+    assert one.status == 405 and set(one.headers["Allow"].split(",")) == {"GET", "PUT", "DELETE"}
+    assert (await call(stack, "DELETE", f"{V1}/webhookJobs")).headers["Allow"] == "GET"
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/webhookJobs", {"stauts": "failed"}),
+        ("/webhookJobs", {"status": "failed", "limit": "5", "offset": "5"}),
+        ("/webhooks", {"kapp": "services"}),
+    ],
+)
+async def test_an_unknown_query_parameter_gets_422_naming_it(
+    stack: Stack, path: str, query: dict[str, str]
+) -> None:
+    answer = await call(stack, "GET", V1 + path, query=query)
+    assert answer.status == 422, "a misspelt filter must not list everything"
+    assert answer.fields() == {k for k in query if k not in ("status", "limit")}
