@@ -62,12 +62,21 @@ class JobPage:
 
 
 class Admin:
-    def __init__(self, settings: Settings, store: Store, *, who: str = "api") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        who: str = "api",
+        topology: Topology | None = None,
+    ) -> None:
+        """`topology`: publish there and never connect (the in-memory one of testing.py)."""
         self.settings = settings
         self.store = store
         self.who = who
         self.connection: AbstractRobustConnection | None = None
-        self._topology: Topology | None = None
+        self._topology = topology
+        self._given = topology is not None
         self._connecting = asyncio.Lock()
 
     # the broker link
@@ -75,6 +84,8 @@ class Admin:
     async def topology(self) -> Topology:
         """Connect on first use; one caller connects while the others wait for it."""
         async with self._connecting:
+            if self._given and self._topology is not None:
+                return self._topology
             if self._topology is None or self.connection is None or self.connection.is_closed:
                 self.connection = await broker.connect(self.settings.amqp_url, name=self.who)
                 channel = await broker.channel(self.connection)
