@@ -17,7 +17,6 @@ from datetime import datetime
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 
-from webhook_router import broker
 from webhook_router.models import (
     InputInvalid,
     Job,
@@ -27,9 +26,10 @@ from webhook_router.models import (
     encode_token,
 )
 from webhook_router.replay import ReplayRefused, ReplayResult, replay_failed, replay_job
+from webhook_router.service import link
 from webhook_router.settings import Settings
 from webhook_router.store import JobFilter, Store
-from webhook_router.topology import Topology, declare
+from webhook_router.topology import Topology
 from webhook_router.webhooks import Webhook, WebhookInvalid, check_definition
 
 log = structlog.get_logger(__name__)
@@ -87,9 +87,7 @@ class Admin:
             if self._given and self._topology is not None:
                 return self._topology
             if self._topology is None or self.connection is None or self.connection.is_closed:
-                self.connection = await broker.connect(self.settings.amqp_url, name=self.who)
-                channel = await broker.channel(self.connection)
-                self._topology = await declare(channel, self.settings.names, self.settings.schedule)
+                self.connection, self._topology = await link(self.settings, self.who)
             return self._topology
 
     async def _publishing(self, what: str) -> Topology:

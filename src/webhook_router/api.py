@@ -43,6 +43,7 @@ from webhook_router.models import (
 )
 from webhook_router.openapi import OPERATIONS, PUBLIC_PATHS, Operation, document
 from webhook_router.publisher import Publisher
+from webhook_router.service import SideTasks
 from webhook_router.settings import Settings
 from webhook_router.store import JobFilter, Store
 from webhook_router.topology import Topology
@@ -402,6 +403,7 @@ class ApiRole:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.api = Api(settings, store)
         self.settings = settings
+        self.side = SideTasks(self.name)
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -411,7 +413,7 @@ class ApiRole:
         log.info("api listening", url=f"http://{self.settings.api_host}:{self.settings.api_port}")
 
     def ready(self) -> bool:
-        return self._runner is not None
+        return self._runner is not None and self.side.alive
 
     async def stop(self, deadline: float) -> None:
         if self._runner is not None:

@@ -78,12 +78,8 @@ async def _open_store(settings: Settings) -> Store:
 
 
 async def _run(args: argparse.Namespace, settings: Settings, names: Sequence[str]) -> None:
-    from webhook_router.api import ApiRole
-    from webhook_router.recorder import Recorder
-    from webhook_router.router import Router
-    from webhook_router.runtime import health_app, run_roles, serve
-    from webhook_router.service import Role
-    from webhook_router.worker import Worker
+    from webhook_router.roles import build_roles
+    from webhook_router.runtime import RoleDied, health_app, run_roles, serve
 
     if getattr(args, "migrate", False):
         await _ensure_database(settings)
@@ -91,16 +87,7 @@ async def _run(args: argparse.Namespace, settings: Settings, names: Sequence[str
     if getattr(args, "migrate", False):
         applied = await store.migrate(st.pool)
         log.info("migrations applied", applied=applied)
-    roles: list[Role] = []
-    for name in names:
-        if name == "router":
-            roles.append(Router(settings, st))
-        elif name == "worker":
-            roles.append(Worker(settings, st))
-        elif name == "recorder":
-            roles.append(Recorder(settings, st))
-        elif name == "api":
-            roles.append(ApiRole(settings, st))
+    roles = build_roles(names, settings, st)
     health = None
     if getattr(args, "health_port", 0):
         from webhook_router.metrics import QueueDepths
@@ -115,6 +102,8 @@ async def _run(args: argparse.Namespace, settings: Settings, names: Sequence[str
         demo_task = asyncio.create_task(run_demo(settings, st, roles))
     try:
         await run_roles(roles, drain=settings.drain_timeout, stop=stop)
+    except RoleDied as exc:
+        raise CommandError(f"stopped: a background task died ({exc})") from None
     finally:
         if demo_task is not None:
             demo_task.cancel()

@@ -18,10 +18,10 @@ from webhook_router.cache import WebhookCache
 from webhook_router.events import Event, EventInvalid, parse_event
 from webhook_router.jobs import Status
 from webhook_router.planning import Batchers, plan, publish_jobs
-from webhook_router.service import InFlight, dead_letter
-from webhook_router.settings import Settings, parse_schedule
+from webhook_router.service import InFlight, SideTasks, dead_letter, link
+from webhook_router.settings import Settings
 from webhook_router.store import Store
-from webhook_router.topology import Names, Topology, declare
+from webhook_router.topology import Topology
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +31,8 @@ class Router:
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
-        self.names = Names(settings.namespace, settings.delivery_shards)
+        self.names = settings.names
+        self.side = SideTasks(self.name)
         self.cache = WebhookCache(store, settings.database_url, settings.webhook_refresh)
         self.inflight = InFlight()
         self.acks = Acks()
@@ -41,18 +42,16 @@ class Router:
         self.batchers: Batchers | None = None
 
     async def start(self) -> None:
-        await self.cache.start()
-        self.connection = await broker.connect(self.settings.amqp_url, name="router")
-        channel = await broker.channel(self.connection, prefetch=self.settings.router_prefetch)
-        self.topology = await declare(
-            channel, self.names, parse_schedule(self.settings.retry_schedule)
+        self.side.watch(await self.cache.start())
+        self.connection, self.topology = await link(
+            self.settings, self.name, prefetch=self.settings.router_prefetch
         )
         self.batchers = Batchers.of(self.topology)
         self._consumer_tag = await self.topology.router.consume(self.on_event)
         log.info("router started", queue=self.names.router)
 
     def ready(self) -> bool:
-        return broker.connected(self.connection)
+        return broker.connected(self.connection) and self.side.alive
 
     async def stop(self, deadline: float) -> None:
         if self.topology is not None and self._consumer_tag is not None:
@@ -61,6 +60,7 @@ class Router:
         if self.batchers is not None:
             await self.batchers.drain()
         await self.acks.drain()
+        await self.side.stop()
         await self.cache.stop()
         if self.connection is not None:
             await self.connection.close()

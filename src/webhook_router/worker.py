@@ -34,17 +34,15 @@ from webhook_router.classify import Decision, Verdict, classify
 from webhook_router.isolation import AT_LIMIT, EndpointGuard, endpoint_of
 from webhook_router.jobs import Attempt, Delivery, Outcome, Status, utcnow
 from webhook_router.runs import run_id_of
-from webhook_router.service import InFlight, dead_letter
-from webhook_router.settings import Settings, parse_schedule
+from webhook_router.service import InFlight, SideTasks, dead_letter, link
+from webhook_router.settings import Settings
 from webhook_router.signing import signature_headers
 from webhook_router.ssrf import AddressPolicy, guarded_connector, refusal_of
 from webhook_router.store import Store
 from webhook_router.topology import (
     RECORD_KEY,
     RETRY_HEADER,
-    Names,
     Topology,
-    declare,
     delay_name,
 )
 
@@ -58,8 +56,9 @@ class Worker:
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
-        self.names = Names(settings.namespace, settings.delivery_shards)
-        self.schedule = parse_schedule(settings.retry_schedule)
+        self.names = settings.names
+        self.schedule = settings.schedule
+        self.side = SideTasks(self.name)
         self.cache = WebhookCache(store, settings.database_url, settings.webhook_refresh)
         self.guard = EndpointGuard(
             settings.endpoint_concurrency, settings.circuit_threshold, settings.circuit_cooldown
@@ -80,16 +79,14 @@ class Worker:
 
     async def start(self) -> None:
         s = self.settings
-        await self.cache.start()
+        self.side.watch(await self.cache.start())
         self.session = aiohttp.ClientSession(
             connector=guarded_connector(self.policy, limit=0, ttl_dns_cache=60),
             timeout=aiohttp.ClientTimeout(total=s.request_timeout, sock_connect=s.connect_timeout),
             headers={"User-Agent": USER_AGENT},
             trust_env=False,
         )
-        self.connection = await broker.connect(s.amqp_url, name="worker")
-        channel = await broker.channel(self.connection, prefetch=s.worker_concurrency)
-        self.topology = await declare(channel, self.names, self.schedule)
+        self.connection, self.topology = await link(s, self.name, prefetch=s.worker_concurrency)
         self.batcher = Batcher(lambda: self._results(), lambda _: RECORD_KEY)
         self._consumer_tags = [
             (queue, await queue.consume(self.on_delivery)) for queue in self.topology.deliver_queues
@@ -101,7 +98,7 @@ class Worker:
         return self.topology.results
 
     def ready(self) -> bool:
-        return broker.connected(self.connection)
+        return broker.connected(self.connection) and self.side.alive
 
     async def stop(self, deadline: float) -> None:
         await broker.cancel(self._consumer_tags)
@@ -112,6 +109,7 @@ class Worker:
             await self.connection.close()
         if self.session is not None:
             await self.session.close()
+        await self.side.stop()
         await self.cache.stop()
 
     async def on_delivery(self, message: AbstractIncomingMessage) -> None:
