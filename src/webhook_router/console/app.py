@@ -46,6 +46,7 @@ from webhook_router.models import (
     parse_time,
     text_problem,
 )
+from webhook_router.models import Webhook as WebhookView
 from webhook_router.settings import Settings
 from webhook_router.store import JobFilter, Store
 from webhook_router.webhooks import AUTH_STRATEGIES, Webhook
@@ -587,57 +588,31 @@ class Console:
         )
 
     @staticmethod
-    def _values_of(webhook: Webhook) -> dict[str, Any]:
-        return {
-            "name": webhook.name,
-            "kapp": webhook.kapp or "",
-            "type": webhook.type,
-            "event": webhook.event,
-            "filter": webhook.filter or "",
-            "url": webhook.url,
-            "authStrategy": webhook.auth_strategy or "",
-            "enabled": webhook.enabled,
-        }
+    def _values_of(webhook: Webhook | None, kapp: str = "") -> dict[str, Any]:
+        """The edit form's values: the model's fields (as on the wire), the kapp, enabled."""
+        if webhook is None:
+            return dict.fromkeys(WebhookChange.options(), "") | {"kapp": kapp, "enabled": True}
+        wire = WebhookView.of(webhook).wire()
+        fields = {k: wire[k] or "" for k in WebhookChange.options()}
+        return fields | {"kapp": webhook.kapp or "", "enabled": webhook.enabled}
 
     @staticmethod
     def _values_from(form: MultiDictProxy[Any]) -> dict[str, Any]:
-        return {
-            "name": (_text(form, "name") or "").strip(),
-            "kapp": (_text(form, "kapp") or "").strip(),
-            "type": _text(form, "type") or "",
-            "event": _text(form, "event") or "",
-            "filter": _text(form, "filter") or "",
-            "url": (_text(form, "url") or "").strip(),
-            "authStrategy": _text(form, "authStrategy") or "",
-            "enabled": _text(form, "enabled") == "on",
-        }
+        """As typed; every field but the filter trimmed (a filter may span lines)."""
+        values = {k: _text(form, k) or "" for k in [*WebhookChange.options(), "kapp"]}
+        values = {k: v if k == "filter" else v.strip() for k, v in values.items()}
+        return values | {"enabled": _text(form, "enabled") == "on"}
 
     @staticmethod
     def _change(values: dict[str, Any]) -> WebhookChange:
-        return WebhookChange.parse(
-            {
-                "name": values["name"],
-                "type": values["type"],
-                "event": values["event"],
-                "filter": values["filter"] if values["filter"].strip() else None,
-                "url": values["url"],
-                "authStrategy": values["authStrategy"] or None,
-                "enabled": values["enabled"],
-            }
-        )
+        """An empty filter or authentication is none."""
+        data = {k: values[k] for k in WebhookChange.options()} | {"enabled": values["enabled"]}
+        blank = {k: None for k in ("filter", "authStrategy") if not values[k].strip()}
+        return WebhookChange.parse(data | blank)
 
     async def new_webhook(self, request: web.Request) -> web.Response:
         space = request.match_info["space"]
-        values = {
-            "name": "",
-            "kapp": request.query.get("kapp", ""),
-            "type": "",
-            "event": "",
-            "filter": "",
-            "url": "",
-            "authStrategy": "",
-            "enabled": True,
-        }
+        values = self._values_of(None, request.query.get("kapp", ""))
         return self._edit_page(request, space, await self._spaces(space), values, webhook=None)
 
     async def create_webhook(self, request: web.Request) -> web.StreamResponse:
