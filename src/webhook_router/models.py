@@ -16,7 +16,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
 import orjson
 from pydantic import (
@@ -341,6 +341,13 @@ class WebhookChange(_Input):
             for key, info in cls.model_fields.items()
             if key in cls.DEFINITION and key != "enabled"
         }
+
+    @classmethod
+    def takes_text(cls, alias: str) -> bool:
+        """Whether the field is text; any other value (an object, a number) is JSON."""
+        [info] = [i for k, i in cls.model_fields.items() if (i.alias or k) == alias]
+        kinds = (info.annotation, *get_args(info.annotation))
+        return str in {get_args(t)[0] if get_origin(t) is Annotated else t for t in kinds}
 
     def changes(self) -> dict[str, Any]:
         """The definition's fields this body sets, as `webhooks.Webhook` attributes."""
