@@ -264,7 +264,11 @@ Ignored = Annotated[Any, _IGNORED]
 class WebhookChange(_Input):
     """The fields a body sets; absent ones keep their value (an update) or their default."""
 
-    name: Annotated[Name | None, Field(description="Unique in its scope; not `.` or `..`.")] = None
+    name: Annotated[
+        Name | None,
+        WithJsonSchema({**TEXT_SCHEMA, "minLength": 1, "maxLength": NAME_MAX}),
+        Field(description="Unique in its scope; not `.` or `..`."),
+    ] = None
     type: Annotated[
         str | None,
         WithJsonSchema({"type": "string", "enum": TYPES}),
@@ -292,7 +296,7 @@ class WebhookChange(_Input):
         WithJsonSchema({"type": ["string", "null"], "enum": ["Signature", None]}),
         Field(description="`Signature` to sign each POST (Standard Webhooks), or null."),
     ] = None
-    enabled: bool | None = None
+    enabled: Annotated[bool | None, WithJsonSchema({"type": "boolean"})] = None
     id: Ignored = None
     secret: Ignored = None
     previous_secret_until: Ignored = None
