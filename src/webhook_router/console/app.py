@@ -210,7 +210,17 @@ class Console:
                     "the form's CSRF token is missing or wrong: reload the page and try again",
                     wants_json,
                 )
-        return await handler(request)
+        try:
+            return await handler(request)
+        except NotFound as exc:
+            return self.render(
+                request,
+                "error.html",
+                status=404,
+                space=request.match_info.get("space"),
+                title="Not found",
+                message=str(exc),
+            )
 
     async def _security_headers(self, request: web.Request, response: web.StreamResponse) -> None:
         response.headers.setdefault("Content-Security-Policy", CSP)
@@ -253,11 +263,6 @@ class Console:
             **context,
         )
         return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
-
-    def not_found(self, request: web.Request, space: str, what: str) -> web.Response:
-        return self.render(
-            request, "error.html", status=404, space=space, title="Not found", message=what
-        )
 
     async def _spaces(self, space: str) -> list[str]:
         known = await self.store.known_spaces()
@@ -475,17 +480,16 @@ class Console:
             webhook_names=sorted({w.name for w in webhooks}),
         )
 
-    async def _job(self, request: web.Request) -> Job | None:
+    async def _job(self, request: web.Request) -> Job:
+        """The job of the path, if it is of the space (NotFound: the guard's 404 page)."""
         try:
             return await self.admin.find_job(request.match_info["id"], request.match_info["space"])
         except NotFound:
-            return None
+            raise NotFound("There is no such job in this space.") from None
 
     async def job(self, request: web.Request) -> web.Response:
         space = request.match_info["space"]
         row = await self._job(request)
-        if row is None:
-            return self.not_found(request, space, "There is no such job in this space.")
         attempts = (await self.admin.job_detail(row)).attempt_history
         follow = request.query.get("follow", "")
         following = follow.isdigit() and len(follow) < 10 and row.replay <= int(follow)
@@ -510,8 +514,6 @@ class Console:
         space = request.match_info["space"]
         session = self._session(request)
         row = await self._job(request)
-        if row is None:
-            return self.not_found(request, space, "There is no such job in this space.")
         here = space_url(space, "jobs", str(row.id))
         try:
             async with asyncio.timeout(BROKER_WAIT):
@@ -531,13 +533,11 @@ class Console:
 
     # webhooks
 
-    async def _webhook(self, request: web.Request) -> Webhook | None:
-        try:
-            return await self.admin.webhook_in_space(
-                request.match_info["space"], request.match_info["id"]
-            )
-        except NotFound:
-            return None
+    async def _webhook(self, request: web.Request) -> Webhook:
+        """The webhook of the path, if it is of the space (NotFound: the guard's 404 page)."""
+        return await self.admin.webhook_in_space(
+            request.match_info["space"], request.match_info["id"]
+        )
 
     async def webhooks(self, request: web.Request) -> web.Response:
         space = request.match_info["space"]
@@ -649,8 +649,6 @@ class Console:
     async def edit_webhook(self, request: web.Request) -> web.Response:
         space = request.match_info["space"]
         webhook = await self._webhook(request)
-        if webhook is None:
-            return self.not_found(request, space, "There is no such webhook in this space.")
         return self._edit_page(
             request, space, await self._spaces(space), self._values_of(webhook), webhook=webhook
         )
@@ -658,8 +656,6 @@ class Console:
     async def save_webhook(self, request: web.Request) -> web.StreamResponse:
         space = request.match_info["space"]
         current = await self._webhook(request)
-        if current is None:
-            return self.not_found(request, space, "There is no such webhook in this space.")
         values = self._values_from(await request.post())
         values["kapp"] = current.kapp or ""
         try:
@@ -673,8 +669,6 @@ class Console:
     async def set_enabled(self, request: web.Request) -> web.StreamResponse:
         space = request.match_info["space"]
         current = await self._webhook(request)
-        if current is None:
-            return self.not_found(request, space, "There is no such webhook in this space.")
         form = await request.post()
         enabled = _text(form, "enabled") == "true"
         saved = await self.admin.set_enabled(current, enabled, by="console")
@@ -688,8 +682,6 @@ class Console:
     async def rotate(self, request: web.Request) -> web.StreamResponse:
         space = request.match_info["space"]
         current = await self._webhook(request)
-        if current is None:
-            return self.not_found(request, space, "There is no such webhook in this space.")
         saved = await self.admin.rotate_secret(current, None, by="console")
         until = saved.previous_secret_until
         self._session(request).flash(
