@@ -33,9 +33,12 @@ class WebhookCache:
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
 
-    async def start(self) -> None:
+    async def start(self) -> asyncio.Task[None]:
+        """Load the webhooks, then keep them current; returns the watcher's task, which
+        the role supervises."""
         await self.reload()
         self._task = asyncio.create_task(self._watch(), name="webhook-cache")
+        return self._task
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -6,25 +6,38 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import secrets
 import shutil
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
 import structlog
 
 from webhook_router import __version__, broker, logs, store
+from webhook_router.admin import REQUIRED, Admin, BrokerUnavailable, Conflict, NotFound
 from webhook_router.events import EventInvalid
-from webhook_router.settings import Settings, parse_schedule
+from webhook_router.models import (
+    InputInvalid,
+    JobDetail,
+    Webhook,
+    WebhookChange,
+    WebhookWithSecret,
+    parse_status,
+    parse_time,
+)
+from webhook_router.replay import ReplayResult
+from webhook_router.settings import Settings
 from webhook_router.store import JobFilter, Store
-from webhook_router.webhooks import WebhookInvalid, check_definition
+from webhook_router.webhooks import Webhook as WebhookDefinition
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 
@@ -35,6 +48,13 @@ class CommandError(Exception):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from None
 
 
 def _print_json(data: Any) -> None:
@@ -144,12 +164,8 @@ async def _announce(roles: Sequence[Any], settings: Settings, generated: str | N
 
 
 async def _run(args: argparse.Namespace, settings: Settings, names: Sequence[str]) -> None:
-    from webhook_router.api import ApiRole
-    from webhook_router.recorder import Recorder
-    from webhook_router.router import Router
-    from webhook_router.runtime import health_app, run_roles, serve
-    from webhook_router.service import Role
-    from webhook_router.worker import Worker
+    from webhook_router.roles import build_roles
+    from webhook_router.runtime import RoleDied, health_app, run_roles, serve
 
     if getattr(args, "migrate", False):
         await _ensure_database(settings)
@@ -157,25 +173,12 @@ async def _run(args: argparse.Namespace, settings: Settings, names: Sequence[str
     if getattr(args, "migrate", False):
         applied = await store.migrate(st.pool)
         log.info("migrations applied", applied=applied)
-    roles: list[Role] = []
-    for name in names:
-        if name == "router":
-            roles.append(Router(settings, st))
-        elif name == "worker":
-            roles.append(Worker(settings, st))
-        elif name == "recorder":
-            roles.append(Recorder(settings, st))
-        elif name == "api":
-            roles.append(ApiRole(settings, st))
+    roles = build_roles(names, settings, st)
     health = None
     if getattr(args, "health_port", 0):
         from webhook_router.metrics import QueueDepths
-        from webhook_router.topology import Names
 
-        depths = QueueDepths(
-            Names(settings.namespace, settings.delivery_shards),
-            parse_schedule(settings.retry_schedule),
-        )
+        depths = QueueDepths(settings.names, settings.schedule)
         health = await serve(health_app(roles, depths), settings.api_host, args.health_port)
     stop = asyncio.Event()
     beside = None
@@ -187,6 +190,8 @@ async def _run(args: argparse.Namespace, settings: Settings, names: Sequence[str
         beside = asyncio.create_task(_announce(roles, settings, getattr(args, "token", None)))
     try:
         await run_roles(roles, drain=settings.drain_timeout, stop=stop)
+    except RoleDied as exc:
+        raise CommandError(f"stopped: a background task died ({exc})") from None
     finally:
         if beside is not None:
             beside.cancel()
@@ -291,7 +296,7 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> None:
         raise CommandError(str(exc), EXIT_UNAVAILABLE) from None
 
 
-# webhooks
+# webhooks and jobs: each command parses its arguments, calls an admin action, prints
 
 
 def _with_store(settings: Settings, work: Callable[[Store], Awaitable[Any]]) -> Any:
@@ -305,115 +310,91 @@ def _with_store(settings: Settings, work: Callable[[Store], Awaitable[Any]]) -> 
     return asyncio.run(go())
 
 
-def _webhook_row(w: Any) -> list[Any]:
-    return [w.name, w.kapp or "-", w.type, w.event, "yes" if w.enabled else "no", w.url]
+def _with_admin(settings: Settings, work: Callable[[Admin], Awaitable[T]]) -> T:
+    """Run an admin action; its refusals become one line and an exit code."""
+
+    async def go(st: Store) -> T:
+        admin = Admin(settings, st, who="cli")
+        try:
+            return await work(admin)
+        except InputInvalid as exc:
+            for e in exc.errors:
+                print(f"{e['field']}: {e['message']}", file=sys.stderr)
+            raise CommandError(f"{exc.message}; nothing was saved", EXIT_USAGE) from None
+        except (NotFound, Conflict) as exc:
+            raise CommandError(str(exc)) from None
+        except BrokerUnavailable as exc:
+            raise CommandError(str(exc), EXIT_UNAVAILABLE) from None
+        finally:
+            await admin.close()
+
+    result: T = _with_store(settings, go)
+    return result
 
 
-def _definition_error(exc: WebhookInvalid) -> CommandError:
-    for e in exc.errors:
-        print(f"{e['field']}: {e['message']}", file=sys.stderr)
-    return CommandError("the webhook is not valid; nothing was saved", EXIT_USAGE)
+def _time(option: str, text: str | None) -> datetime | None:
+    try:
+        return None if text is None else parse_time(text)
+    except ValueError as exc:
+        raise CommandError(f"{option} {exc}: {text!r}", EXIT_USAGE) from None
+
+
+def _change(args: argparse.Namespace) -> WebhookChange:
+    """The webhook fields given on the command line (options named after the model's)."""
+    data = {k: getattr(args, k) for k in WebhookChange.options() if getattr(args, k) is not None}
+    if getattr(args, "disabled", False) or getattr(args, "disable", False):
+        data["enabled"] = False
+    if getattr(args, "enable", False):
+        data["enabled"] = True
+    try:
+        return WebhookChange.parse(data)
+    except InputInvalid as exc:
+        for e in exc.errors:
+            print(f"{e['field']}: {e['message']}", file=sys.stderr)
+        raise CommandError("the webhook is not valid; nothing was saved", EXIT_USAGE) from None
 
 
 def cmd_webhooks_list(args: argparse.Namespace, settings: Settings) -> None:
-    from webhook_router.api import webhook_json
-
     webhooks = _with_store(settings, lambda st: st.scope_webhooks(args.space, args.kapp))
     if args.json:
-        _print_json({"webhooks": [webhook_json(w) for w in webhooks]})
-    else:
-        _table(
-            [_webhook_row(w) for w in webhooks], ["NAME", "KAPP", "TYPE", "EVENT", "ENABLED", "URL"]
-        )
+        _print_json({"webhooks": [Webhook.of(w).wire() for w in webhooks]})
+        return
+    rows = [
+        [w.name, w.kapp or "-", w.type, w.event, "yes" if w.enabled else "no", w.url]
+        for w in webhooks
+    ]
+    _table(rows, ["NAME", "KAPP", "TYPE", "EVENT", "ENABLED", "URL"])
 
 
 def cmd_webhooks_show(args: argparse.Namespace, settings: Settings) -> None:
-    from webhook_router.api import webhook_json
-
-    webhook = _with_store(settings, lambda st: st.get_webhook(args.space, args.kapp, args.name))
-    if webhook is None:
-        raise CommandError(f"no webhook named {args.name!r}")
-    _print_json({"webhook": webhook_json(webhook, with_secret=True)})
+    webhook = _with_admin(settings, lambda a: a.find_webhook(args.space, args.kapp, args.name))
+    _print_json({"webhook": WebhookWithSecret.of(webhook).wire()})
 
 
 def cmd_webhooks_create(args: argparse.Namespace, settings: Settings) -> None:
-    from webhook_router.api import webhook_json
-
-    fields = {
-        "name": args.name,
-        "type": args.type,
-        "event": args.event,
-        "filter": args.filter,
-        "url": args.url,
-        "auth_strategy": args.auth_strategy,
-    }
-    try:
-        check_definition(kapp=args.kapp, **fields)
-    except WebhookInvalid as exc:
-        raise _definition_error(exc) from None
-    created = _with_store(
-        settings,
-        lambda st: st.insert_webhook(
-            space=args.space, kapp=args.kapp, enabled=not args.disabled, **fields
-        ),
+    change = _change(args)
+    created = _with_admin(
+        settings, lambda a: a.create_webhook(args.space, args.kapp, change, by="cli")
     )
-    if created is None:
-        raise CommandError(f"a webhook named {args.name!r} already exists here")
-    _print_json({"webhook": webhook_json(created, with_secret=True)})
+    _print_json({"webhook": WebhookWithSecret.of(created).wire()})
 
 
 def cmd_webhooks_update(args: argparse.Namespace, settings: Settings) -> None:
-    from dataclasses import replace
+    change = _change(args)
 
-    from webhook_router.api import webhook_json
+    async def work(admin: Admin) -> WebhookDefinition:
+        current = await admin.find_webhook(args.space, args.kapp, args.current)
+        return await admin.update_webhook(current, change, by="cli")
 
-    async def work(st: Store) -> Any:
-        current = await st.get_webhook(args.space, args.kapp, args.name)
-        if current is None:
-            raise CommandError(f"no webhook named {args.name!r}")
-        changes: dict[str, Any] = {
-            k: v
-            for k, v in {
-                "name": args.new_name,
-                "type": args.type,
-                "event": args.event,
-                "filter": args.filter,
-                "url": args.url,
-                "auth_strategy": args.auth_strategy,
-            }.items()
-            if v is not None
-        }
-        if args.enable or args.disable:
-            changes["enabled"] = bool(args.enable)
-        changed = replace(current, **changes)
-        try:
-            check_definition(
-                kapp=changed.kapp,
-                name=changed.name,
-                type=changed.type,
-                event=changed.event,
-                filter=changed.filter,
-                url=changed.url,
-                auth_strategy=changed.auth_strategy,
-            )
-        except WebhookInvalid as exc:
-            raise _definition_error(exc) from None
-        saved = await st.update_webhook(changed)
-        if saved is None:
-            raise CommandError(f"a webhook named {changed.name!r} already exists here")
-        return saved
-
-    _print_json({"webhook": webhook_json(_with_store(settings, work), with_secret=True)})
+    _print_json({"webhook": WebhookWithSecret.of(_with_admin(settings, work)).wire()})
 
 
 def cmd_webhooks_delete(args: argparse.Namespace, settings: Settings) -> None:
-    async def work(st: Store) -> None:
-        current = await st.get_webhook(args.space, args.kapp, args.name)
-        if current is None:
-            raise CommandError(f"no webhook named {args.name!r}")
-        await st.delete_webhook(current.id)
+    async def work(admin: Admin) -> None:
+        current = await admin.find_webhook(args.space, args.kapp, args.name)
+        await admin.delete_webhook(current, by="cli")
 
-    _with_store(settings, work)
+    _with_admin(settings, work)
     print(f"deleted {args.name}")
 
 
@@ -426,55 +407,38 @@ def cmd_webhooks_install_defaults(args: argparse.Namespace, settings: Settings) 
     print(f"created {len(created)} webhooks" + (": " + ", ".join(created) if created else ""))
 
 
-# jobs
-
-
-def _when(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise CommandError(f"not an ISO 8601 date-time: {text!r}", EXIT_USAGE) from None
-    if value.tzinfo is None:
-        raise CommandError(f"give a time zone (e.g. Z) in {text!r}", EXIT_USAGE)
-    return value
-
-
 def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> None:
-    from webhook_router.api import job_json
-    from webhook_router.jobs import Status
-
-    statuses = {s.value.lower(): s.value for s in Status}
-    if args.status and args.status.lower() not in statuses:
-        raise CommandError(f"status must be one of {', '.join(statuses)}", EXIT_USAGE)
+    try:
+        status = parse_status(args.status) if args.status else None
+    except ValueError as exc:
+        raise CommandError(f"--status {exc}", EXIT_USAGE) from None
     f = JobFilter(
         space=args.space,
         kapp=args.kapp,
-        status=statuses[args.status.lower()] if args.status else None,
+        status=status,
         webhook=args.webhook,
         parent_type=args.parent_type,
         parent_key=args.parent_key,
-        start=_when(args.start),
-        end=_when(args.end),
+        start=_time("--start", args.start),
+        end=_time("--end", args.end),
         limit=args.limit,
     )
-    rows = _with_store(settings, lambda st: st.list_jobs(f))
+    jobs = _with_admin(settings, lambda a: a.jobs(f)).jobs
     if args.json:
-        _print_json({"webhookJobs": [job_json(r) for r in rows]})
+        _print_json({"webhookJobs": [j.wire() for j in jobs]})
         return
     _table(
         [
             [
-                str(r["id"]),
-                r["status"],
-                r["summary"],
-                r["run_id"],
-                r["webhook_name"],
-                f"{r['tree_group']} :: {r['tree_name']}",
-                r["scheduled_at"].isoformat(timespec="seconds"),
+                str(j.id),
+                j.status.value,
+                j.summary,
+                j.run_id,
+                j.name,
+                f"{j.tree_group} :: {j.tree_name}",
+                j.scheduled_at.isoformat(timespec="seconds"),
             ]
-            for r in rows
+            for j in jobs
         ],
         ["ID", "STATUS", "SUMMARY", "RUN", "WEBHOOK", "TREE", "SCHEDULED"],
     )
@@ -490,39 +454,16 @@ def _pretty(content: str | None) -> str:
 
 
 def cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> None:
-    from webhook_router.api import attempt_json, job_json
+    async def work(admin: Admin) -> JobDetail:
+        return await admin.job_detail(await admin.find_job(args.id))
 
-    async def work(st: Store) -> tuple[Any, list[Any]]:
-        row = await st.get_job(args.id)
-        if row is None:
-            raise CommandError(f"no webhook job {args.id!r}")
-        return row, await st.job_attempts(args.id)
-
-    row, attempts = _with_store(settings, work)
-    job = job_json(row) | {"attemptHistory": [attempt_json(a) for a in attempts]}
+    job = _with_admin(settings, work).wire()
     if args.json:
         _print_json({"webhookJob": job})
         return
-    for key in (
-        "id",
-        "status",
-        "summary",
-        "runId",
-        "name",
-        "type",
-        "event",
-        "treeGroup",
-        "treeName",
-        "url",
-        "eventId",
-        "retryCount",
-        "attempts",
-        "scheduledAt",
-        "createdAt",
-        "updatedAt",
-        "completedAt",
-    ):
-        print(f"{key + ':':<13} {'' if job[key] is None else job[key]}")
+    for key, value in job.items():
+        if key not in ("requestContent", "responseContent", "attemptHistory"):
+            print(f"{key + ':':<13} {'' if value is None else value}")
     print("\nrequest:\n" + _pretty(job["requestContent"]))
     print("\nresponse:\n" + _pretty(job["responseContent"]))
     for a in job["attemptHistory"]:
@@ -533,60 +474,22 @@ def cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> None:
         )
 
 
-async def _with_topology(settings: Settings, work: Callable[[Store, Any], Awaitable[Any]]) -> Any:
-    from webhook_router.topology import Names, declare
-
-    st = await _open_store(settings)
-    try:
-        try:
-            connection = await broker.connect(settings.amqp_url, name="cli")
-        except broker.BrokerUnavailable as exc:
-            raise CommandError(str(exc), EXIT_UNAVAILABLE) from None
-        async with connection:
-            channel = await broker.channel(connection)
-            topology = await declare(
-                channel,
-                Names(settings.namespace, settings.delivery_shards),
-                parse_schedule(settings.retry_schedule),
-            )
-            return await work(st, topology)
-    finally:
-        await st.pool.close()
-
-
 def cmd_jobs_retry(args: argparse.Namespace, settings: Settings) -> None:
-    from webhook_router.replay import ReplayRefused, replay_job
+    async def work(admin: Admin) -> ReplayResult:
+        return await admin.retry_job(await admin.find_job(args.id), by="cli")
 
-    async def work(st: Store, topology: Any) -> Any:
-        row = await st.get_job(args.id)
-        if row is None:
-            raise CommandError(f"no webhook job {args.id!r}")
-        try:
-            return await replay_job(st, topology, row, settings.engine_url)
-        except ReplayRefused as exc:
-            raise CommandError(f"the job cannot be retried: {exc}") from None
-
-    result = asyncio.run(_with_topology(settings, work))
+    result = _with_admin(settings, work)
     print(f"job {result.job_id} {result.status} -> {result.url}")
 
 
 def cmd_jobs_replay(args: argparse.Namespace, settings: Settings) -> None:
-    from webhook_router.replay import replay_failed
+    start, end = _time("--start", args.start), _time("--end", args.end)
 
-    async def work(st: Store, topology: Any) -> int:
-        return await replay_failed(
-            st,
-            topology,
-            settings.engine_url,
-            space=args.space,
-            kapp=args.kapp,
-            webhook=args.webhook,
-            start=_when(args.start),
-            end=_when(args.end),
-            dry_run=args.dry_run,
-        )
+    async def work(admin: Admin) -> int:
+        webhook = await admin.find_webhook(args.space, args.kapp, args.webhook)
+        return await admin.replay(webhook, start=start, end=end, dry_run=args.dry_run, by="cli")
 
-    count = asyncio.run(_with_topology(settings, work))
+    count = _with_admin(settings, work)
     print(f"{'would queue' if args.dry_run else 'queued'} {count} failed jobs")
 
 
@@ -689,6 +592,20 @@ def parser() -> argparse.ArgumentParser:
         )
         parser_.add_argument("--kapp", default=None, help="kapp slug for kapp-level webhooks")
 
+    def definition(parser_: argparse.ArgumentParser, *, create: bool) -> None:
+        """An option per field of the webhook model (`--new-name` renames on update)."""
+        for field, meaning in WebhookChange.options().items():
+            flag = re.sub("([A-Z])", lambda m: "-" + m.group(1).lower(), field)
+            text = WebhookChange.takes_text(field)
+            parser_.add_argument(
+                "--new-name" if field == "name" and not create else f"--{flag}",
+                dest=field,
+                metavar=flag.upper().replace("-", "_"),
+                required=create and field in REQUIRED,
+                type=str if text else _json_value,
+                help=meaning.replace("`", "'") + ("" if text else " (JSON)"),
+            )
+
     space_default = Settings().default_space
     wh = sub.add_parser(
         "webhooks",
@@ -706,23 +623,13 @@ def parser() -> argparse.ArgumentParser:
     w.set_defaults(func=cmd_webhooks_show)
     w = whs.add_parser("create", help="Create a webhook.")
     scoped(w, space_default)
-    w.add_argument("--name", required=True)
-    w.add_argument("--type", required=True, help="catalogue type, e.g. 'Submission'")
-    w.add_argument("--event", required=True, help="action, e.g. 'Submitted'")
-    w.add_argument("--url", required=True, help="URL template; a leading / goes to the engine")
-    w.add_argument("--filter", default=None, help="filter expression; empty means always")
-    w.add_argument("--auth-strategy", default=None, choices=["Signature"])
+    definition(w, create=True)
     w.add_argument("--disabled", action="store_true", help="create it disabled")
     w.set_defaults(func=cmd_webhooks_create)
     w = whs.add_parser("update", help="Change some fields of a webhook.")
     scoped(w, space_default)
-    w.add_argument("name")
-    w.add_argument("--new-name", default=None)
-    w.add_argument("--type", default=None)
-    w.add_argument("--event", default=None)
-    w.add_argument("--url", default=None)
-    w.add_argument("--filter", default=None)
-    w.add_argument("--auth-strategy", default=None, choices=["Signature"])
+    w.add_argument("current", metavar="name", help="the webhook's name now")
+    definition(w, create=False)
     toggle = w.add_mutually_exclusive_group()
     toggle.add_argument("--enable", action="store_true")
     toggle.add_argument("--disable", action="store_true")

@@ -32,10 +32,10 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from webhook_router import acks, broker, metrics
 from webhook_router.jobs import Outcome, Unreadable, without_contents
-from webhook_router.service import dead_letter, dead_letter_item
-from webhook_router.settings import Settings, parse_schedule
+from webhook_router.service import SideTasks, dead_letter, dead_letter_item, link
+from webhook_router.settings import Settings
 from webhook_router.store import Store, make_partitions
-from webhook_router.topology import RECORD_KEY, Names, Topology, declare
+from webhook_router.topology import RECORD_KEY, Topology
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +78,8 @@ class Recorder:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self.names = Names(settings.namespace, settings.delivery_shards)
+        self.names = settings.names
+        self.side = SideTasks(self.name)
         self.connection: AbstractRobustConnection | None = None
         self.topology: Topology | None = None
         self._consumer_tag: str | None = None
@@ -92,28 +93,28 @@ class Recorder:
 
     async def start(self) -> None:
         s = self.settings
-        self.connection = await broker.connect(s.amqp_url, name="recorder")
-        channel = await broker.channel(self.connection, prefetch=s.recorder_batch_size * 2)
-        self.topology = await declare(channel, self.names, parse_schedule(s.retry_schedule))
-        self._flusher = asyncio.create_task(self._flush_loop(), name="recorder-flush")
-        self._partitioner = asyncio.create_task(self._partition_loop(), name="partitions")
+        self.connection, self.topology = await link(
+            s, self.name, prefetch=s.recorder_batch_size * 2
+        )
+        self._flusher = self.side.start(self._flush_loop(), "recorder-flush")
+        self._partitioner = self.side.start(self._partition_loop(), "partitions")
         self._consumer_tag = await self.topology.record.consume(self.on_outcome)
         log.info("recorder started", queue=self.names.record)
 
     def ready(self) -> bool:
-        return broker.connected(self.connection)
+        return broker.connected(self.connection) and self.side.alive
 
     async def stop(self, deadline: float) -> None:
         if self.topology is not None and self._consumer_tag is not None:
             await broker.cancel([(self.topology.record, self._consumer_tag)])
         self._stopping = True
+        self.side.retire()
         self._arrived.set()
         if self._flusher is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._flusher), deadline)
             self._flusher.cancel()
-        if self._partitioner is not None:
-            self._partitioner.cancel()
+        await self.side.stop()
         if self.connection is not None:
             await self.connection.close()
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
 import structlog
 
 from webhook_router.events import EventInvalid, parse_event
 from webhook_router.jobs import Status
-from webhook_router.router import plan, publish_jobs
+from webhook_router.models import Job
+from webhook_router.planning import plan, publish_jobs
 from webhook_router.store import JobFilter, Store
 from webhook_router.topology import Topology
 from webhook_router.webhooks import Match, match_one
@@ -35,24 +35,22 @@ class ReplayResult:
     url: str | None
 
 
-async def replay_job(
-    store: Store, topology: Topology, job: asyncpg.Record, engine_url: str
-) -> ReplayResult:
-    if job["status"] not in (Status.FAILED, Status.CANCELLED):
+async def replay_job(store: Store, topology: Topology, job: Job, engine_url: str) -> ReplayResult:
+    if job.status not in (Status.FAILED, Status.CANCELLED):
         raise ReplayRefused(
-            f"only Failed or Cancelled jobs are retried; this one is {job['status']}"
+            f"only Failed or Cancelled jobs are retried; this one is {job.status.value}"
         )
-    webhook = await store.get_webhook_by_id(str(job["webhook_id"]))
+    webhook = await store.get_webhook_by_id(str(job.webhook_id))
     if webhook is None:
         raise ReplayRefused("its webhook was deleted")
-    if job["request_content"] is None:
+    if job.request_content is None:
         raise ReplayRefused("its event was not recorded")
     try:
-        event = parse_event(job["request_content"], fill=False)
+        event = parse_event(job.request_content, fill=False)
     except EventInvalid as exc:
         raise ReplayRefused(f"its recorded event is no longer valid: {exc}") from None
     match = match_one(webhook, event.body, engine_url, check_filter=False) or Match(webhook, None)
-    deliveries, outcomes = plan(event, [match], replay=job["replay"] + 1)
+    deliveries, outcomes = plan(event, [match], replay=job.replay + 1)
     await publish_jobs(topology, deliveries, outcomes)
     outcome = outcomes[0]
     log.info(
@@ -107,4 +105,4 @@ async def replay_failed(
             queued += 1
         if len(page) < 500:
             return queued
-        after = (page[-1]["scheduled_at"], str(page[-1]["id"]))
+        after = (page[-1].scheduled_at, str(page[-1].id))

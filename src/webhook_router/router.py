@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import orjson
 import structlog
@@ -26,95 +25,16 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from webhook_router import broker, metrics
 from webhook_router.acks import Acks
-from webhook_router.batching import MAX_BYTES, Batcher
 from webhook_router.cache import WebhookCache
-from webhook_router.events import (
-    Event,
-    EventInvalid,
-    derived_id,
-    iso_timestamp,
-    parse_event,
-)
-from webhook_router.jobs import (
-    Delivery,
-    Outcome,
-    Status,
-    bounded_summary,
-    job_id,
-    storable,
-    utcnow,
-)
-from webhook_router.service import InFlight, dead_letter
-from webhook_router.settings import Settings, parse_schedule
+from webhook_router.events import Event, EventInvalid, derived_id, iso_timestamp, parse_event
+from webhook_router.jobs import Outcome, Status
+from webhook_router.planning import Batchers, plan, publish_jobs
+from webhook_router.service import InFlight, SideTasks, dead_letter, link
+from webhook_router.settings import Settings
 from webhook_router.store import Store
-from webhook_router.topology import RECORD_KEY, Names, Topology, declare
-from webhook_router.trees import tree_of
-from webhook_router.webhooks import Match
+from webhook_router.topology import Topology
 
 log = structlog.get_logger(__name__)
-
-_PARENT_KEYS = {
-    "Space": ("space", "slug"),
-    "User": ("user", "username"),
-    "Team": ("team", "slug"),
-    "Datastore Form": ("form", "slug"),
-    "Form": ("form", "slug"),
-    "Datastore Submission": ("submission", "id"),
-    "Submission": ("submission", "id"),
-}
-
-
-def parent_of(event: Event) -> str | None:
-    """The key of what the event is about: submission id, form slug, username..."""
-    entity, key = _PARENT_KEYS[event.type]
-    value = event.body.get(entity, {}).get(key)
-    if value is None and event.type == "Team":
-        value = event.body.get("team", {}).get("name")
-    return None if value is None else str(value)
-
-
-def plan(
-    event: Event, matches: Sequence[Match], *, replay: int = 0
-) -> tuple[list[Delivery], list[Outcome]]:
-    """The deliveries to publish and the outcomes to record for the event's matches."""
-    tree = tree_of(event.type, event.action, event.body)
-    body = event.encode().decode()
-    created = utcnow().isoformat()
-    parent = parent_of(event)
-    deliveries: list[Delivery] = []
-    outcomes: list[Outcome] = []
-    for match in matches:
-        w = match.webhook
-        delivery = Delivery(
-            job_id=job_id(event.id, w.id),
-            event_id=event.id,
-            event_at=event.timestamp.isoformat(),
-            webhook_id=w.id,
-            webhook_name=w.name,
-            space=w.space,
-            scope_type=w.scope_type,
-            scope_id=w.scope_id,
-            type=event.type,
-            action=event.action,
-            parent_type=event.type,
-            parent_id=parent,
-            tree_group=tree.group,
-            tree_name=tree.name,
-            url=match.url or "",
-            body=body,
-            auth_strategy=w.auth_strategy,
-            to_engine=match.to_engine,
-            replay=replay,
-            created_at=created,
-        )
-        if match.error is not None:
-            summary = bounded_summary(storable(match.error)[0] or "")
-            outcomes.append(Outcome(delivery, Status.FAILED, summary=summary))
-        else:
-            deliveries.append(delivery)
-            outcomes.append(Outcome(delivery, Status.QUEUED))
-    return deliveries, outcomes
-
 
 LOOKUP_TIMEOUT = 2.0
 """Seconds the router waits for the job log to tell when an event happened; without an
@@ -131,7 +51,8 @@ class Router:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self.names = Names(settings.namespace, settings.delivery_shards)
+        self.names = settings.names
+        self.side = SideTasks(self.name)
         self.cache = WebhookCache(store, settings.database_url, settings.webhook_refresh)
         self.inflight = InFlight()
         self.acks = Acks()
@@ -141,18 +62,16 @@ class Router:
         self.batchers: Batchers | None = None
 
     async def start(self) -> None:
-        await self.cache.start()
-        self.connection = await broker.connect(self.settings.amqp_url, name="router")
-        channel = await broker.channel(self.connection, prefetch=self.settings.router_prefetch)
-        self.topology = await declare(
-            channel, self.names, parse_schedule(self.settings.retry_schedule)
+        self.side.watch(await self.cache.start())
+        self.connection, self.topology = await link(
+            self.settings, self.name, prefetch=self.settings.router_prefetch
         )
         self.batchers = Batchers.of(self.topology, self.settings.max_message_bytes)
         self._consumer_tag = await self.topology.router.consume(self.on_event)
         log.info("router started", queue=self.names.router)
 
     def ready(self) -> bool:
-        return broker.connected(self.connection)
+        return broker.connected(self.connection) and self.side.alive
 
     async def stop(self, deadline: float) -> None:
         if self.topology is not None and self._consumer_tag is not None:
@@ -161,6 +80,7 @@ class Router:
         if self.batchers is not None:
             await self.batchers.drain()
         await self.acks.drain()
+        await self.side.stop()
         await self.cache.stop()
         if self.connection is not None:
             await self.connection.close()
@@ -254,61 +174,3 @@ def oversized(outcomes: Sequence[Outcome], max_bytes: int) -> int:
         return 0
     largest = max(len(orjson.dumps([o])) for o in outcomes)
     return largest if largest > max_bytes else 0
-
-
-DELIVERY_BATCH = 16
-"""Most deliveries in one message. A worker holds up to its concurrency in messages; kept
-small, what it holds is posted well within the endpoint wait, and a few messages pinned by a
-hanging endpoint cannot starve the rest."""
-
-
-@dataclass(frozen=True, slots=True)
-class Batchers:
-    """A router's batchers: deliveries to the workers, Queued records to the recorder."""
-
-    deliveries: Batcher[Delivery]
-    outcomes: Batcher[Outcome]
-
-    @classmethod
-    def of(cls, topology: Topology, max_bytes: int = MAX_BYTES) -> Batchers:
-        key = topology.names.delivery_key
-        return cls(
-            Batcher(
-                lambda: topology.deliveries,
-                lambda d: key(d.webhook_id),
-                max_items=DELIVERY_BATCH,
-                max_bytes=max_bytes,
-            ),
-            Batcher(lambda: topology.results, lambda _: RECORD_KEY, max_bytes=max_bytes),
-        )
-
-    async def drain(self) -> None:
-        await self.deliveries.drain()
-        await self.outcomes.drain()
-
-
-async def publish_jobs(
-    topology: Topology,
-    deliveries: Sequence[Delivery],
-    outcomes: Sequence[Outcome],
-    batchers: Batchers | None = None,
-) -> None:
-    """Publish deliveries and their jobs' records; returns once the broker confirmed all."""
-    publishes: list[Awaitable[None]] = []
-    if batchers is not None:
-        if deliveries:
-            publishes.append(batchers.deliveries.add(*deliveries))
-        if outcomes:
-            publishes.append(batchers.outcomes.add(*outcomes))
-    else:
-        publishes += [
-            broker.publish(
-                topology.deliveries, orjson.dumps([d]), topology.names.delivery_key(d.webhook_id)
-            )
-            for d in deliveries
-        ]
-        if outcomes:
-            publishes.append(
-                broker.publish(topology.results, orjson.dumps(list(outcomes)), RECORD_KEY)
-            )
-    await asyncio.gather(*publishes)

@@ -101,20 +101,34 @@ async def run_until_signal() -> None:
     await stop.wait()
 
 
+class RoleDied(RuntimeError):
+    """A role's background task died; the process stopped rather than run half-alive."""
+
+
 async def run_roles(
     roles: Sequence[Role], *, drain: float, stop: asyncio.Event | None = None
 ) -> None:
-    """Start every role, wait for a stop signal, then stop them in reverse order."""
+    """Start every role, wait for a stop signal or the death of a role's background task,
+    then stop them in reverse order; RoleDied after a death, so the process exits failed
+    and its supervisor starts it again."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     _on_signals(loop, stop)
     started: list[Role] = []
+    dead: list[str] = []
     try:
         for role in roles:
             await role.start()
             started.append(role)
-        await stop.wait()
-        log.info("stopping", roles=[r.name for r in started], drain_seconds=drain)
+        waits = [asyncio.ensure_future(stop.wait())]
+        waits += [asyncio.ensure_future(r.side.died.wait()) for r in started]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        dead = [f"{r.name}: {r.side.reason}" for r in started if not r.side.alive]
+        log.info("stopping", roles=[r.name for r in started], drain_seconds=drain, died=dead)
     finally:
         for role in reversed(started):
             try:
@@ -125,3 +139,5 @@ async def run_roles(
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
     log.info("stopped")
+    if dead:
+        raise RoleDied("; ".join(dead))

@@ -1,30 +1,94 @@
-"""What every role shares: counting the messages in hand, dead-lettering, draining."""
+"""What every role shares: its broker link, its supervised background tasks, counting the
+messages in hand, dead-lettering, draining.
+
+A role is alive only while every background task it cannot work without runs: the first of
+them to end makes it report not ready and asks the process to stop (`SideTasks`), rather
+than leave it consuming with a dead flush loop or a frozen webhook cache."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
 import orjson
 import structlog
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 
 from webhook_router import broker, metrics
+from webhook_router.settings import Settings
+from webhook_router.topology import Topology, declare
 
 log = structlog.get_logger(__name__)
 
 
+class SideTasks:
+    """A role's background tasks. One that ends (or fails) while the role runs kills it:
+    `alive` turns false, `died` is set and `reason` says which task and why."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.died = asyncio.Event()
+        self.reason: str | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping = False
+
+    @property
+    def alive(self) -> bool:
+        return not self.died.is_set()
+
+    def start(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        return self.watch(asyncio.create_task(work, name=name))
+
+    def watch(self, task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+        self._tasks.append(task)
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        if self._stopping or task.cancelled():
+            return
+        error = task.exception()
+        self.reason = f"{task.get_name()} " + (f"failed: {error!r}" if error else "ended")
+        log.error("background task died: the role stops", role=self.role, reason=self.reason)
+        self.died.set()
+
+    def retire(self) -> None:
+        """The role is stopping: from now on no task's end is a death."""
+        self._stopping = True
+
+    async def stop(self) -> None:
+        """Cancel what still runs."""
+        self.retire()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def link(
+    settings: Settings, name: str, *, prefetch: int = 0
+) -> tuple[AbstractRobustConnection, Topology]:
+    """A role's broker connection and its declared topology: every role's first step."""
+    connection = await broker.connect(settings.amqp_url, name=name)
+    channel = await broker.channel(connection, prefetch=prefetch)
+    return connection, await declare(channel, settings.names, settings.schedule)
+
+
 class Role(Protocol):
     name: str
+    side: SideTasks
 
     async def start(self) -> None: ...
 
     async def stop(self, deadline: float) -> None:
         """Stop taking work, finish what is in hand within `deadline` seconds, close."""
 
-    def ready(self) -> bool: ...
+    def ready(self) -> bool:
+        """Connected now, and every background task alive."""
 
 
 class InFlight:

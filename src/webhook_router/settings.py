@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from webhook_router.durations import parse_duration, parse_schedule
+from webhook_router.topology import Names
 
 
 class Settings(BaseSettings):
@@ -127,6 +128,16 @@ class Settings(BaseSettings):
     drain_timeout: float = Field(
         default=25.0, description="Seconds a role has on SIGTERM to finish what it holds."
     )
+
+    @property
+    def names(self) -> Names:
+        """Every exchange and queue name under the namespace."""
+        return Names(self.namespace, self.delivery_shards)
+
+    @property
+    def schedule(self) -> tuple[float, ...]:
+        """The retry waits, in seconds."""
+        return parse_schedule(self.retry_schedule)
 
     @field_validator("amqp_url", "api_token", "allowed_networks", mode="before")
     @classmethod

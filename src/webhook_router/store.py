@@ -19,17 +19,12 @@ import asyncpg
 import orjson
 
 from webhook_router.jobs import Outcome, Status
+from webhook_router.models import BRIEF_JOB_COLUMNS, JOB_COLUMNS, Attempt, Job
 from webhook_router.signing import generate_secret
 from webhook_router.webhooks import Webhook
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 MIGRATION_LOCK = 0x7765_6268_6F6F_6B  # advisory lock key: one migrator at a time
-BRIEF_COLUMNS = (
-    "id, scheduled_at, status, summary, run_id, webhook_id, webhook_name, scope_type, scope_id,"
-    " type, event, tree_group, tree_name, url, retry_count, attempts, duration_ms,"
-    " response_status"
-)
-"""What a list of jobs shows: every column but the request and response contents."""
 _WAITING_RETRY = "space = $1 AND status = 'Queued' AND retry_count > 0"
 """Jobs of a space queued again after a failed attempt (index webhook_jobs_retry_due)."""
 
@@ -384,30 +379,32 @@ class Store:
         value = await self.pool.fetchval(Q["event_time"], event_id)
         return value if isinstance(value, datetime) else None
 
-    async def get_job(self, job_id: str) -> asyncpg.Record | None:
+    async def get_job(self, job_id: str) -> Job | None:
         try:
             key = uuid.UUID(job_id)
         except ValueError:
             return None
-        return await self.pool.fetchrow(Q["get_job"], key)
+        row = await self.pool.fetchrow(Q["get_job"], key)
+        return Job.of(row) if row else None
 
-    async def job_attempts(self, job_id: str) -> list[asyncpg.Record]:
-        return list(await self.pool.fetch(Q["job_attempts"], uuid.UUID(job_id)))
+    async def job_attempts(self, job_id: str) -> list[Attempt]:
+        rows = await self.pool.fetch(Q["job_attempts"], uuid.UUID(job_id))
+        return [Attempt.of(r) for r in rows]
 
-    async def list_jobs(self, f: JobFilter, *, brief: bool = False) -> list[asyncpg.Record]:
-        """Newest first by scheduledAt then id; `after` continues a page. `brief`: only
-        BRIEF_COLUMNS, for pages that show many jobs but none of their contents."""
+    async def list_jobs(self, f: JobFilter, *, brief: bool = False) -> list[Job]:
+        """Newest first by scheduledAt then id; `after` continues a page. `brief`: without
+        the request and response contents, for pages that show many jobs but none of them."""
         where, args = _conditions(f)
         if f.after is not None:
             args.extend(f.after)
             where.append(f"(scheduled_at, id) < (${len(args) - 1}, ${len(args)}::uuid)")
         args.append(f.limit)
         sql = (
-            f"SELECT {BRIEF_COLUMNS if brief else '*'} FROM webhook_jobs WHERE "
+            f"SELECT {BRIEF_JOB_COLUMNS if brief else JOB_COLUMNS} FROM webhook_jobs WHERE "
             + " AND ".join(where)
             + f" ORDER BY scheduled_at DESC, id DESC LIMIT ${len(args)}"
         )
-        return list(await self.pool.fetch(sql, *args))
+        return [Job.of(r) for r in await self.pool.fetch(sql, *args)]
 
     async def count_by_status(self, f: JobFilter) -> dict[str, int]:
         """Jobs per status under every filter of `f` but the status and the page; every
@@ -419,18 +416,18 @@ class Store:
             counts[row["status"]] = int(row["n"])
         return counts
 
-    async def retry_backlog(self, space: str, limit: int = 20) -> tuple[int, list[asyncpg.Record]]:
+    async def retry_backlog(self, space: str, limit: int = 20) -> tuple[int, list[Job]]:
         """How many jobs of the space wait for a retry, and the `limit` next due (brief)."""
         total = await self.pool.fetchval(
             f"SELECT count(*) FROM webhook_jobs WHERE {_WAITING_RETRY}", space
         )
         rows = await self.pool.fetch(
-            f"SELECT {BRIEF_COLUMNS} FROM webhook_jobs WHERE {_WAITING_RETRY}"
+            f"SELECT {BRIEF_JOB_COLUMNS} FROM webhook_jobs WHERE {_WAITING_RETRY}"
             " ORDER BY scheduled_at, id LIMIT $2",
             space,
             limit,
         )
-        return int(total), list(rows)
+        return int(total), [Job.of(r) for r in rows]
 
     async def attempts_per_minute(self, space: str, since: datetime) -> list[asyncpg.Record]:
         """HTTP attempts (`deliveries`) and failed ones (`failures`: no answer or not 2xx)

@@ -47,17 +47,15 @@ from webhook_router.jobs import (
     utcnow,
 )
 from webhook_router.runs import run_id_of
-from webhook_router.service import InFlight, dead_letter, dead_letter_item
-from webhook_router.settings import Settings, parse_schedule
+from webhook_router.service import InFlight, SideTasks, dead_letter, dead_letter_item, link
+from webhook_router.settings import Settings
 from webhook_router.signing import signature_headers
 from webhook_router.ssrf import AddressPolicy, EngineExemption, guarded_connector, refusal_of
 from webhook_router.store import Store
 from webhook_router.topology import (
     RECORD_KEY,
     RETRY_HEADER,
-    Names,
     Topology,
-    declare,
     delay_name,
 )
 
@@ -73,8 +71,9 @@ class Worker:
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
-        self.names = Names(settings.namespace, settings.delivery_shards)
-        self.schedule = parse_schedule(settings.retry_schedule)
+        self.names = settings.names
+        self.schedule = settings.schedule
+        self.side = SideTasks(self.name)
         self.cache = WebhookCache(store, settings.database_url, settings.webhook_refresh)
         self.guard = EndpointGuard(
             settings.endpoint_concurrency, settings.circuit_threshold, settings.circuit_cooldown
@@ -99,12 +98,10 @@ class Worker:
 
     async def start(self) -> None:
         s = self.settings
-        await self.cache.start()
+        self.side.watch(await self.cache.start())
         self.session = self._session(self.policy)
         self.engine_session = self._session(self.engine_policy)
-        self.connection = await broker.connect(s.amqp_url, name="worker")
-        channel = await broker.channel(self.connection, prefetch=s.worker_concurrency)
-        self.topology = await declare(channel, self.names, self.schedule)
+        self.connection, self.topology = await link(s, self.name, prefetch=s.worker_concurrency)
         self.batcher = Batcher(
             lambda: self._results(), lambda _: RECORD_KEY, max_bytes=s.max_message_bytes
         )
@@ -134,7 +131,7 @@ class Worker:
         return self.topology.results
 
     def ready(self) -> bool:
-        return broker.connected(self.connection)
+        return broker.connected(self.connection) and self.side.alive
 
     async def stop(self, deadline: float) -> None:
         await broker.cancel(self._consumer_tags)
@@ -146,6 +143,7 @@ class Worker:
         for session in (self.session, self.engine_session):
             if session is not None:
                 await session.close()
+        await self.side.stop()
         await self.cache.stop()
 
     async def on_delivery(self, message: AbstractIncomingMessage) -> None:

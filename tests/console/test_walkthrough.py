@@ -121,10 +121,10 @@ async def test_fix_a_webhook_and_retry_its_failed_job(console: Console, page: An
     assert "Queued again" in await page.inner_text(".flash-ok")
     await expect(page.locator("#job-status")).to_have_text("Complete", timeout=20_000)
     done = await stack.store.get_job(job_id)
-    assert done is not None and done["status"] == "Complete" and done["run_id"]
+    assert done is not None and done.status == "Complete" and done.run_id
     run_link = page.locator("#job-run a")
-    assert await run_link.inner_text() == f"#{done['run_id']}"
-    assert await run_link.get_attribute("href") == RUN_URL_TEMPLATE.replace("{run}", done["run_id"])
+    assert await run_link.inner_text() == f"#{done.run_id}"
+    assert await run_link.get_attribute("href") == RUN_URL_TEMPLATE.replace("{run}", done.run_id)
     assert "200" in await page.inner_text("#attempts")
     assert await page.locator("#retry").count() == 0
     await shoot(page, "job-complete")

@@ -600,7 +600,7 @@ async def test_paging_to_the_end_misses_and_repeats_no_job_while_jobs_arrive(
 async def test_one_job_with_its_attempts_in_its_scopes_only(stack: Stack) -> None:
     js = await jobs_space(stack)
     [kapp_job] = await stack.store.list_jobs(JobFilter(space=js.space, kapp="services", limit=1))
-    job_id = str(kapp_job["id"])
+    job_id = str(kapp_job.id)
     for base in (prefix(js.space, None), prefix(js.space, "services")):
         answer = await call(stack, "GET", f"{base}/webhookJobs/{job_id}")
         assert answer.status == 200
@@ -671,11 +671,11 @@ async def test_bulk_replay_counts_then_queues_the_failed_jobs_of_a_webhook(
     some = await call(stack, "POST", replay, json={"webhook": "flaky", "dryRun": True} | window)
     assert some.body["queued"] == 2
     other = await call(stack, "POST", replay, json={"webhook": "nobody"})
-    assert other.body == {"queued": 0, "dryRun": False}
+    assert other.status == 404 and "nobody" in other.body["error"]
     in_kapp = await call(
         stack, "POST", prefix(space, "services") + "/webhookJobs/replay", json={"webhook": "flaky"}
     )
-    assert in_kapp.body["queued"] == 0
+    assert in_kapp.status == 404, "the webhook is the space's, not the kapp's"
     assert {r["replay"] for r in await stack.jobs(space)} == {0}
 
     await call(stack, "PUT", prefix(space, None) + "/webhooks/flaky", json={"url": USERS_TREE})
@@ -747,3 +747,28 @@ def queue_gauge(text: str) -> dict[str, float]:
         if family.name == "webhook_router_queue_messages"
         for sample in family.samples
     }
+
+
+async def test_an_undeclared_method_gets_405_with_exactly_the_declared_ones(stack: Stack) -> None:
+    replay = await call(stack, "GET", f"{V1}/webhookJobs/replay")
+    assert replay.status == 405, "not taken for a job id"
+    assert replay.headers["Allow"] == "POST"
+    one = await call(stack, "PATCH", f"{V1}/webhooks/x")
+    assert one.status == 405 and set(one.headers["Allow"].split(",")) == {"GET", "PUT", "DELETE"}
+    assert (await call(stack, "DELETE", f"{V1}/webhookJobs")).headers["Allow"] == "GET"
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/webhookJobs", {"stauts": "failed"}),
+        ("/webhookJobs", {"status": "failed", "limit": "5", "offset": "5"}),
+        ("/webhooks", {"kapp": "services"}),
+    ],
+)
+async def test_an_unknown_query_parameter_gets_422_naming_it(
+    stack: Stack, path: str, query: dict[str, str]
+) -> None:
+    answer = await call(stack, "GET", V1 + path, query=query)
+    assert answer.status == 422, "a misspelt filter must not list everything"
+    assert answer.fields() == {k for k in query if k not in ("status", "limit")}

@@ -68,7 +68,7 @@ async def test_a_flaky_endpoint_completes_on_the_third_attempt(stack: Stack) -> 
     assert job["retry_count"] == 2
     assert next(calls) == 4  # three POSTs in all: no attempt went out twice
     attempts = await attempts_of(stack, job["id"])
-    assert [(a["attempt"], a["response_status"]) for a in attempts] == [
+    assert [(a.attempt, a.response_status) for a in attempts] == [
         (1, 503),
         (2, 503),
         (3, 200),
@@ -90,7 +90,7 @@ async def test_an_always_failing_endpoint_fails_after_the_schedule_and_is_dead_l
     assert f"gave up after {len(TEST_SCHEDULE) + 1} attempts" in job["summary"]
     assert job["response_content"] == "boom"
     attempts = await attempts_of(stack, job["id"])
-    assert [a["response_status"] for a in attempts] == [500] * (len(TEST_SCHEDULE) + 1)
+    assert [a.response_status for a in attempts] == [500] * (len(TEST_SCHEDULE) + 1)
     dead = await find_dead(stack, str(job["id"]))
     assert dead is not None
     assert "gave up" in str(dead.headers["x-reason"])
@@ -225,7 +225,7 @@ async def test_retrying_a_failed_job_after_fixing_the_webhook_reaches_the_new_ur
         "/app/api/v1/run-tree/Kinetic%20Request%20CE/Users/Created",
     ]
     attempts = await attempts_of(stack, job["id"])
-    assert [(a["replay"], a["attempt"], a["response_status"]) for a in attempts] == [
+    assert [(a.replay, a.attempt, a.response_status) for a in attempts] == [
         (0, 1, 404),
         (1, 1, 200),
     ]

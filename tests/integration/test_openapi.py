@@ -158,7 +158,7 @@ async def make_targets(stack: Stack, space: str) -> Targets:
     assert len(rows) == 2
     for hook in hooks:
         assert await stack.store.update_webhook(replace(hook, enabled=False)) is not None
-    by_scope = {row["scope_type"]: str(row["id"]) for row in rows}
+    by_scope = {row.scope_type: str(row.id) for row in rows}
     return Targets(space, kapp, name, by_scope["Space"], by_scope["Kapp"])
 
 

@@ -63,7 +63,7 @@ async def test_submission_submitted_reaches_its_tree_and_is_recorded(stack: Stac
     assert job["event_id"] == event_id
     assert job["scope_type"] == "Kapp" and job["scope_id"] == "services"
     attempts = await stack.store.job_attempts(str(job["id"]))
-    assert [(a["attempt"], a["response_status"]) for a in attempts] == [(1, 200)]
+    assert [(a.attempt, a.response_status) for a in attempts] == [(1, 200)]
 
 
 @pytest.mark.parametrize(

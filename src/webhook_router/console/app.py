@@ -3,25 +3,25 @@
 Server-rendered HTML (Jinja2, autoescaped) with a little vanilla JavaScript for live refresh
 and checking filters and URLs as they are typed. Mounted by the API under `/console/`;
 every page and action needs a session opened with one of the API's tokens (sessions.py).
+Built from the admin actions, the store (for what pages only read) and the settings: every
+change goes through admin.py, as the API's and the CLI's do.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, urlencode
 
-import asyncpg
 import orjson
 import structlog
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from webhook_router.admin import Admin, BrokerUnavailable, Conflict, NotFound
 from webhook_router.catalogue import CATALOGUE, TYPES, Level
 from webhook_router.console.chart import minute_chart
 from webhook_router.console.render import PREFIX, Assets, environment, pointer, space_url
@@ -37,13 +37,19 @@ from webhook_router.console.sessions import (
 )
 from webhook_router.expressions import ExpressionError, compile_filter, compile_url
 from webhook_router.jobs import Status
-from webhook_router.replay import ReplayRefused, replay_failed, replay_job
-from webhook_router.store import JobFilter
-from webhook_router.topology import Topology
-from webhook_router.webhooks import AUTH_STRATEGIES, Webhook, WebhookInvalid, check_definition
-
-if TYPE_CHECKING:
-    from webhook_router.api import Api
+from webhook_router.models import (
+    InputInvalid,
+    Job,
+    WebhookChange,
+    decode_token,
+    parse_status,
+    parse_time,
+    text_problem,
+)
+from webhook_router.models import Webhook as WebhookView
+from webhook_router.settings import Settings
+from webhook_router.store import JobFilter, Store
+from webhook_router.webhooks import AUTH_STRATEGIES, Webhook
 
 log = structlog.get_logger(__name__)
 
@@ -63,9 +69,9 @@ CSP = (
 )
 
 
-def console_app(api: Api) -> web.Application:
+def console_app(admin: Admin, store: Store, settings: Settings) -> web.Application:
     """The console as an application to mount with `app.add_subapp("/console/", ...)`."""
-    return Console(api).app()
+    return Console(admin, store, settings).app()
 
 
 class FormError(ValueError):
@@ -78,15 +84,14 @@ class FormError(ValueError):
 
 
 def parse_when(field: str, text: str | None) -> datetime | None:
-    """An ISO 8601 date-time, or the `datetime-local` form value, read as UTC when it has
-    no offset; empty means none."""
+    """A `datetime-local` form value (or one with seconds and a zone), read as UTC when it
+    has no offset; empty means none."""
     if text is None or not text.strip():
         return None
     try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise FormError(field, "must be a date and time, e.g. 2024-05-01T12:30") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return parse_time(text, form=True)
+    except ValueError as exc:
+        raise FormError(field, str(exc)) from None
 
 
 def form_when(value: datetime | None) -> str:
@@ -106,6 +111,15 @@ def clean(value: str | None) -> str | None:
     return value or None
 
 
+def clean_text(field: str, value: str | None, errors: list[FormError]) -> str | None:
+    """A text filter, or None with the error noted when it holds what no job can."""
+    value = clean(value)
+    if value is not None and (problem := text_problem(value)):
+        errors.append(FormError(field, problem))
+        return None
+    return value
+
+
 def run_link(template: str | None, run_id: str | None) -> str | None:
     """The run page of a run number, from a template with `{run}`; only http(s) or a path."""
     if not template or not run_id:
@@ -118,10 +132,11 @@ def run_link(template: str | None, run_id: str | None) -> str | None:
 class Console:
     """The console's state (sessions, templates) and its handlers."""
 
-    def __init__(self, api: Api) -> None:
-        self.api = api
-        self.settings = api.settings
-        self.store = api.store
+    def __init__(self, admin: Admin, store: Store, settings: Settings) -> None:
+        self.admin = admin
+        self.settings = settings
+        self.store = store
+        self.tokens = [t.encode() for t in settings.api_token]
         self.sessions = Sessions()
         self.throttle = LoginThrottle()
         self.assets = Assets()
@@ -195,7 +210,17 @@ class Console:
                     "the form's CSRF token is missing or wrong: reload the page and try again",
                     wants_json,
                 )
-        return await handler(request)
+        try:
+            return await handler(request)
+        except NotFound as exc:
+            return self.render(
+                request,
+                "error.html",
+                status=404,
+                space=request.match_info.get("space"),
+                title="Not found",
+                message=str(exc),
+            )
 
     async def _security_headers(self, request: web.Request, response: web.StreamResponse) -> None:
         response.headers.setdefault("Content-Security-Policy", CSP)
@@ -238,11 +263,6 @@ class Console:
             **context,
         )
         return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
-
-    def not_found(self, request: web.Request, space: str, what: str) -> web.Response:
-        return self.render(
-            request, "error.html", status=404, space=space, title="Not found", message=what
-        )
 
     async def _spaces(self, space: str) -> list[str]:
         known = await self.store.known_spaces()
@@ -296,7 +316,7 @@ class Console:
             return self._login_form(
                 request, target, 429, "Too many wrong tokens: wait a few minutes, then try again."
             )
-        if not token_accepted(_text(form, "token") or "", self.api.tokens):
+        if not token_accepted(_text(form, "token") or "", self.tokens):
             self.throttle.failed(address)
             log.info("console login refused: wrong token", address=address)
             return self._login_form(request, target, 401, "That token is not one the API accepts.")
@@ -363,13 +383,12 @@ class Console:
 
     def _job_query(self, space: str, q: Mapping[str, str]) -> tuple[JobFilter, list[FormError]]:
         errors: list[FormError] = []
-        status = clean(q.get("status"))
-        statuses = {s.value.lower(): s.value for s in Status}
-        if status is not None and status.lower() not in statuses:
-            errors.append(FormError("status", f"must be one of {', '.join(statuses.values())}"))
-            status = None
-        kind = clean(q.get("type"))
-        if kind is not None and kind not in TYPES:
+        status = kind = None
+        try:
+            status = parse_status(q["status"]) if clean(q.get("status")) else None
+        except ValueError as exc:
+            errors.append(FormError("status", str(exc)))
+        if (kind := clean(q.get("type"))) is not None and kind not in TYPES:
             errors.append(FormError("type", f"unknown type {kind!r}"))
             kind = None
         limit = 50
@@ -383,49 +402,43 @@ class Console:
                 limit = 50
         after = None
         if clean(q.get("pageToken")):
-            from webhook_router.api import decode_token  # api imports the console
-
             try:
                 after = decode_token(q["pageToken"])
             except ValueError as exc:
                 errors.append(FormError("pageToken", str(exc)))
-        start = end = None
-        try:
-            start = parse_when("start", q.get("start"))
-        except FormError as exc:
-            errors.append(exc)
-        try:
-            end = parse_when("end", q.get("end"))
-        except FormError as exc:
-            errors.append(exc)
+        when: dict[str, datetime | None] = {"start": None, "end": None}
+        for key in when:
+            try:
+                when[key] = parse_when(key, q.get(key))
+            except FormError as exc:
+                errors.append(exc)
         query = JobFilter(
             space=space,
-            status=statuses[status.lower()] if status else None,
-            webhook=clean(q.get("webhook")),
+            status=status,
+            webhook=clean_text("webhook", q.get("webhook"), errors),
             type=kind,
-            event=clean(q.get("event")),
-            kapp=clean(q.get("kapp")),
-            form=clean(q.get("form")),
-            url_text=clean(q.get("url")),
-            start=start,
-            end=end,
+            event=clean_text("event", q.get("event"), errors),
+            kapp=clean_text("kapp", q.get("kapp"), errors),
+            form=clean_text("form", q.get("form"), errors),
+            url_text=clean_text("url", q.get("url"), errors),
+            start=when["start"],
+            end=when["end"],
             limit=limit,
             after=after,
         )
         return query, errors
 
     async def jobs(self, request: web.Request) -> web.Response:
-        from webhook_router.api import encode_token  # api imports the console
-
         space = request.match_info["space"]
         query, errors = self._job_query(space, request.query)
-        rows: list[asyncpg.Record] = []
+        rows: list[Job] = []
         counts = {s.value: 0 for s in Status}
+        token = None
         if not errors:
-            rows, counts = await asyncio.gather(
-                self.store.list_jobs(query, brief=True),
-                self.store.count_by_status(query),
+            page, counts = await asyncio.gather(
+                self.admin.jobs(query, brief=True), self.store.count_by_status(query)
             )
+            rows, token = page.jobs, page.next_token
         filters = {
             "status": query.status,
             "webhook": query.webhook,
@@ -440,10 +453,7 @@ class Console:
         kept = {k: v for k, v in filters.items() if v}
         if query.limit != 50:
             kept["limit"] = str(query.limit)
-        next_page = None
-        if len(rows) == query.limit:
-            token = encode_token(rows[-1]["scheduled_at"], str(rows[-1]["id"]))
-            next_page = space_url(space, "jobs", **kept, pageToken=token)
+        next_page = space_url(space, "jobs", **kept, pageToken=token) if token else None
         status_links = {
             s.value: space_url(space, "jobs", **(kept | {"status": s.value})) for s in Status
         }
@@ -470,22 +480,21 @@ class Console:
             webhook_names=sorted({w.name for w in webhooks}),
         )
 
-    async def _job_row(self, request: web.Request) -> asyncpg.Record | None:
-        row = await self.store.get_job(request.match_info["id"])
-        if row is None or row["space"] != request.match_info["space"]:
-            return None
-        return row
+    async def _job(self, request: web.Request) -> Job:
+        """The job of the path, if it is of the space (NotFound: the guard's 404 page)."""
+        try:
+            return await self.admin.find_job(request.match_info["id"], request.match_info["space"])
+        except NotFound:
+            raise NotFound("There is no such job in this space.") from None
 
     async def job(self, request: web.Request) -> web.Response:
         space = request.match_info["space"]
-        row = await self._job_row(request)
-        if row is None:
-            return self.not_found(request, space, "There is no such job in this space.")
-        attempts = await self.store.job_attempts(str(row["id"]))
+        row = await self._job(request)
+        attempts = (await self.admin.job_detail(row)).attempt_history
         follow = request.query.get("follow", "")
-        following = follow.isdigit() and len(follow) < 10 and row["replay"] <= int(follow)
-        webhook = await self.store.get_webhook_by_id(str(row["webhook_id"]))
-        headers: Mapping[str, str] = attempts[-1]["request_headers"] if attempts else {}
+        following = follow.isdigit() and len(follow) < 10 and row.replay <= int(follow)
+        webhook = await self.store.get_webhook_by_id(str(row.webhook_id))
+        headers: Mapping[str, str] = attempts[-1].request_headers if attempts else {}
         template = self.settings.run_url_template
         return self.render(
             request,
@@ -496,50 +505,39 @@ class Console:
             attempts=attempts,
             headers=headers,
             webhook=webhook if webhook is not None and webhook.space == space else None,
-            run_url=run_link(template, row["run_id"]),
-            can_retry=row["status"] in RETRYABLE,
-            refresh=LIST_REFRESH if following or row["status"] not in FINAL else 0,
+            run_url=run_link(template, row.run_id),
+            can_retry=row.status in RETRYABLE,
+            refresh=LIST_REFRESH if following or row.status not in FINAL else 0,
         )
-
-    async def _topology(self) -> Topology:
-        async with asyncio.timeout(BROKER_WAIT):
-            return await self.api.ensure_broker()
 
     async def retry(self, request: web.Request) -> web.StreamResponse:
         space = request.match_info["space"]
         session = self._session(request)
-        row = await self._job_row(request)
-        if row is None:
-            return self.not_found(request, space, "There is no such job in this space.")
-        here = space_url(space, "jobs", str(row["id"]))
+        row = await self._job(request)
+        here = space_url(space, "jobs", str(row.id))
         try:
-            topology = await self._topology()
-        except Exception as exc:  # any broker failure: nothing was queued
-            log.warning("console retry failed: broker unavailable", error=repr(exc))
+            async with asyncio.timeout(BROKER_WAIT):
+                result = await self.admin.retry_job(row, by="console")
+        except (BrokerUnavailable, TimeoutError):
             session.flash("error", "The broker is unavailable: the job was not retried.")
             raise web.HTTPSeeOther(here) from None
-        try:
-            result = await replay_job(self.store, topology, row, self.settings.engine_url)
-        except ReplayRefused as exc:
-            session.flash("error", f"The job cannot be retried: {exc}.")
+        except Conflict as exc:
+            session.flash("error", f"The job cannot be retried: {exc.reason}.")
             raise web.HTTPSeeOther(here) from None
         if result.status == Status.FAILED:
             session.flash("error", "The webhook's URL could not be rendered for this event.")
         else:
             session.flash("ok", f"Queued again, to {result.url}.")
-        following = space_url(space, "jobs", str(row["id"]), follow=str(row["replay"]))
+        following = space_url(space, "jobs", str(row.id), follow=str(row.replay))
         raise web.HTTPSeeOther(following)
 
     # webhooks
 
-    async def _webhook(self, request: web.Request) -> Webhook | None:
-        try:
-            webhook = await self.store.get_webhook_by_id(request.match_info["id"])
-        except ValueError:
-            return None
-        if webhook is None or webhook.space != request.match_info["space"]:
-            return None
-        return webhook
+    async def _webhook(self, request: web.Request) -> Webhook:
+        """The webhook of the path, if it is of the space (NotFound: the guard's 404 page)."""
+        return await self.admin.webhook_in_space(
+            request.match_info["space"], request.match_info["id"]
+        )
 
     async def webhooks(self, request: web.Request) -> web.Response:
         space = request.match_info["space"]
@@ -590,95 +588,67 @@ class Console:
         )
 
     @staticmethod
-    def _values_of(webhook: Webhook) -> dict[str, Any]:
-        return {
-            "name": webhook.name,
-            "kapp": webhook.kapp or "",
-            "type": webhook.type,
-            "event": webhook.event,
-            "filter": webhook.filter or "",
-            "url": webhook.url,
-            "authStrategy": webhook.auth_strategy or "",
-            "enabled": webhook.enabled,
-        }
+    def _values_of(webhook: Webhook | None, kapp: str = "") -> dict[str, Any]:
+        """The edit form's values: the model's fields (as on the wire), the kapp, enabled."""
+        if webhook is None:
+            return dict.fromkeys(WebhookChange.options(), "") | {"kapp": kapp, "enabled": True}
+        wire = WebhookView.of(webhook).wire()
+        fields = {k: wire[k] or "" for k in WebhookChange.options()}
+        return fields | {"kapp": webhook.kapp or "", "enabled": webhook.enabled}
 
     @staticmethod
     def _values_from(form: MultiDictProxy[Any]) -> dict[str, Any]:
-        return {
-            "name": (_text(form, "name") or "").strip(),
-            "kapp": (_text(form, "kapp") or "").strip(),
-            "type": _text(form, "type") or "",
-            "event": _text(form, "event") or "",
-            "filter": _text(form, "filter") or "",
-            "url": (_text(form, "url") or "").strip(),
-            "authStrategy": _text(form, "authStrategy") or "",
-            "enabled": _text(form, "enabled") == "on",
-        }
+        """As typed; every field but the filter trimmed (a filter may span lines)."""
+        values = {k: _text(form, k) or "" for k in [*WebhookChange.options(), "kapp"]}
+        values = {k: v if k == "filter" else v.strip() for k, v in values.items()}
+        return values | {"enabled": _text(form, "enabled") == "on"}
 
     @staticmethod
-    def _fields(values: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "name": values["name"],
-            "type": values["type"],
-            "event": values["event"],
-            "filter": values["filter"] if values["filter"].strip() else None,
-            "url": values["url"],
-            "auth_strategy": values["authStrategy"] or None,
-        }
+    def _change(values: dict[str, Any]) -> WebhookChange:
+        """An empty filter or authentication is none."""
+        data = {k: values[k] for k in WebhookChange.options()} | {"enabled": values["enabled"]}
+        blank = {k: None for k in ("filter", "authStrategy") if not values[k].strip()}
+        return WebhookChange.parse(data | blank)
 
     async def new_webhook(self, request: web.Request) -> web.Response:
         space = request.match_info["space"]
-        values = {
-            "name": "",
-            "kapp": request.query.get("kapp", ""),
-            "type": "",
-            "event": "",
-            "filter": "",
-            "url": "",
-            "authStrategy": "",
-            "enabled": True,
-        }
+        values = self._values_of(None, request.query.get("kapp", ""))
         return self._edit_page(request, space, await self._spaces(space), values, webhook=None)
 
     async def create_webhook(self, request: web.Request) -> web.StreamResponse:
         space = request.match_info["space"]
         values = self._values_from(await request.post())
-        fields = self._fields(values)
         kapp = values["kapp"] or None
         try:
-            check_definition(kapp=kapp, **fields)
-        except WebhookInvalid as exc:
-            return self._edit_page(
-                request,
-                space,
-                await self._spaces(space),
-                values,
-                webhook=None,
-                errors=exc.errors,
-                status=422,
+            created = await self.admin.create_webhook(
+                space, kapp, self._change(values), by="console"
             )
-        created = await self.store.insert_webhook(
-            space=space, kapp=kapp, enabled=values["enabled"], **fields
-        )
-        if created is None:
-            return self._edit_page(
-                request,
-                space,
-                await self._spaces(space),
-                values,
-                webhook=None,
-                errors=[{"field": "name", "message": "a webhook of this name exists here"}],
-                status=409,
-            )
-        log.info("webhook created", webhook=created.name, space=space, kapp=kapp, by="console")
+        except (InputInvalid, Conflict) as exc:
+            spaces = await self._spaces(space)
+            return self._refused(request, space, spaces, values, None, exc)
         self._session(request).flash("ok", f"Webhook {created.name} created.")
         raise web.HTTPSeeOther(space_url(space, "webhooks", created.id))
+
+    def _refused(
+        self,
+        request: web.Request,
+        space: str,
+        spaces: list[str],
+        values: dict[str, Any],
+        webhook: Webhook | None,
+        exc: InputInvalid | Conflict,
+    ) -> web.Response:
+        if isinstance(exc, InputInvalid):
+            errors, status = exc.errors, 422
+        else:
+            errors, status = [{"field": exc.field or "name", "message": str(exc)}], 409
+        return self._edit_page(
+            request, space, spaces, values, webhook=webhook, errors=errors, status=status
+        )
 
     async def edit_webhook(self, request: web.Request) -> web.Response:
         space = request.match_info["space"]
         webhook = await self._webhook(request)
-        if webhook is None:
-            return self.not_found(request, space, "There is no such webhook in this space.")
         return self._edit_page(
             request, space, await self._spaces(space), self._values_of(webhook), webhook=webhook
         )
@@ -686,45 +656,22 @@ class Console:
     async def save_webhook(self, request: web.Request) -> web.StreamResponse:
         space = request.match_info["space"]
         current = await self._webhook(request)
-        if current is None:
-            return self.not_found(request, space, "There is no such webhook in this space.")
         values = self._values_from(await request.post())
         values["kapp"] = current.kapp or ""
-        fields = self._fields(values)
-        spaces = await self._spaces(space)
         try:
-            check_definition(kapp=current.kapp, **fields)
-        except WebhookInvalid as exc:
-            return self._edit_page(
-                request, space, spaces, values, webhook=current, errors=exc.errors, status=422
-            )
-        saved = await self.store.update_webhook(
-            replace(current, enabled=values["enabled"], **fields)
-        )
-        if saved is None:
-            return self._edit_page(
-                request,
-                space,
-                spaces,
-                values,
-                webhook=current,
-                errors=[{"field": "name", "message": "a webhook of this name exists here"}],
-                status=409,
-            )
-        log.info("webhook updated", webhook=saved.name, space=space, kapp=saved.kapp, by="console")
+            saved = await self.admin.update_webhook(current, self._change(values), by="console")
+        except (InputInvalid, Conflict) as exc:
+            spaces = await self._spaces(space)
+            return self._refused(request, space, spaces, values, current, exc)
         self._session(request).flash("ok", f"Webhook {saved.name} saved.")
         raise web.HTTPSeeOther(space_url(space, "webhooks", saved.id))
 
     async def set_enabled(self, request: web.Request) -> web.StreamResponse:
         space = request.match_info["space"]
         current = await self._webhook(request)
-        if current is None:
-            return self.not_found(request, space, "There is no such webhook in this space.")
         form = await request.post()
         enabled = _text(form, "enabled") == "true"
-        saved = await self.store.update_webhook(replace(current, enabled=enabled))
-        assert saved is not None, "the name did not change, so it cannot clash"
-        log.info("webhook enabled" if enabled else "webhook disabled", webhook=saved.name)
+        saved = await self.admin.set_enabled(current, enabled, by="console")
         self._session(request).flash(
             "ok", f"Webhook {saved.name} {'enabled' if enabled else 'disabled'}."
         )
@@ -735,11 +682,7 @@ class Console:
     async def rotate(self, request: web.Request) -> web.StreamResponse:
         space = request.match_info["space"]
         current = await self._webhook(request)
-        if current is None:
-            return self.not_found(request, space, "There is no such webhook in this space.")
-        saved = await self.store.rotate_secret(current.id, self.settings.signature_grace)
-        assert saved is not None, "the webhook was found just before"
-        log.info("webhook secret rotated", webhook=saved.name, by="console")
+        saved = await self.admin.rotate_secret(current, None, by="console")
         until = saved.previous_secret_until
         self._session(request).flash(
             "ok",
@@ -803,11 +746,10 @@ class Console:
     ) -> tuple[Webhook | None, datetime | None, datetime | None, dict[str, str]]:
         errors: dict[str, str] = {}
         webhook = None
-        with contextlib.suppress(ValueError):
-            webhook = await self.store.get_webhook_by_id(values.get("webhook", ""))
-        if webhook is None or webhook.space != space:
+        try:
+            webhook = await self.admin.webhook_in_space(space, values.get("webhook", ""))
+        except NotFound:
             errors["webhook"] = "choose one of this space's webhooks"
-            webhook = None
         start = end = None
         try:
             start = parse_when("start", values.get("start"))
@@ -822,19 +764,10 @@ class Console:
         return webhook, start, end, errors
 
     async def _replay_failed(
-        self, space: str, webhook: Webhook, start: datetime | None, end: datetime | None, dry: bool
+        self, webhook: Webhook, start: datetime | None, end: datetime | None, dry: bool
     ) -> int:
-        return await replay_failed(
-            self.store,
-            await self._topology(),
-            self.settings.engine_url,
-            space=space,
-            kapp=webhook.kapp,
-            webhook=webhook.name,
-            start=start,
-            end=end,
-            dry_run=dry,
-        )
+        async with asyncio.timeout(BROKER_WAIT):
+            return await self.admin.replay(webhook, start=start, end=end, dry_run=dry, by="console")
 
     async def bulk_confirm(self, request: web.Request) -> web.Response:
         space = request.match_info["space"]
@@ -853,7 +786,7 @@ class Console:
                 errors=errors,
             )
         try:
-            count = await self._replay_failed(space, webhook, start, end, dry=True)
+            count = await self._replay_failed(webhook, start, end, dry=True)
         except Exception as exc:  # any broker failure: nothing can be queued
             log.warning("console bulk retry: broker unavailable", error=repr(exc))
             return self.refuse(
@@ -890,19 +823,11 @@ class Console:
             session.flash("error", "; ".join(f"{k}: {v}" for k, v in errors.items()))
             raise web.HTTPSeeOther(space_url(space, "retry", **values))
         try:
-            count = await self._replay_failed(space, webhook, start, end, dry=False)
+            count = await self._replay_failed(webhook, start, end, dry=False)
         except Exception as exc:  # any broker failure: what was published stays queued
             log.warning("console bulk retry failed", error=repr(exc))
             session.flash("error", "The broker is unavailable: some jobs may not be queued.")
             raise web.HTTPSeeOther(space_url(space, "retry", **values)) from None
-        log.info(
-            "failed jobs replayed",
-            webhook=webhook.name,
-            space=space,
-            kapp=webhook.kapp,
-            queued=count,
-            by="console",
-        )
         session.flash("ok", f"Queued {count} failed job{'s' if count != 1 else ''} again.")
         raise web.HTTPSeeOther(space_url(space, "jobs", webhook=webhook.name, kapp=webhook.kapp))
 

@@ -98,10 +98,19 @@ ON CONFLICT DO NOTHING;
 SELECT event_at FROM webhook_jobs WHERE event_id = $1 LIMIT 1;
 
 -- name: get_job
-SELECT * FROM webhook_jobs WHERE id = $1;
+-- The columns of models.Job.
+SELECT id, webhook_name, event, type, webhook_id, parent_id, parent_type, scope_id,
+       scope_type, url, request_content, response_content, summary, retry_count,
+       scheduled_at, status, created_at, updated_at, run_id, tree_group, tree_name,
+       event_id, event_at, attempts, response_status, duration_ms, completed_at, space,
+       replay
+FROM webhook_jobs WHERE id = $1;
 
 -- name: job_attempts
-SELECT * FROM webhook_job_attempts WHERE job_id = $1 ORDER BY replay, attempt;
+-- The columns of models.Attempt.
+SELECT replay, attempt, url, started_at, duration_ms, response_status, response_content,
+       error, request_headers
+FROM webhook_job_attempts WHERE job_id = $1 ORDER BY replay, attempt;
 
 -- name: attempts_per_minute
 -- A failure is an attempt without an answer or with one not 2xx.
