@@ -111,10 +111,10 @@ async def test_a_refused_outcome_is_dead_lettered_alone_and_its_neighbours_recor
     if refusal in KEYS_REFUSED:
         assert row is None
     else:
-        assert row is not None and row["status"] == "Complete"
-        assert row["response_content"] is None
-        assert "not stored whole (dead-lettered)" in row["summary"]
-        assert row["summary"].startswith("200 OK; ")
+        assert row is not None and row.status == "Complete"
+        assert row.response_content is None
+        assert row.summary is not None and "not stored whole (dead-lettered)" in row.summary
+        assert row.summary.startswith("200 OK; ")
     # the whole outcome waits in the dead-letter queue, alone, with the database's reason
     dead = await find_dead(stack, bad.delivery.job_id)
     assert dead is not None, "the refused outcome was not dead-lettered"

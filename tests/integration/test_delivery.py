@@ -298,7 +298,7 @@ async def test_a_hanging_endpoint_does_not_stall_a_healthy_one(stack: Stack) -> 
     assert hung == slow_count
     for row in slow:
         attempts = await attempts_of(stack, row["id"])
-        assert [(a["attempt"], a["response_status"]) for a in attempts] == [(1, 200)]
+        assert [(a.attempt, a.response_status) for a in attempts] == [(1, 200)]
 
 
 def deferrals() -> float:

@@ -58,7 +58,7 @@ async def test_an_answer_with_nul_is_recorded_altered_and_its_neighbours_too(
     assert altered["summary"] == "200 OK (answer altered: 1 NUL replaced by U+FFFD)"
     assert altered["run_id"] == "8"
     [attempt] = await stack.store.job_attempts(str(altered["id"]))
-    assert attempt["response_content"] == altered["response_content"]
+    assert attempt.response_content == altered["response_content"]
     escaped = [r for r in rows if r["run_id"] == "9"]
     assert len(escaped) == 1 and escaped[0]["summary"] == "200 OK"
     assert escaped[0]["response_content"] == '{"message": "Initiated run #9. \\u0000"}'

@@ -320,7 +320,7 @@ async def test_an_answer_is_cut_at_the_response_limit_and_marked(tight: Stack) -
     assert by_url["over"]["response_content"] == "x" * limit + "\n[truncated]"
     assert by_url["at"]["response_content"] == "y" * limit
     [over_attempt] = await tight.store.job_attempts(str(by_url["over"]["id"]))
-    assert over_attempt["response_content"] == "x" * limit + "\n[truncated]"
+    assert over_attempt.response_content == "x" * limit + "\n[truncated]"
 
 
 async def test_the_response_limit_is_read_from_its_variable(
@@ -374,8 +374,8 @@ async def test_a_connection_never_made_fails_at_the_connect_timeout(tight: Stack
     attempts = await tight.store.job_attempts(str(job["id"]))
     assert len(attempts) == 2
     for a in attempts:
-        assert a["response_status"] is None and "timed out" in a["error"], a["error"]
-        seconds = a["duration_ms"] / 1000
+        assert a.response_status is None and a.error is not None and "timed out" in a.error, a
+        seconds = a.duration_ms / 1000
         # cut by the connect timeout, well before the whole request's
         assert connect <= seconds < total, (
             f"{seconds:.2f}s: connect_timeout {connect:g}s, request_timeout {total:g}s"
@@ -406,8 +406,8 @@ async def test_an_answer_too_slow_fails_at_the_request_timeout(tight: Stack) -> 
     attempts = await tight.store.job_attempts(str(job["id"]))
     assert len(attempts) == 2
     for a in attempts:
-        assert a["error"] == f"timed out after {total:g}s"
-        seconds = a["duration_ms"] / 1000
+        assert a.error == f"timed out after {total:g}s"
+        seconds = a.duration_ms / 1000
         assert total <= seconds < hang, (
             f"{seconds:.2f}s: request_timeout {total:g}s, the receiver hangs {hang:g}s"
         )
