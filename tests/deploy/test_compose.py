@@ -4,9 +4,11 @@ The Compose file is validated against the Compose specification in test_manifest
 it is read for what a newcomer meets: the host ports it takes (only the API's, on loopback,
 so a machine that already runs PostgreSQL or RabbitMQ can run it), a health check on every
 long-running service that matches the port its command serves, `demo` waiting for all of
-them, and a closing hint that works from the host. The health probe the checks run is run
-here against real servers on 127.0.0.1; the build context is computed from `.dockerignore`
-by docker-py's own matcher (the one `docker build` through the SDK uses).
+them, and a closing hint that works from the host. The `observability` profile adds only
+Prometheus and Grafana, each on its own loopback port with a health check. The health probe
+the checks run is run here against real servers on 127.0.0.1; the build context is computed
+from `.dockerignore` by docker-py's own matcher (the one `docker build` through the SDK
+uses).
 """
 
 from __future__ import annotations
