@@ -55,7 +55,7 @@ class WebhookCache:
         self.index = WebhookIndex(webhooks)
         self.by_id = {w.id: w for w in webhooks}
         self.revision = revision
-        log.info("webhooks loaded", revision=revision, enabled=self.index.count)
+        log.debug("webhooks loaded", revision=revision, enabled=self.index.count)
 
     async def _listen(self) -> None:
         if self._listener is not None and not self._listener.is_closed():

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
+import shutil
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -76,6 +78,82 @@ async def _open_store(settings: Settings) -> Store:
 
 # running the roles
 
+# (host, port, what sets it): a port a command is about to listen on
+Listen = tuple[str | None, int, str]
+
+
+def _engine_listen(settings: Settings) -> Listen:
+    from urllib.parse import urlsplit
+
+    url = urlsplit(settings.engine_url)
+    return (
+        url.hostname or "127.0.0.1",
+        url.port or 80,
+        f"the port of WEBHOOK_ROUTER_ENGINE_URL ({settings.engine_url})",
+    )
+
+
+def _listens(args: argparse.Namespace, settings: Settings, names: Sequence[str]) -> list[Listen]:
+    listens: list[Listen] = []
+    if "api" in names:
+        listens.append((settings.api_host, settings.api_port, "WEBHOOK_ROUTER_API_PORT"))
+    if getattr(args, "health_port", 0):
+        listens.append((settings.api_host, args.health_port, "--health-port"))
+    if getattr(args, "demo", False):
+        listens.append(_engine_listen(settings))
+    return listens
+
+
+def _check_listens(listens: Sequence[Listen]) -> None:
+    """Refuse to start, in one line naming the setting, when a port cannot be listened on."""
+    from webhook_router.runtime import unbindable
+
+    seen: dict[int, str] = {}
+    for host, port, setting in listens:
+        if port and port in seen:
+            raise CommandError(
+                f"port {port} is given twice, by {seen[port]} and by {setting}", EXIT_USAGE
+            )
+        seen[port] = setting
+        error = unbindable(host, port)
+        if error is not None:
+            reason = error.strerror or str(error)
+            raise CommandError(
+                f"cannot listen on {host or '*'}:{port} ({reason}): change {setting}",
+                EXIT_UNAVAILABLE,
+            )
+
+
+def _cli_command() -> str:
+    """How the reader runs this CLI again: `webhook-router` when that is the one on PATH,
+    else the path this process was started by."""
+    started = sys.argv[0]
+    if os.path.basename(started) != "webhook-router":
+        return "webhook-router"
+    found = shutil.which("webhook-router")
+    if found is not None and os.path.realpath(found) == os.path.realpath(started):
+        return "webhook-router"
+    relative = os.path.relpath(started)
+    return started if relative.startswith("..") else relative
+
+
+async def _announce(roles: Sequence[Any], settings: Settings, generated: str | None) -> None:
+    """Once every role is ready: where the console is and the token to log in with (a
+    token from the environment is named, not printed: it may be a real one)."""
+    from webhook_router.demo import api_base_url
+
+    while not all(role.ready() for role in roles):
+        await asyncio.sleep(0.1)
+    api = api_base_url(settings)
+    token = f"the API token {generated}" if generated else "a token from WEBHOOK_ROUTER_API_TOKEN"
+    print(
+        f"\nwebhook-router is up.\n"
+        f"  console:  {api}/console/   (log in with {token})\n"
+        f"  API:      {api}/app/api/v1/\n"
+        "Stop with Ctrl-C.",
+        flush=True,
+    )
+
 
 async def _run(args: argparse.Namespace, settings: Settings, names: Sequence[str]) -> None:
     from webhook_router.roles import build_roles
@@ -95,30 +173,35 @@ async def _run(args: argparse.Namespace, settings: Settings, names: Sequence[str
         depths = QueueDepths(settings.names, settings.schedule)
         health = await serve(health_app(roles, depths), settings.api_host, args.health_port)
     stop = asyncio.Event()
-    demo_task = None
+    beside = None
     if getattr(args, "demo", False):
         from webhook_router.demo import run_demo
 
-        demo_task = asyncio.create_task(run_demo(settings, st, roles))
+        beside = asyncio.create_task(run_demo(settings, st, roles, _cli_command()))
+    elif args.command == "up":
+        beside = asyncio.create_task(_announce(roles, settings, getattr(args, "token", None)))
     try:
         await run_roles(roles, drain=settings.drain_timeout, stop=stop)
     except RoleDied as exc:
         raise CommandError(f"stopped: a background task died ({exc})") from None
     finally:
-        if demo_task is not None:
-            demo_task.cancel()
+        if beside is not None:
+            beside.cancel()
         if health is not None:
             await health.cleanup()
         await st.pool.close()
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
+    names = ["recorder", "router", "worker", "api"]
+    _check_listens(_listens(args, settings, names))
+    args.token = None
     if not settings.api_token:
-        token = secrets.token_urlsafe(24)
-        settings.api_token = [token]
-        print(f"API token (generated, set WEBHOOK_ROUTER_API_TOKEN to keep one): {token}")
+        args.token = secrets.token_urlsafe(24)
+        settings.api_token = [args.token]
+        print(f"API token (generated, set WEBHOOK_ROUTER_API_TOKEN to keep one): {args.token}")
     args.migrate = True
-    _serve(_run(args, settings, ["recorder", "router", "worker", "api"]))
+    _serve(_run(args, settings, names))
 
 
 def _serve(main: Awaitable[None]) -> None:
@@ -137,6 +220,7 @@ def _role_command(name: str) -> Callable[[argparse.Namespace, Settings], None]:
     def command(args: argparse.Namespace, settings: Settings) -> None:
         if name == "api" and not settings.api_token:
             raise CommandError("set WEBHOOK_ROUTER_API_TOKEN: the API answers no one without it")
+        _check_listens(_listens(args, settings, [name]))
         _serve(_run(args, settings, [name]))
 
     return command
@@ -145,6 +229,8 @@ def _role_command(name: str) -> Callable[[argparse.Namespace, Settings], None]:
 def cmd_engine(args: argparse.Namespace, settings: Settings) -> None:
     from webhook_router.demo import serve_engine
     from webhook_router.runtime import run_until_signal
+
+    _check_listens([_engine_listen(settings)])
 
     async def go() -> None:
         runner = await serve_engine(settings)
@@ -160,7 +246,7 @@ def cmd_engine(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     from webhook_router.demo import seed_demo
 
-    _with_store(settings, lambda st: seed_demo(settings, st))
+    _with_store(settings, lambda st: seed_demo(settings, st, args.cli))
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
@@ -494,12 +580,20 @@ def parser() -> argparse.ArgumentParser:
         description="Run a small local workflow engine that answers run-tree calls like the "
         'real one ("Initiated run #N"), at WEBHOOK_ROUTER_ENGINE_URL.',
     ).set_defaults(func=cmd_engine)
-    sub.add_parser(
+    demo = sub.add_parser(
         "demo",
         help="Install the standard webhooks in the default space and publish sample events.",
         description="Install the standard webhooks in the default space (and kapp services) "
         "and publish five sample events.",
-    ).set_defaults(func=cmd_demo)
+    )
+    demo.add_argument(
+        "--cli",
+        default="webhook-router",
+        metavar="COMMAND",
+        help="how the closing hint runs the CLI, e.g. 'docker compose exec api "
+        "webhook-router' (default: webhook-router)",
+    )
+    demo.set_defaults(func=cmd_demo)
 
     pub = sub.add_parser(
         "publish",

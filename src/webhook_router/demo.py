@@ -86,9 +86,36 @@ def demo_events(space: str) -> list[dict[str, Any]]:
     ]
 
 
-async def seed_demo(settings: Settings, store: Store) -> None:
+def api_base_url(settings: Settings) -> str:
+    """The API's URL as a browser on this machine reaches it (a wildcard address is
+    reached on loopback)."""
+    host = settings.api_host
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.api_port}"
+
+
+def where_to_look(settings: Settings, space: str, cli: str) -> str:
+    """The closing text of the demo: the token, the console, the CLI and the API."""
+    token = settings.api_token[0] if settings.api_token else "<token>"
+    api = api_base_url(settings)
+    return (
+        f"\nDemo: 5 events published to space {space!r}; the engine answers at "
+        f"{settings.engine_url}.\n"
+        f"  console:  {api}/console/   (log in with the API token {token})\n"
+        f"  CLI:      {cli} jobs list\n"
+        f"  API:      curl -H 'Authorization: Bearer {token}' {api}/app/api/v1/webhookJobs\n"
+    )
+
+
+async def seed_demo(settings: Settings, store: Store, cli: str = "webhook-router") -> None:
     """Install the standard webhooks in the default space and kapp `services`, publish
-    the demo events and say where to look."""
+    the demo events and say where to look (`cli`: the command that runs the CLI where
+    the reader is)."""
     space = settings.default_space
     await install_defaults(store, settings.tree_source, space, None)
     await install_defaults(store, settings.tree_source, space, DEMO_KAPP)
@@ -96,14 +123,7 @@ async def seed_demo(settings: Settings, store: Store) -> None:
     async with Publisher(settings.amqp_url, settings.namespace) as publisher:
         for event in demo_events(space):
             await publisher.publish(event)
-    api = f"http://{settings.api_host}:{settings.api_port}"
-    print(
-        f"\nDemo: 5 events published to space {space!r}; the engine answers at "
-        f"{settings.engine_url}.\n"
-        "  webhook-router jobs list                 (in another terminal)\n"
-        f"  curl -H 'Authorization: Bearer <token>' {api}/app/api/v1/webhookJobs\n",
-        flush=True,
-    )
+    print(where_to_look(settings, space, cli), flush=True)
 
 
 async def serve_engine(settings: Settings) -> web.AppRunner:
@@ -111,13 +131,15 @@ async def serve_engine(settings: Settings) -> web.AppRunner:
     return await serve(Engine().app(), url.hostname or "127.0.0.1", url.port or 80)
 
 
-async def run_demo(settings: Settings, store: Store, roles: Sequence[Role]) -> None:
+async def run_demo(
+    settings: Settings, store: Store, roles: Sequence[Role], cli: str = "webhook-router"
+) -> None:
     """Beside `up`: the engine, then, once every role is ready, the demo's events."""
     runner = await serve_engine(settings)
     try:
         while not all(role.ready() for role in roles):
             await asyncio.sleep(0.1)
-        await seed_demo(settings, store)
+        await seed_demo(settings, store, cli)
         print("Stop with Ctrl-C.", flush=True)
         await asyncio.Event().wait()
     finally:

@@ -1,10 +1,15 @@
-"""Running roles: one or several in a process, until SIGTERM or SIGINT, then draining."""
+"""Running roles: one or several in a process, until SIGTERM or SIGINT, then draining.
+
+The ports a process will listen on are checked before anything starts (`unbindable`), so a
+busy port stops it with nothing consumed, declared or migrated.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import Sequence
 
 import structlog
@@ -52,6 +57,27 @@ def _connection_of(roles: Sequence[Role]) -> AbstractConnection | None:
         connection = getattr(role, "connection", None)
         if isinstance(connection, AbstractConnection) and not connection.is_closed:
             return connection
+    return None
+
+
+def unbindable(host: str | None, port: int) -> OSError | None:
+    """Why `serve(..., host, port)` would fail to listen, or None when it can: every
+    address the host resolves to is bound for a moment, with the options aiohttp uses."""
+    try:
+        addresses = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as exc:
+        return exc
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                return exc
     return None
 
 
