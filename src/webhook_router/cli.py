@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -18,7 +19,7 @@ import orjson
 import structlog
 
 from webhook_router import __version__, broker, logs, store
-from webhook_router.admin import Admin, BrokerUnavailable, Conflict, NotFound
+from webhook_router.admin import REQUIRED, Admin, BrokerUnavailable, Conflict, NotFound
 from webhook_router.events import EventInvalid
 from webhook_router.models import (
     InputInvalid,
@@ -331,30 +332,19 @@ def _time(option: str, text: str | None) -> datetime | None:
         raise CommandError(f"{option} {exc}: {text!r}", EXIT_USAGE) from None
 
 
-def _change(args: argparse.Namespace, **names: str) -> WebhookChange:
-    """The webhook fields given on the command line (`names`: field to argument)."""
-    given = {field: getattr(args, arg) for field, arg in names.items()}
-    data: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-    if getattr(args, "disabled", False):
+def _change(args: argparse.Namespace) -> WebhookChange:
+    """The webhook fields given on the command line (options named after the model's)."""
+    data = {k: getattr(args, k) for k in WebhookChange.options() if getattr(args, k) is not None}
+    if getattr(args, "disabled", False) or getattr(args, "disable", False):
         data["enabled"] = False
-    if getattr(args, "enable", False) or getattr(args, "disable", False):
-        data["enabled"] = bool(args.enable)
+    if getattr(args, "enable", False):
+        data["enabled"] = True
     try:
         return WebhookChange.parse(data)
     except InputInvalid as exc:
         for e in exc.errors:
             print(f"{e['field']}: {e['message']}", file=sys.stderr)
         raise CommandError("the webhook is not valid; nothing was saved", EXIT_USAGE) from None
-
-
-FIELDS = {
-    "name": "name",
-    "type": "type",
-    "event": "event",
-    "filter": "filter",
-    "url": "url",
-    "authStrategy": "auth_strategy",
-}
 
 
 def cmd_webhooks_list(args: argparse.Namespace, settings: Settings) -> None:
@@ -375,7 +365,7 @@ def cmd_webhooks_show(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_webhooks_create(args: argparse.Namespace, settings: Settings) -> None:
-    change = _change(args, **FIELDS)
+    change = _change(args)
     created = _with_admin(
         settings, lambda a: a.create_webhook(args.space, args.kapp, change, by="cli")
     )
@@ -383,10 +373,10 @@ def cmd_webhooks_create(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_webhooks_update(args: argparse.Namespace, settings: Settings) -> None:
-    change = _change(args, **(FIELDS | {"name": "new_name"}))
+    change = _change(args)
 
     async def work(admin: Admin) -> WebhookDefinition:
-        current = await admin.find_webhook(args.space, args.kapp, args.name)
+        current = await admin.find_webhook(args.space, args.kapp, args.current)
         return await admin.update_webhook(current, change, by="cli")
 
     _print_json({"webhook": WebhookWithSecret.of(_with_admin(settings, work)).wire()})
@@ -464,26 +454,9 @@ def cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> None:
     if args.json:
         _print_json({"webhookJob": job})
         return
-    for key in (
-        "id",
-        "status",
-        "summary",
-        "runId",
-        "name",
-        "type",
-        "event",
-        "treeGroup",
-        "treeName",
-        "url",
-        "eventId",
-        "retryCount",
-        "attempts",
-        "scheduledAt",
-        "createdAt",
-        "updatedAt",
-        "completedAt",
-    ):
-        print(f"{key + ':':<13} {'' if job[key] is None else job[key]}")
+    for key, value in job.items():
+        if key not in ("requestContent", "responseContent", "attemptHistory"):
+            print(f"{key + ':':<13} {'' if value is None else value}")
     print("\nrequest:\n" + _pretty(job["requestContent"]))
     print("\nresponse:\n" + _pretty(job["responseContent"]))
     for a in job["attemptHistory"]:
@@ -612,6 +585,18 @@ def parser() -> argparse.ArgumentParser:
         )
         parser_.add_argument("--kapp", default=None, help="kapp slug for kapp-level webhooks")
 
+    def definition(parser_: argparse.ArgumentParser, *, create: bool) -> None:
+        """An option per field of the webhook model (`--new-name` renames on update)."""
+        for field, meaning in WebhookChange.options().items():
+            flag = re.sub("([A-Z])", lambda m: "-" + m.group(1).lower(), field)
+            parser_.add_argument(
+                "--new-name" if field == "name" and not create else f"--{flag}",
+                dest=field,
+                metavar=flag.upper().replace("-", "_"),
+                required=create and field in REQUIRED,
+                help=meaning.replace("`", "'"),
+            )
+
     space_default = Settings().default_space
     wh = sub.add_parser(
         "webhooks",
@@ -629,23 +614,13 @@ def parser() -> argparse.ArgumentParser:
     w.set_defaults(func=cmd_webhooks_show)
     w = whs.add_parser("create", help="Create a webhook.")
     scoped(w, space_default)
-    w.add_argument("--name", required=True)
-    w.add_argument("--type", required=True, help="catalogue type, e.g. 'Submission'")
-    w.add_argument("--event", required=True, help="action, e.g. 'Submitted'")
-    w.add_argument("--url", required=True, help="URL template; a leading / goes to the engine")
-    w.add_argument("--filter", default=None, help="filter expression; empty means always")
-    w.add_argument("--auth-strategy", default=None, choices=["Signature"])
+    definition(w, create=True)
     w.add_argument("--disabled", action="store_true", help="create it disabled")
     w.set_defaults(func=cmd_webhooks_create)
     w = whs.add_parser("update", help="Change some fields of a webhook.")
     scoped(w, space_default)
-    w.add_argument("name")
-    w.add_argument("--new-name", default=None)
-    w.add_argument("--type", default=None)
-    w.add_argument("--event", default=None)
-    w.add_argument("--url", default=None)
-    w.add_argument("--filter", default=None)
-    w.add_argument("--auth-strategy", default=None, choices=["Signature"])
+    w.add_argument("current", metavar="name", help="the webhook's name now")
+    definition(w, create=False)
     toggle = w.add_mutually_exclusive_group()
     toggle.add_argument("--enable", action="store_true")
     toggle.add_argument("--disable", action="store_true")

@@ -186,14 +186,7 @@ Name = Annotated[
     str,
     _no_nul(NAME_MAX),
     AfterValidator(_name),
-    WithJsonSchema(
-        {
-            **TEXT_SCHEMA,
-            "minLength": 1,
-            "maxLength": NAME_MAX,
-            "description": "Unique in its scope; not blank, not `.` or `..`.",
-        }
-    ),
+    WithJsonSchema({**TEXT_SCHEMA, "minLength": 1, "maxLength": NAME_MAX}),
 ]
 Timestamp = Annotated[
     datetime,
@@ -271,40 +264,33 @@ Ignored = Annotated[Any, _IGNORED]
 class WebhookChange(_Input):
     """The fields a body sets; absent ones keep their value (an update) or their default."""
 
-    name: Name | None = None
+    name: Annotated[Name | None, Field(description="Unique in its scope; not `.` or `..`.")] = None
     type: Annotated[
-        str | None, WithJsonSchema({"type": "string", "enum": TYPES, "description": "A type."})
+        str | None,
+        WithJsonSchema({"type": "string", "enum": TYPES}),
+        Field(description="A catalogue type, e.g. `Submission`."),
     ] = None
     event: Annotated[
         str | None,
-        WithJsonSchema(
-            {"type": "string", "enum": ACTIONS, "description": "An action, e.g. `Submitted`."}
-        ),
+        WithJsonSchema({"type": "string", "enum": ACTIONS}),
+        Field(description="An action of the type, e.g. `Submitted`."),
     ] = None
     filter: Annotated[
         str | None,
         _no_nul(),
-        WithJsonSchema(
-            {
-                "type": ["string", "null"],
-                "pattern": NO_NUL,
-                "description": "Expression; the webhook fires only where it is true.",
-            }
-        ),
+        WithJsonSchema({"type": ["string", "null"], "pattern": NO_NUL}),
+        Field(description="Expression; the webhook fires only where it is true."),
     ] = None
     url: Annotated[
         str | None,
         _no_nul(not_empty=True),
-        WithJsonSchema(
-            {
-                **TEXT_SCHEMA,
-                "minLength": 1,
-                "description": "URL template; one starting with `/` goes to the engine.",
-            }
-        ),
+        WithJsonSchema({**TEXT_SCHEMA, "minLength": 1}),
+        Field(description="URL template; one starting with `/` goes to the engine."),
     ] = None
     auth_strategy: Annotated[
-        str | None, WithJsonSchema({"type": ["string", "null"], "enum": ["Signature", None]})
+        str | None,
+        WithJsonSchema({"type": ["string", "null"], "enum": ["Signature", None]}),
+        Field(description="`Signature` to sign each POST (Standard Webhooks), or null."),
     ] = None
     enabled: bool | None = None
     id: Ignored = None
@@ -346,6 +332,15 @@ class WebhookChange(_Input):
         if errors:
             raise InputInvalid("the webhook is not valid", errors)
         return change
+
+    @classmethod
+    def options(cls) -> dict[str, str]:
+        """Each definition field's wire name and what it means, for a front end to offer."""
+        return {
+            info.alias or key: info.description or ""
+            for key, info in cls.model_fields.items()
+            if key in cls.DEFINITION and key != "enabled"
+        }
 
     def changes(self) -> dict[str, Any]:
         """The definition's fields this body sets, as `webhooks.Webhook` attributes."""

@@ -221,16 +221,26 @@ def _answer(description: str, schema: Schema | None = None, media: str = JSON) -
     return answer
 
 
-def _error(description: str) -> Schema:
-    return _answer(description, ref("Error"))
+ERRORS = {
+    "400": "The body is not a JSON object.",
+    "401": "No valid bearer token.",
+    "404": "Nothing of that name or id here.",
+    "409": "It clashes with what is stored.",
+    "422": "A field or parameter is not valid; `errors` names each.",
+    "503": "The database or the broker is unavailable.",
+}
 
 
-BAD_BODY = _error("The body is not a JSON object.")
-UNAUTHORIZED = _error("No valid bearer token.")
-INVALID = _error("A field or parameter is not valid; `errors` names each.")
-NOT_FOUND = _error("Nothing of that name or id here.")
-UNAVAILABLE = _error("The database or the broker is unavailable.")
-COMMON = {"401": UNAUTHORIZED, "422": INVALID, "503": UNAVAILABLE}
+def _answers(ok: str, description: str, schema: Schema | None, errors: str, **why: str) -> Schema:
+    """The success answer and the errors (codes separated by spaces; `why` words one)."""
+    answers = {ok: _answer(description, schema)}
+    for code in errors.split():
+        answers[code] = _answer(why.get(f"e{code}", ERRORS[code]), ref("Error"))
+    return answers
+
+
+def _list(model: str) -> Schema:
+    return {"type": "array", "items": ref(model)}
 
 
 def _scopes() -> Iterator[tuple[str, str, str]]:
@@ -243,254 +253,136 @@ def _scopes() -> Iterator[tuple[str, str, str]]:
         yield f"{space_path}/kapps/{{kapp}}", f"OfKapp{space_id}", f"a kapp of {space_words}"
 
 
-def _operations() -> list[Operation]:
-    def op(
-        method: str,
-        path: str,
-        handler: str,
-        operation_id: str,
-        summary: str,
-        tag: str,
-        responses: dict[str, Schema],
-        query: list[Schema] | None = None,
-        **more: Any,
-    ) -> Operation:
-        parameters = [PARAMETERS[n] for n in PARAMETERS if "{" + n + "}" in path] + (query or [])
-        return Operation(
-            method, path, handler, operation_id, summary, tag, responses, parameters, **more
-        )
+HOOK = _object("webhook", ref("Webhook"))
+SECRET = _object("webhook", ref("WebhookWithSecret"))
+FOUND = "401 404 422 503"
+SCOPED: tuple[tuple[str, str, str, str, str, str, Schema, Any], ...] = (
+    # method, path in the scope, handler, operation id, summary (of {words}), tag, answers, body
+    (
+        "GET", "/webhooks", "list_webhooks", "listWebhooks", "The webhooks of {words}, by name.",
+        "webhooks",
+        _answers("200", "The webhooks.", _object("webhooks", _list("Webhook")), "401 422 503"),
+        None,
+    ),
+    (
+        "POST", "/webhooks", "create_webhook", "createWebhook", "Create a webhook in {words}.",
+        "webhooks",
+        _answers("201", "Created, with its signing secret.", SECRET, "400 401 409 422 503",
+                 e409="A webhook of that name exists here."),
+        _wrapped("webhook", ref("WebhookCreate")),
+    ),
+    (
+        "GET", "/webhooks/{name}", "get_webhook", "getWebhook", "One webhook, with its secret.",
+        "webhooks", _answers("200", "The webhook.", SECRET, FOUND), None,
+    ),
+    (
+        "PUT", "/webhooks/{name}", "update_webhook", "updateWebhook",
+        "Change some fields of a webhook; absent fields keep their value.", "webhooks",
+        _answers("200", "The webhook as saved.", SECRET, "400 409 " + FOUND,
+                 e409="Renamed to a name taken here."),
+        _wrapped("webhook", ref("WebhookChange")),
+    ),
+    (
+        "DELETE", "/webhooks/{name}", "delete_webhook", "deleteWebhook",
+        "Delete a webhook; its jobs stay in the job log.", "webhooks",
+        _answers("200", "The webhook as it was.", HOOK, FOUND), None,
+    ),
+    (
+        "POST", "/webhooks/{name}/secret", "rotate_secret", "rotateWebhookSecret",
+        "Give a webhook a new signing secret; the old one keeps signing beside it for a grace "
+        "period.", "webhooks",
+        _answers("200", "The webhook with its new secret.", SECRET, "400 " + FOUND),
+        ref("SecretRotation"),
+    ),
+    (
+        "GET", "/webhookJobs", "list_jobs", "listWebhookJobs",
+        "Webhook jobs of {words}, newest scheduledAt first, a page at a time.", "webhookJobs",
+        _answers("200", "A page of jobs; nextPageToken is null on the last page.",
+                 _object("webhookJobs", _list("Job"), nextPageToken={"type": ["string", "null"]}),
+                 "401 422 503"),
+        None,
+    ),
+    (
+        "POST", "/webhookJobs/replay", "replay_jobs", "replayWebhookJobs",
+        "Retry every Failed job of a webhook of this scope scheduled in a window.", "webhookJobs",
+        _answers("200", "How many jobs were (or, in a dry run, would be) queued.",
+                 _object("queued", {"type": "integer"}, dryRun={"type": "boolean"}),
+                 "400 " + FOUND),
+        ref("Replay"),
+    ),
+    (
+        "GET", "/webhookJobs/{id}", "get_job", "getWebhookJob", "One job, with every attempt.",
+        "webhookJobs", _answers("200", "The job.", _object("webhookJob", ref("JobDetail")), FOUND),
+        None,
+    ),
+    (
+        "PUT", "/webhookJobs/{id}", "update_job", "retryWebhookJob",
+        "Retry a Failed or Cancelled job through its webhook's current definition.", "webhookJobs",
+        _answers("200", "The job, now Queued.", _object("webhookJob", ref("Job")),
+                 "400 409 " + FOUND, e409="Not Failed or Cancelled, or its webhook is gone."),
+        _wrapped("webhookJob", ref("JobRetry")),
+    ),
+)  # fmt: skip
+"""The operations every scope has, in each of the four scopes."""
 
-    alive = {"200": _answer("Alive.", {"type": "object"})}
-    ops = [
-        op(
-            "GET",
-            "/healthz",
-            "healthz",
-            "healthz",
-            "The process is alive.",
-            "health",
-            alive,
-            public=True,
-        ),
-        op(
-            "GET",
-            "/readyz",
-            "readyz",
-            "readyz",
-            "The database and the broker answer.",
-            "health",
-            {
-                "200": _answer("Ready.", {"type": "object"}),
-                "503": _answer("Not ready; `problems` says why.", {"type": "object"}),
-            },
-            public=True,
-        ),
-        op(
-            "GET",
-            OPENAPI_PATH,
-            "openapi",
-            "openapi",
-            "This document.",
-            "meta",
-            {"200": _answer("The OpenAPI document.", {"type": "object"})},
-            public=True,
-        ),
-        op(
-            "GET",
-            "/metrics",
-            "prometheus",
-            "metrics",
-            "Prometheus metrics of this process, and the depth of every queue.",
-            "health",
-            {
-                "200": _answer("Prometheus text format.", {"type": "string"}, "text/plain"),
-                "401": UNAUTHORIZED,
-            },
-        ),
-        op(
-            "POST",
-            f"{V1}/events",
-            "ingest",
-            "publishEvent",
-            "Publish an event, as platform services do.",
-            "events",
-            {
-                "202": _answer("Stored by the broker.", _object("id", {"type": "string"})),
-                "400": BAD_BODY,
-                **COMMON,
-                "503": _error("The broker is unavailable; the event was not accepted."),
-            },
-            body=ref("Event"),
-        ),
-    ]
+
+def _operation(
+    method: str,
+    path: str,
+    handler: str,
+    operation_id: str,
+    summary: str,
+    tag: str,
+    responses: dict[str, Schema],
+    **more: Any,
+) -> Operation:
+    parameters = [PARAMETERS[n] for n in PARAMETERS if "{" + n + "}" in path]
+    if path.endswith("/webhookJobs") and method == "GET":
+        parameters += _query(models.JobQuery)
+    return Operation(
+        method, path, handler, operation_id, summary, tag, responses, parameters, **more
+    )
+
+
+def _operations() -> list[Operation]:
+    status = _answer("Ready, or (503) not: `problems` says why.", {"type": "object"})
     strings = {"type": "array", "items": {"type": "string"}}
+    ops = [
+        _operation("GET", "/healthz", "healthz", "healthz", "The process is alive.", "health",
+                   {"200": _answer("Alive.", {"type": "object"})}, public=True),
+        _operation("GET", "/readyz", "readyz", "readyz", "The database and the broker answer.",
+                   "health", {"200": status, "503": status}, public=True),
+        _operation("GET", OPENAPI_PATH, "openapi", "openapi", "This document.", "meta",
+                   {"200": _answer("The OpenAPI document.", {"type": "object"})}, public=True),
+        _operation("GET", "/metrics", "prometheus", "metrics",
+                   "Prometheus metrics of this process, and the depth of every queue.", "health",
+                   {"200": _answer("Prometheus text format.", {"type": "string"}, "text/plain"),
+                    "401": _answer(ERRORS["401"], ref("Error"))}),
+        _operation("POST", f"{V1}/events", "ingest", "publishEvent",
+                   "Publish an event, as platform services do.", "events",
+                   _answers("202", "Stored by the broker.", _object("id", {"type": "string"}),
+                            "400 401 422 503",
+                            e503="The broker is unavailable; the event was not accepted."),
+                   body=ref("Event")),
+    ]  # fmt: skip
     for what, handler, schema in (
         ("types", "meta_types", strings),
         ("events", "meta_events", {"type": "object", "additionalProperties": strings}),
     ):
+        path = f"{V1}/meta/webhooks/{what}/{{level}}"
+        summary = f"The catalogue's webhook {what} at a level."
+        answers = _answers("200", "The catalogue.", _object(what, schema), "401 404")
         ops.append(
-            op(
-                "GET",
-                f"{V1}/meta/webhooks/{what}/{{level}}",
-                handler,
-                f"webhook{what.title()}",
-                f"The catalogue's webhook {what} at a level.",
-                "meta",
-                {
-                    "200": _answer("The catalogue.", _object(what, schema)),
-                    "401": UNAUTHORIZED,
-                    "404": NOT_FOUND,
-                },
-            )
+            _operation("GET", path, handler, f"webhook{what.title()}", summary, "meta", answers)
         )
-    webhook = _object("webhook", ref("Webhook"))
-    webhook_secret = _object("webhook", ref("WebhookWithSecret"))
-    found = {**COMMON, "404": NOT_FOUND}
     for base, suffix, words in _scopes():
-        hooks, jobs = f"{base}/webhooks", f"{base}/webhookJobs"
-        one, job = f"{hooks}/{{name}}", f"{jobs}/{{id}}"
-        ops += [
-            op(
-                "GET",
-                hooks,
-                "list_webhooks",
-                f"listWebhooks{suffix}",
-                f"The webhooks of {words}, by name.",
-                "webhooks",
-                {
-                    "200": _answer(
-                        "The webhooks (without secrets).",
-                        _object("webhooks", {"type": "array", "items": ref("Webhook")}),
-                    ),
-                    **COMMON,
-                },
-            ),
-            op(
-                "POST",
-                hooks,
-                "create_webhook",
-                f"createWebhook{suffix}",
-                f"Create a webhook in {words}.",
-                "webhooks",
-                {
-                    "201": _answer("Created, with its signing secret.", webhook_secret),
-                    "400": BAD_BODY,
-                    "409": _error("A webhook of that name exists here."),
-                    **COMMON,
-                },
-                body=_wrapped("webhook", ref("WebhookCreate")),
-            ),
-            op(
-                "GET",
-                one,
-                "get_webhook",
-                f"getWebhook{suffix}",
-                "One webhook, with its signing secret.",
-                "webhooks",
-                {"200": _answer("The webhook.", webhook_secret), **found},
-            ),
-            op(
-                "PUT",
-                one,
-                "update_webhook",
-                f"updateWebhook{suffix}",
-                "Change some fields of a webhook; absent fields keep their value.",
-                "webhooks",
-                {
-                    "200": _answer("The webhook as saved.", webhook_secret),
-                    "400": BAD_BODY,
-                    "409": _error("Renamed to a name taken here."),
-                    **found,
-                },
-                body=_wrapped("webhook", ref("WebhookChange")),
-            ),
-            op(
-                "DELETE",
-                one,
-                "delete_webhook",
-                f"deleteWebhook{suffix}",
-                "Delete a webhook; its jobs stay in the job log.",
-                "webhooks",
-                {"200": _answer("The webhook as it was.", webhook), **found},
-            ),
-            op(
-                "POST",
-                f"{one}/secret",
-                "rotate_secret",
-                f"rotateWebhookSecret{suffix}",
-                "Give a webhook a new signing secret; the old one keeps signing beside it "
-                "for a grace period.",
-                "webhooks",
-                {
-                    "200": _answer("The webhook with its new secret.", webhook_secret),
-                    "400": BAD_BODY,
-                    **found,
-                },
-                body=ref("SecretRotation"),
-                body_required=False,
-            ),
-            op(
-                "GET",
-                jobs,
-                "list_jobs",
-                f"listWebhookJobs{suffix}",
-                f"Webhook jobs of {words}, newest scheduledAt first, a page at a time.",
-                "webhookJobs",
-                {
-                    "200": _answer(
-                        "A page of jobs; nextPageToken is null on the last page.",
-                        _object(
-                            "webhookJobs",
-                            {"type": "array", "items": ref("Job")},
-                            nextPageToken={"type": ["string", "null"]},
-                        ),
-                    ),
-                    **COMMON,
-                },
-                _query(models.JobQuery),
-            ),
-            op(
-                "POST",
-                f"{jobs}/replay",
-                "replay_jobs",
-                f"replayWebhookJobs{suffix}",
-                "Retry every Failed job of a webhook of this scope scheduled in a window.",
-                "webhookJobs",
-                {
-                    "200": _answer(
-                        "How many jobs were (or, in a dry run, would be) queued.",
-                        _object("queued", {"type": "integer"}, dryRun={"type": "boolean"}),
-                    ),
-                    "400": BAD_BODY,
-                    **found,
-                },
-                body=ref("Replay"),
-            ),
-            op(
-                "GET",
-                job,
-                "get_job",
-                f"getWebhookJob{suffix}",
-                "One job, with every attempt.",
-                "webhookJobs",
-                {"200": _answer("The job.", _object("webhookJob", ref("JobDetail"))), **found},
-            ),
-            op(
-                "PUT",
-                job,
-                "update_job",
-                f"retryWebhookJob{suffix}",
-                "Retry a Failed or Cancelled job through its webhook's current definition.",
-                "webhookJobs",
-                {
-                    "200": _answer("The job, now Queued.", _object("webhookJob", ref("Job"))),
-                    "400": BAD_BODY,
-                    "409": _error("The job is not Failed or Cancelled, or its webhook is gone."),
-                    **found,
-                },
-                body=_wrapped("webhookJob", ref("JobRetry")),
-            ),
-        ]
+        for method, path, handler, op_id, summary, tag, answers, body in SCOPED:
+            ops.append(
+                _operation(
+                    method, base + path, handler, op_id + suffix, summary.format(words=words),
+                    tag, answers, body=body, body_required=handler != "rotate_secret",
+                )
+            )  # fmt: skip
     return ops
 
 
