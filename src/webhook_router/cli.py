@@ -693,10 +693,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+LONG_LIVED = frozenset({"up", "router", "worker", "recorder", "api", "engine"})
+"""The commands that run until stopped; every other one does its work and exits."""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     settings = Settings()
-    logs.configure(settings.log_format, settings.log_level)
+    level = settings.log_level
+    if args.command not in LONG_LIVED and "log_level" not in settings.model_fields_set:
+        level = "warning"  # a one-shot command prints its answer; its progress is noise
+    logs.configure(settings.log_format, level)
     try:
         args.func(args, settings)
     except CommandError as exc:

@@ -24,12 +24,15 @@ SAMPLES = Path(__file__).parent.parent / "samples"
 
 
 async def cli(settings: Settings, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    """Run the CLI as a user does: these settings, and no log level set."""
+    env = env_of(settings)
+    del env["WEBHOOK_ROUTER_LOG_LEVEL"]
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "webhook_router.cli",
         *args,
-        env=env_of(settings),
+        env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -120,6 +123,51 @@ async def test_publish_a_sample_file_then_read_its_job(stack: Stack) -> None:
     assert "Initiated run #" in out
     code, out, _ = await cli(s, "jobs", "list", "--status", "complete", "--json")
     assert [j["id"] for j in json.loads(out)["webhookJobs"]] == [str(job["id"])]
+
+
+async def test_one_shot_commands_print_their_answer_and_no_log_line(stack: Stack) -> None:
+    sample = json.loads((SAMPLES / "user.created.json").read_text())
+    sample["space"]["slug"] = stack.space()
+    sample["event"]["id"] = str(uuid.uuid4())
+    code, out, err = await cli(stack.settings, "publish", "-", stdin=json.dumps(sample).encode())
+    assert code == 0, err
+    assert err == "", "publishing connects to the broker, and says nothing of it"
+    assert out.strip() == sample["event"]["id"]
+    code, out, err = await cli(stack.settings, "jobs", "list", "--space", stack.space())
+    assert (code, err) == (0, "")
+    # Asked for, the progress is there.
+    env = env_of(stack.settings) | {"WEBHOOK_ROUTER_LOG_LEVEL": "info"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "webhook_router.cli",
+        "publish",
+        "-",
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    sample["event"]["id"] = str(uuid.uuid4())
+    _, logged = await asyncio.wait_for(process.communicate(json.dumps(sample).encode()), 60)
+    assert process.returncode == 0
+    assert "broker connected" in logged.decode()
+
+
+async def test_publish_speaks_of_fields_in_plain_words(stack: Stack) -> None:
+    code, _, err = await cli(
+        stack.settings,
+        "publish",
+        "-",
+        stdin=b'{"event": {"type": "User", "action": "Created", "id": 7}, "space": "acme",'
+        b' "user": {}}',
+    )
+    assert code == 2
+    assert err.splitlines() == [
+        "event.id: must be a string",
+        "space: must be an object",
+        "webhook-router: the event is not valid; nothing was published",
+    ]
 
 
 async def test_publish_refuses_a_bad_event_and_names_the_field(stack: Stack) -> None:
