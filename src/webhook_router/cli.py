@@ -366,20 +366,32 @@ def cmd_webhooks_show(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_webhooks_create(args: argparse.Namespace, settings: Settings) -> None:
     change = _change(args)
-    created = _with_admin(
-        settings, lambda a: a.create_webhook(args.space, args.kapp, change, by="cli")
-    )
+
+    async def work(admin: Admin) -> tuple[WebhookDefinition, list[str]]:
+        created = await admin.create_webhook(args.space, args.kapp, change, by="cli")
+        return created, admin.warnings(created)
+
+    created, warnings = _with_admin(settings, work)
+    _warn(warnings)
     _print_json({"webhook": WebhookWithSecret.of(created).wire()})
+
+
+def _warn(warnings: Sequence[str]) -> None:
+    for warning in warnings:
+        print(f"webhook-router: warning: {warning}", file=sys.stderr)
 
 
 def cmd_webhooks_update(args: argparse.Namespace, settings: Settings) -> None:
     change = _change(args)
 
-    async def work(admin: Admin) -> WebhookDefinition:
+    async def work(admin: Admin) -> tuple[WebhookDefinition, list[str]]:
         current = await admin.find_webhook(args.space, args.kapp, args.current)
-        return await admin.update_webhook(current, change, by="cli")
+        saved = await admin.update_webhook(current, change, by="cli")
+        return saved, admin.warnings(saved)
 
-    _print_json({"webhook": WebhookWithSecret.of(_with_admin(settings, work)).wire()})
+    saved, warnings = _with_admin(settings, work)
+    _warn(warnings)
+    _print_json({"webhook": WebhookWithSecret.of(saved).wire()})
 
 
 def cmd_webhooks_delete(args: argparse.Namespace, settings: Settings) -> None:

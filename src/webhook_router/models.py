@@ -182,6 +182,9 @@ def anycase(*words: str) -> str:
 
 
 TEXT_SCHEMA = {"type": "string", "pattern": NO_NUL}
+URL_PATTERN = "^(/|\\$\\{|[Hh][Tt][Tt][Pp][Ss]?://[^/?#\\u0000])[^\\u0000]*$"
+"""What a URL template starts with: `/`, an expression, or http(s):// and a host; the rest
+of the rules (`webhooks.check_definition`) cannot be said in a pattern."""
 Text = Annotated[str, _no_nul(), WithJsonSchema(TEXT_SCHEMA)]
 Name = Annotated[
     str,
@@ -276,7 +279,7 @@ class WebhookChange(_Input):
     url: Annotated[
         str | None,
         _no_nul(not_empty=True),
-        WithJsonSchema({**TEXT_SCHEMA, "minLength": 1}),
+        WithJsonSchema({"type": "string", "minLength": 1, "pattern": URL_PATTERN}),
         Field(description="URL template; one starting with `/` goes to the engine."),
     ] = None
     auth_strategy: Annotated[

@@ -211,6 +211,36 @@ async def test_webhook_create_refuses_a_bad_filter_naming_the_position(stack: St
     assert json.loads(out) == {"webhooks": []}
 
 
+async def test_webhook_create_refuses_a_url_that_cannot_be_sent_and_warns_of_a_refused_host(
+    stack: Stack,
+) -> None:
+    space = stack.space()
+    create = ("webhooks", "create", "--space", space, "--type", "User", "--event", "Created")
+    code, out, err = await cli(stack.settings, *create, "--name", "rel", "--url", "example/path")
+    assert code == 2, out
+    assert err.splitlines() == [
+        "url: must start with '/' (a path on the workflow engine) or be an http:// or "
+        "https:// URL, not 'example/path'",
+        "webhook-router: the webhook is not valid; nothing was saved",
+    ]
+    assert await stack.store.scope_webhooks(space, None) == []
+
+    url = "http://localhost:9/hook"
+    newcomer = stack.settings.model_copy(update={"allowed_networks": []})
+    code, out, err = await cli(newcomer, *create, "--name", "local", "--url", url)
+    assert code == 0, err
+    assert json.loads(out)["webhook"]["url"] == url
+    assert err.splitlines() == [
+        "webhook-router: warning: every delivery will be refused: 127.0.0.1 is a loopback "
+        "address (host localhost); add its network to WEBHOOK_ROUTER_ALLOWED_NETWORKS if the "
+        "router may reach it"
+    ]
+    code, _, err = await cli(
+        stack.settings, "webhooks", "update", "--space", space, "local", "--url", "/hook"
+    )
+    assert (code, err) == (0, "")
+
+
 async def test_webhooks_create_update_show_delete(stack: Stack) -> None:
     space = stack.space()
     base = ("--space", space)

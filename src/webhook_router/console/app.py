@@ -651,8 +651,14 @@ class Console:
         except (InputInvalid, Conflict) as exc:
             spaces = await self._spaces(space)
             return self._refused(request, space, spaces, values, None, exc)
-        self._session(request).flash("ok", f"Webhook {created.name} created.")
+        self._flash_saved(request, created, "created")
         raise web.HTTPSeeOther(space_url(space, "webhooks", created.id))
+
+    def _flash_saved(self, request: web.Request, webhook: Webhook, done: str) -> None:
+        session = self._session(request)
+        session.flash("ok", f"Webhook {webhook.name} {done}.")
+        for warning in self.admin.warnings(webhook):
+            session.flash("warning", f"Warning: {warning[:1].upper()}{warning[1:]}.")
 
     def _refused(
         self,
@@ -692,7 +698,7 @@ class Console:
         except (InputInvalid, Conflict) as exc:
             spaces = await self._spaces(space)
             return self._refused(request, space, spaces, values, current, exc)
-        self._session(request).flash("ok", f"Webhook {saved.name} saved.")
+        self._flash_saved(request, saved, "saved")
         raise web.HTTPSeeOther(space_url(space, "webhooks", saved.id))
 
     async def set_enabled(self, request: web.Request) -> web.StreamResponse:
