@@ -22,11 +22,14 @@ from webhook_router import __version__, broker, logs, store
 from webhook_router.admin import REQUIRED, Admin, BrokerUnavailable, Conflict, NotFound
 from webhook_router.events import EventInvalid
 from webhook_router.models import (
+    LIMIT_DEFAULT,
+    LIMIT_MAX,
     InputInvalid,
     JobDetail,
     Webhook,
     WebhookChange,
     WebhookWithSecret,
+    decode_token,
     parse_status,
     parse_time,
 )
@@ -417,6 +420,12 @@ def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> None:
         status = parse_status(args.status) if args.status else None
     except ValueError as exc:
         raise CommandError(f"--status {exc}", EXIT_USAGE) from None
+    if not 1 <= args.limit <= LIMIT_MAX:
+        raise CommandError(f"--limit must be from 1 to {LIMIT_MAX}: {args.limit}", EXIT_USAGE)
+    try:
+        after = None if args.page_token is None else decode_token(args.page_token)
+    except ValueError as exc:
+        raise CommandError(f"--page-token {exc}: {args.page_token!r}", EXIT_USAGE) from None
     f = JobFilter(
         space=args.space,
         kapp=args.kapp,
@@ -427,11 +436,19 @@ def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> None:
         start=_time("--start", args.start),
         end=_time("--end", args.end),
         limit=args.limit,
+        after=after,
     )
-    jobs = _with_admin(settings, lambda a: a.jobs(f)).jobs
+    page = _with_admin(settings, lambda a: a.jobs(f))
+    jobs = page.jobs
     if args.json:
-        _print_json({"webhookJobs": [j.wire() for j in jobs]})
+        _print_json({"webhookJobs": [j.wire() for j in jobs], "nextPageToken": page.next_token})
         return
+    if page.next_token is not None:
+        print(
+            f"webhook-router: more jobs than these {len(jobs)}; for the next page, run the "
+            f"same command with --page-token {page.next_token}",
+            file=sys.stderr,
+        )
     _table(
         [
             [
@@ -683,8 +700,21 @@ def parser() -> argparse.ArgumentParser:
     j.add_argument("--parent-key", help="submission id, form slug, username...")
     j.add_argument("--start", help="scheduled at or after (ISO 8601 with zone)")
     j.add_argument("--end", help="scheduled before (ISO 8601 with zone)")
-    j.add_argument("--limit", type=int, default=25)
-    j.add_argument("--json", action="store_true", help="print JSON")
+    j.add_argument(
+        "--limit",
+        type=int,
+        default=LIMIT_DEFAULT,
+        help=f"jobs per page, 1 to {LIMIT_MAX} (default {LIMIT_DEFAULT})",
+    )
+    j.add_argument(
+        "--page-token",
+        metavar="TOKEN",
+        help="continue after the page that gave this token (printed on stderr when there "
+        "are more jobs, and as nextPageToken with --json); keep the same filters",
+    )
+    j.add_argument(
+        "--json", action="store_true", help="print JSON, with the nextPageToken of the page"
+    )
     j.set_defaults(func=cmd_jobs_list)
     j = jbs.add_parser("show", help="Show a job with its request, response and attempts.")
     j.add_argument("id")

@@ -17,7 +17,7 @@ from webhook_router.settings import Settings
 
 from ..conftest import drop_namespace, free_port
 from ..support.processes import env_of
-from .conftest import Stack
+from .conftest import Stack, event_for
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(120)]
 SAMPLES = Path(__file__).parent.parent / "samples"
@@ -275,6 +275,48 @@ async def test_webhooks_create_update_show_delete(stack: Stack) -> None:
     assert code == 0
     code, _, err = await cli(stack.settings, "webhooks", "show", *base, "Users")
     assert code == 1 and "no webhook named 'Users'" in err
+
+
+async def users_created(stack: Stack, space: str, count: int, url: str = "/u") -> list[str]:
+    """`count` jobs of a webhook of its own in `space`, settled; their ids, newest first."""
+    await stack.webhook(space, type="User", event="Created", url=url)
+    for n in range(count):
+        await stack.publisher.publish(event_for(space, "User", "Created", user={"username": n}))
+    rows = await stack.settled(space, count)
+    ordered = sorted(rows, key=lambda r: (r["scheduled_at"], str(r["id"])), reverse=True)
+    return [str(r["id"]) for r in ordered]
+
+
+async def test_jobs_list_says_there_is_more_and_how_to_get_it(stack: Stack) -> None:
+    space = stack.space()
+    ids = await users_created(stack, space, 3)
+    code, out, err = await cli(stack.settings, "jobs", "list", "--space", space, "--limit", "2")
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ids[:2]
+    [hint] = err.splitlines()
+    assert hint.startswith("webhook-router: more jobs than these 2; for the next page, run the ")
+    token = hint.split("--page-token ")[1]
+    code, out, err = await cli(
+        stack.settings, "jobs", "list", "--space", space, "--limit", "2", "--page-token", token
+    )
+    assert (code, err) == (0, "")
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ids[2:]
+
+    code, out, _ = await cli(
+        stack.settings, "jobs", "list", "--space", space, "--limit", "2", "--json"
+    )
+    page = json.loads(out)
+    assert [j["id"] for j in page["webhookJobs"]] == ids[:2] and page["nextPageToken"] == token
+    code, out, _ = await cli(
+        stack.settings, "jobs", "list", "--space", space, "--json", "--page-token", token
+    )
+    last = json.loads(out)
+    assert [j["id"] for j in last["webhookJobs"]] == ids[2:] and last["nextPageToken"] is None
+
+    code, _, err = await cli(stack.settings, "jobs", "list", "--page-token", "nope")
+    assert code == 2 and "--page-token is not a token this API gave: 'nope'" in err
+    code, _, err = await cli(stack.settings, "jobs", "list", "--limit", "0")
+    assert code == 2 and "--limit must be from 1 to 1000: 0" in err
 
 
 async def test_every_command_has_help(settings: Settings) -> None:
