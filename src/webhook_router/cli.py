@@ -483,17 +483,33 @@ def cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> None:
     if args.json:
         _print_json({"webhookJob": job})
         return
+    history = job["attemptHistory"]
     for key, value in job.items():
+        if key == "attempts":
+            value = _attempts_count(value, history)
         if key not in ("requestContent", "responseContent", "attemptHistory"):
             print(f"{key + ':':<13} {'' if value is None else value}")
     print("\nrequest:\n" + _pretty(job["requestContent"]))
     print("\nresponse:\n" + _pretty(job["responseContent"]))
-    for a in job["attemptHistory"]:
+    for a in history:
         answer = a["responseStatus"] if a["responseStatus"] is not None else a["error"]
+        retry = f" (retry {a['replay']})" if a["replay"] else ""
         print(
-            f"\nattempt {a['replay']}.{a['attempt']} at {a['startedAt']}: {answer} "
+            f"\nattempt {a['attempt']}{retry} at {a['startedAt']}: {answer} "
             f"in {a['durationMs']:.0f} ms"
         )
+
+
+def _attempts_count(latest: int, history: Sequence[dict[str, Any]]) -> str:
+    """Every attempt listed, as the console counts them; those of the latest run apart when
+    an admin sent the job again (`attempts` on the wire counts only those)."""
+    retries = max((a["replay"] for a in history), default=0)
+    if not retries:
+        return str(len(history))
+    times = "time" if retries == 1 else "times"
+    return (
+        f"{len(history)} ({latest} since an admin last sent it again; sent again {retries} {times})"
+    )
 
 
 def cmd_jobs_retry(args: argparse.Namespace, settings: Settings) -> None:

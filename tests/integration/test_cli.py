@@ -15,7 +15,7 @@ import pytest
 
 from webhook_router.settings import Settings
 
-from ..conftest import drop_namespace, free_port
+from ..conftest import drop_namespace, eventually, free_port
 from ..support.processes import env_of
 from .conftest import Stack, event_for
 
@@ -317,6 +317,28 @@ async def test_jobs_list_says_there_is_more_and_how_to_get_it(stack: Stack) -> N
     assert code == 2 and "--page-token is not a token this API gave: 'nope'" in err
     code, _, err = await cli(stack.settings, "jobs", "list", "--limit", "0")
     assert code == 2 and "--limit must be from 1 to 1000: 0" in err
+
+
+async def test_jobs_show_labels_and_counts_attempts_as_the_console_does(stack: Stack) -> None:
+    space = stack.space()
+    [job_id] = await users_created(stack, space, 1, url="/nowhere")  # the engine answers 404
+    for replay in (1, 2):
+        code, out, err = await cli(stack.settings, "jobs", "retry", job_id)
+        assert code == 0, err
+
+        async def failed_again(replay: int = replay) -> bool:
+            job = await stack.store.get_job(job_id)
+            return job is not None and (job.replay, job.status) == (replay, "Failed")
+
+        assert await eventually(failed_again, timeout=20)
+    code, out, err = await cli(stack.settings, "jobs", "show", job_id)
+    assert (code, err) == (0, "")
+    labels = [line.split(" at ")[0] for line in out.splitlines() if line.startswith("attempt ")]
+    assert labels == ["attempt 1", "attempt 1 (retry 1)", "attempt 1 (retry 2)"]
+    [count] = [line for line in out.splitlines() if line.startswith("attempts:")]
+    assert count.split(None, 1)[1] == (
+        "3 (1 since an admin last sent it again; sent again 2 times)"
+    )
 
 
 async def test_every_command_has_help(settings: Settings) -> None:
