@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import shutil
+import string
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -25,6 +26,7 @@ from webhook_router.models import (
     LIMIT_DEFAULT,
     LIMIT_MAX,
     InputInvalid,
+    Job,
     JobDetail,
     Webhook,
     WebhookChange,
@@ -350,6 +352,28 @@ def _change(args: argparse.Namespace) -> WebhookChange:
         raise CommandError("the webhook is not valid; nothing was saved", EXIT_USAGE) from None
 
 
+async def _find_webhook(admin: Admin, space: str, kapp: str | None, name: str) -> WebhookDefinition:
+    """The webhook, or a refusal that says where a webhook of that name is: a kapp webhook
+    is only found with --kapp, a space-level one only without."""
+    try:
+        return await admin.find_webhook(space, kapp, name)
+    except NotFound:
+        pass
+    namesakes = [w for w in await admin.store.space_webhooks(space) if w.name == name]
+    kapps = [w.kapp for w in namesakes if w.kapp is not None]
+    where = f"in kapp {kapp} of space {space}" if kapp else f"in space {space}"
+    message = f"no webhook named {name!r} {where}"
+    if kapp is not None and any(w.kapp is None for w in namesakes):
+        message += f"; space {space} has one itself: leave out --kapp"
+    elif kapps:
+        flag = "add --kapp" if kapp is None else "use --kapp"
+        choice = kapps[0] if len(kapps) == 1 else f"one of {', '.join(kapps)}"
+        message += f"; it is a kapp webhook: {flag} {choice}"
+    elif kapp is None:
+        message += ", nor in any of its kapps"
+    raise NotFound(message)
+
+
 def cmd_webhooks_list(args: argparse.Namespace, settings: Settings) -> None:
     webhooks = _with_store(settings, lambda st: st.scope_webhooks(args.space, args.kapp))
     if args.json:
@@ -363,7 +387,7 @@ def cmd_webhooks_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_webhooks_show(args: argparse.Namespace, settings: Settings) -> None:
-    webhook = _with_admin(settings, lambda a: a.find_webhook(args.space, args.kapp, args.name))
+    webhook = _with_admin(settings, lambda a: _find_webhook(a, args.space, args.kapp, args.name))
     _print_json({"webhook": WebhookWithSecret.of(webhook).wire()})
 
 
@@ -388,7 +412,7 @@ def cmd_webhooks_update(args: argparse.Namespace, settings: Settings) -> None:
     change = _change(args)
 
     async def work(admin: Admin) -> tuple[WebhookDefinition, list[str]]:
-        current = await admin.find_webhook(args.space, args.kapp, args.current)
+        current = await _find_webhook(admin, args.space, args.kapp, args.current)
         saved = await admin.update_webhook(current, change, by="cli")
         return saved, admin.warnings(saved)
 
@@ -399,7 +423,7 @@ def cmd_webhooks_update(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_webhooks_delete(args: argparse.Namespace, settings: Settings) -> None:
     async def work(admin: Admin) -> None:
-        current = await admin.find_webhook(args.space, args.kapp, args.name)
+        current = await _find_webhook(admin, args.space, args.kapp, args.name)
         await admin.delete_webhook(current, by="cli")
 
     _with_admin(settings, work)
@@ -475,9 +499,38 @@ def _pretty(content: str | None) -> str:
         return content
 
 
+JOB_PREFIX_MIN = 4
+JOB_ID_HELP = (
+    f"the job's id, or its first {JOB_PREFIX_MIN} or more hex digits when no other job's "
+    "id starts with them"
+)
+
+
+async def _find_job(admin: Admin, text: str) -> Job:
+    """A job by its id or by a prefix of it that no other job's id has."""
+    digits = text.replace("-", "").lower()
+    if len(digits) == 32:
+        return await admin.find_job(text)
+    if not JOB_PREFIX_MIN <= len(digits) < 32 or not all(c in string.hexdigits for c in digits):
+        raise CommandError(
+            f"{text!r} is not a job id, nor its first {JOB_PREFIX_MIN} or more hex digits",
+            EXIT_USAGE,
+        )
+    ids = await admin.store.job_ids_with_prefix(digits, limit=11)
+    if not ids:
+        raise NotFound(f"no webhook job's id starts with {text!r}")
+    if len(ids) > 1:
+        many = "more than 10" if len(ids) > 10 else str(len(ids))
+        shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
+        raise CommandError(
+            f"{many} job ids start with {text!r}: {shown}; give more of the id", EXIT_USAGE
+        )
+    return await admin.find_job(ids[0])
+
+
 def cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> None:
     async def work(admin: Admin) -> JobDetail:
-        return await admin.job_detail(await admin.find_job(args.id))
+        return await admin.job_detail(await _find_job(admin, args.id))
 
     job = _with_admin(settings, work).wire()
     if args.json:
@@ -514,7 +567,7 @@ def _attempts_count(latest: int, history: Sequence[dict[str, Any]]) -> str:
 
 def cmd_jobs_retry(args: argparse.Namespace, settings: Settings) -> None:
     async def work(admin: Admin) -> ReplayResult:
-        return await admin.retry_job(await admin.find_job(args.id), by="cli")
+        return await admin.retry_job(await _find_job(admin, args.id), by="cli")
 
     result = _with_admin(settings, work)
     print(f"job {result.job_id} {result.status} -> {result.url}")
@@ -524,7 +577,7 @@ def cmd_jobs_replay(args: argparse.Namespace, settings: Settings) -> None:
     start, end = _time("--start", args.start), _time("--end", args.end)
 
     async def work(admin: Admin) -> int:
-        webhook = await admin.find_webhook(args.space, args.kapp, args.webhook)
+        webhook = await _find_webhook(admin, args.space, args.kapp, args.webhook)
         return await admin.replay(webhook, start=start, end=end, dry_run=args.dry_run, by="cli")
 
     count = _with_admin(settings, work)
@@ -639,7 +692,7 @@ def parser() -> argparse.ArgumentParser:
                 dest=field,
                 metavar=flag.upper().replace("-", "_"),
                 required=create and field in REQUIRED,
-                help=meaning.replace("`", "'"),
+                help=meaning.replace("`", "'") + ("" if create else " Not given: unchanged."),
             )
 
     space_default = Settings().default_space
@@ -655,7 +708,7 @@ def parser() -> argparse.ArgumentParser:
     w.set_defaults(func=cmd_webhooks_list)
     w = whs.add_parser("show", help="Show one webhook, with its signing secret.")
     scoped(w, space_default)
-    w.add_argument("name")
+    w.add_argument("name", help="the webhook's name (with --kapp for a kapp webhook)")
     w.set_defaults(func=cmd_webhooks_show)
     w = whs.add_parser("create", help="Create a webhook.")
     scoped(w, space_default)
@@ -667,12 +720,14 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("current", metavar="name", help="the webhook's name now")
     definition(w, create=False)
     toggle = w.add_mutually_exclusive_group()
-    toggle.add_argument("--enable", action="store_true")
-    toggle.add_argument("--disable", action="store_true")
+    toggle.add_argument(
+        "--enable", action="store_true", help="deliver its events again (clears why it was off)"
+    )
+    toggle.add_argument("--disable", action="store_true", help="stop delivering its events")
     w.set_defaults(func=cmd_webhooks_update)
     w = whs.add_parser("delete", help="Delete a webhook.")
     scoped(w, space_default)
-    w.add_argument("name")
+    w.add_argument("name", help="the webhook's name (with --kapp for a kapp webhook)")
     w.set_defaults(func=cmd_webhooks_delete)
     w = whs.add_parser(
         "install-defaults",
@@ -733,13 +788,13 @@ def parser() -> argparse.ArgumentParser:
     )
     j.set_defaults(func=cmd_jobs_list)
     j = jbs.add_parser("show", help="Show a job with its request, response and attempts.")
-    j.add_argument("id")
+    j.add_argument("id", help=JOB_ID_HELP)
     j.add_argument("--json", action="store_true", help="print JSON")
     j.set_defaults(func=cmd_jobs_show)
     j = jbs.add_parser(
         "retry", help="Send a Failed job again through its webhook's current definition."
     )
-    j.add_argument("id")
+    j.add_argument("id", help=JOB_ID_HELP)
     j.set_defaults(func=cmd_jobs_retry)
     j = jbs.add_parser("replay", help="Retry every Failed job of a webhook in a time window.")
     scoped(j, space_default)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import signal
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from webhook_router.cli import parser
 from webhook_router.settings import Settings
 
 from ..conftest import drop_namespace, eventually, free_port
@@ -339,6 +341,82 @@ async def test_jobs_show_labels_and_counts_attempts_as_the_console_does(stack: S
     assert count.split(None, 1)[1] == (
         "3 (1 since an admin last sent it again; sent again 2 times)"
     )
+
+
+async def test_a_webhook_not_found_says_where_one_of_that_name_is(stack: Stack) -> None:
+    space = stack.space()
+    await stack.webhook(
+        space, kapp="services", name="Intake", type="Submission", event="Submitted", url="/i"
+    )
+    update = ("webhooks", "update", "--space", space)
+    code, _, err = await cli(stack.settings, *update, "Intake", "--url", "/j")
+    assert code == 1
+    assert err.strip() == (
+        f"webhook-router: no webhook named 'Intake' in space {space}; it is a kapp webhook: "
+        "add --kapp services"
+    )
+    await stack.webhook(space, kapp="hr", name="Intake", type="Form", event="Created", url="/i")
+    code, _, err = await cli(stack.settings, "webhooks", "show", "--space", space, "Intake")
+    assert code == 1 and err.strip().endswith("add --kapp one of hr, services")
+    await stack.webhook(space, name="Joined", type="User", event="Created", url="/u")
+    code, _, err = await cli(stack.settings, *update, "--kapp", "hr", "Joined", "--disable")
+    assert code == 1 and err.strip() == (
+        f"webhook-router: no webhook named 'Joined' in kapp hr of space {space}; space "
+        f"{space} has one itself: leave out --kapp"
+    )
+    code, _, err = await cli(stack.settings, "webhooks", "delete", "--space", space, "Nobody")
+    assert code == 1 and err.strip().endswith(f"in space {space}, nor in any of its kapps")
+    code, out, err = await cli(
+        stack.settings, *update, "--kapp", "services", "Intake", "--url", "/j"
+    )
+    assert code == 0 and json.loads(out)["webhook"]["url"] == "/j", err
+
+
+async def test_a_job_is_found_by_a_prefix_of_its_id_no_other_job_has(stack: Stack) -> None:
+    space = stack.space()
+    [job_id] = await users_created(stack, space, 1)
+    code, out, err = await cli(stack.settings, "jobs", "show", job_id[:4], "--json")
+    assert code == 0, err
+    assert json.loads(out)["webhookJob"]["id"] == job_id
+    # A second job whose id shares the first 13 hex digits: a copy of the row, new id.
+    twin = job_id[:14] + ("0" if job_id[14] != "0" else "1") + job_id[15:]
+    await stack.store.pool.execute(
+        "INSERT INTO webhook_jobs SELECT (jsonb_populate_record(j, jsonb_build_object("
+        "'id', $2::text))).* FROM webhook_jobs j WHERE id = $1",
+        uuid.UUID(job_id),
+        twin,
+    )
+    code, _, err = await cli(stack.settings, "jobs", "show", job_id[:4])
+    assert code == 2
+    assert err.strip() == (
+        f"webhook-router: 2 job ids start with '{job_id[:4]}': "
+        f"{', '.join(sorted([job_id, twin]))}; give more of the id"
+    )
+    code, out, err = await cli(stack.settings, "jobs", "show", job_id[:16], "--json")
+    assert code == 0 and json.loads(out)["webhookJob"]["id"] == job_id, err
+    code, _, err = await cli(stack.settings, "jobs", "retry", job_id[:4])
+    assert code == 2 and "give more of the id" in err, "nothing is retried on a guess"
+    for bad in ("17d", "xyz-1234", job_id + "0"):
+        code, _, err = await cli(stack.settings, "jobs", "show", bad)
+        assert code == 2 and "is not a job id, nor its first 4 or more hex digits" in err
+    code, _, err = await cli(stack.settings, "jobs", "show", "0000000f")
+    assert code == 1 and "no webhook job's id starts with '0000000f'" in err
+
+
+async def test_every_argument_of_every_command_says_what_it_is() -> None:
+    def unexplained(p: argparse.ArgumentParser, path: str) -> list[str]:
+        found = []
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    found += unexplained(child, f"{path} {name}")
+            elif not action.help and not isinstance(
+                action, argparse._HelpAction | argparse._VersionAction
+            ):
+                found.append(f"{path} {action.option_strings or action.dest}")
+        return found
+
+    assert unexplained(parser(), "webhook-router") == []
 
 
 async def test_every_command_has_help(settings: Settings) -> None:
