@@ -488,6 +488,8 @@ class Console:
         attempts = (await self.admin.job_detail(row)).attempt_history
         follow = request.query.get("follow", "")
         following = follow.isdigit() and len(follow) < 10 and row.replay <= int(follow)
+        # Just retried: the broker holds the new run, the recorder has not written it yet.
+        queued_again = following and row.status in FINAL
         webhook = await self.store.get_webhook_by_id(str(row.webhook_id))
         headers: Mapping[str, str] = attempts[-1].request_headers if attempts else {}
         template = self.settings.run_url_template
@@ -501,7 +503,9 @@ class Console:
             headers=headers,
             webhook=webhook if webhook is not None and webhook.space == space else None,
             run_url=run_link(template, row.run_id),
-            can_retry=row.status in RETRYABLE,
+            shown_status=Status.QUEUED.value if queued_again else row.status,
+            queued_again=queued_again,
+            can_retry=row.status in RETRYABLE and not queued_again,
             refresh=LIST_REFRESH if following or row.status not in FINAL else 0,
         )
 
@@ -523,8 +527,8 @@ class Console:
             raise web.HTTPSeeOther(here) from None
         if result.status == Status.FAILED:
             session.flash("error", "The webhook's URL could not be rendered for this event.")
-        else:
-            session.flash("ok", f"Queued again, to {result.url}.")
+            raise web.HTTPSeeOther(here)
+        session.flash("ok", f"Queued again, to {result.url}.")
         following = space_url(space, "jobs", str(row.id), follow=str(row.replay))
         raise web.HTTPSeeOther(following)
 
