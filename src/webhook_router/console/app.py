@@ -48,7 +48,7 @@ from webhook_router.models import (
 )
 from webhook_router.settings import Settings
 from webhook_router.store import JobFilter, Store
-from webhook_router.webhooks import AUTH_STRATEGIES, Webhook
+from webhook_router.webhooks import AUTH_STRATEGIES, Webhook, url_shape_problem
 
 log = structlog.get_logger(__name__)
 
@@ -371,6 +371,8 @@ class Console:
                 compile_url(text)
         except ExpressionError as exc:
             return _json(pointer(text, exc).as_json())
+        if data["kind"] == "url" and (problem := url_shape_problem(text)):
+            return _json({"ok": False, "message": f"The URL {problem}."})
         return _json({"ok": True})
 
     # jobs
