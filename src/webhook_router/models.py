@@ -280,7 +280,10 @@ class WebhookChange(_Input):
         str | None,
         _no_nul(not_empty=True),
         WithJsonSchema({"type": "string", "minLength": 1, "pattern": URL_PATTERN}),
-        Field(description="URL template; one starting with `/` goes to the engine."),
+        Field(
+            description="URL template; one starting with `/` goes to the engine, any other "
+            "is http:// or https:// and names its host."
+        ),
     ] = None
     auth_strategy: Annotated[
         str | None,
