@@ -167,7 +167,7 @@ class Admin:
         if saved is None:
             raise Conflict(f"a webhook named {changed.name!r} already exists here", field="name")
         log.info(
-            "webhook updated" if change.enabled is None else "webhook saved",
+            "webhook updated",
             webhook=saved.name,
             space=saved.space,
             kapp=saved.kapp,

@@ -55,6 +55,13 @@ class CommandError(Exception):
         self.code = code
 
 
+def _json_value(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from None
+
+
 def _print_json(data: Any) -> None:
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
 
@@ -687,12 +694,16 @@ def parser() -> argparse.ArgumentParser:
         """An option per field of the webhook model (`--new-name` renames on update)."""
         for field, meaning in WebhookChange.options().items():
             flag = re.sub("([A-Z])", lambda m: "-" + m.group(1).lower(), field)
+            text = WebhookChange.takes_text(field)
             parser_.add_argument(
                 "--new-name" if field == "name" and not create else f"--{flag}",
                 dest=field,
                 metavar=flag.upper().replace("-", "_"),
                 required=create and field in REQUIRED,
-                help=meaning.replace("`", "'") + ("" if create else " Not given: unchanged."),
+                type=str if text else _json_value,
+                help=meaning.replace("`", "'")
+                + ("" if text else " (JSON)")
+                + ("" if create else " Not given: unchanged."),
             )
 
     space_default = Settings().default_space

@@ -16,7 +16,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
 import orjson
 from pydantic import (
@@ -259,7 +259,11 @@ Ignored = Annotated[Any, _IGNORED]
 class WebhookChange(_Input):
     """The fields a body sets; absent ones keep their value (an update) or their default."""
 
-    name: Annotated[Name | None, Field(description="Unique in its scope; not `.` or `..`.")] = None
+    name: Annotated[
+        Name | None,
+        WithJsonSchema({**TEXT_SCHEMA, "minLength": 1, "maxLength": NAME_MAX}),
+        Field(description="Unique in its scope; not `.` or `..`."),
+    ] = None
     type: Annotated[
         str | None,
         WithJsonSchema({"type": "string", "enum": TYPES}),
@@ -290,7 +294,7 @@ class WebhookChange(_Input):
         WithJsonSchema({"type": ["string", "null"], "enum": ["Signature", None]}),
         Field(description="`Signature` to sign each POST (Standard Webhooks), or null."),
     ] = None
-    enabled: bool | None = None
+    enabled: Annotated[bool | None, WithJsonSchema({"type": "boolean"})] = None
     id: Ignored = None
     secret: Ignored = None
     previous_secret_until: Ignored = None
@@ -339,6 +343,13 @@ class WebhookChange(_Input):
             for key, info in cls.model_fields.items()
             if key in cls.DEFINITION and key != "enabled"
         }
+
+    @classmethod
+    def takes_text(cls, alias: str) -> bool:
+        """Whether the field is text; any other value (an object, a number) is JSON."""
+        [info] = [i for k, i in cls.model_fields.items() if (i.alias or k) == alias]
+        kinds = (info.annotation, *get_args(info.annotation))
+        return str in {get_args(t)[0] if get_origin(t) is Annotated else t for t in kinds}
 
     def changes(self) -> dict[str, Any]:
         """The definition's fields this body sets, as `webhooks.Webhook` attributes."""

@@ -55,7 +55,13 @@ def _component_schemas() -> dict[str, Schema]:
     for key in create["required"]:
         create["properties"][key].pop("default", None)
         create["properties"][key] = _not_null(create["properties"][key])
-    schemas["WebhookCreate"] = create
+    for level in Level:
+        choices = [
+            {"properties": {"type": {"const": t.name}, "event": {"enum": list(t.actions)}}}
+            for t in CATALOGUE
+            if t.level is level
+        ]
+        schemas[f"WebhookCreate{level.value.title()}"] = create | {"oneOf": choices}
     schemas["Event"] = _event()
     return schemas
 
@@ -112,7 +118,11 @@ def _event() -> Schema:
                         "description": "Filled in when missing.",
                     },
                     "timestamp": {
-                        "type": ["string", "number", "null"],
+                        "anyOf": [
+                            {"type": "string", "format": "date-time"},
+                            {"type": "number", "minimum": 0, "maximum": 253402300799},
+                            {"type": "null"},
+                        ],
                         "description": "ISO 8601 date-time or Unix seconds; filled in when "
                         "missing.",
                     },
@@ -279,7 +289,7 @@ SCOPED: tuple[tuple[str, str, str, str, str, str, Schema, Any], ...] = (
         "webhooks",
         _answers("201", "Created, with its signing secret.", SAVED, "400 401 409 422 503",
                  e409="A webhook of that name exists here."),
-        _wrapped("webhook", ref("WebhookCreate")),
+        None,  # per level: see _operations
     ),
     (
         "GET", "/webhooks/{name}", "get_webhook", "getWebhook", "One webhook, with its secret.",
@@ -386,7 +396,10 @@ def _operations() -> list[Operation]:
             _operation("GET", path, handler, f"webhook{what.title()}", summary, "meta", answers)
         )
     for base, suffix, words in _scopes():
+        level = "Kapp" if "{kapp}" in base else "Space"
         for method, path, handler, op_id, summary, tag, answers, body in SCOPED:
+            if handler == "create_webhook":
+                body = _wrapped("webhook", ref(f"WebhookCreate{level}"))
             ops.append(
                 _operation(
                     method, base + path, handler, op_id + suffix, summary.format(words=words),

@@ -69,3 +69,23 @@ async def test_a_time_filter_no_job_can_have_is_named_not_a_server_error(
         assert words in html
         status, html, _ = await client.get(f"spaces/{space}/retry/confirm?webhook=x&{query}")
         assert status == 422 and "There is no" not in html
+
+
+async def test_a_job_or_webhook_of_another_space_or_none_is_a_404_page(console: Console) -> None:
+    space = console.stack.space()
+    async with Client(console) as client:
+        await client.login()
+        for path, words in (
+            ("jobs/00000000-0000-4000-8000-000000000000", "There is no such job"),
+            ("jobs/not-an-id", "There is no such job"),
+            ("webhooks/00000000-0000-4000-8000-000000000000", "There is no such webhook"),
+            ("webhooks/not-an-id", "There is no such webhook"),
+        ):
+            status, html, _ = await client.get(f"spaces/{space}/{path}")
+            assert status == 404 and words in html, path
+        status, html, _ = await client.post(
+            f"spaces/{space}/webhooks/not-an-id/enabled",
+            data={"enabled": "true"},
+            headers={"X-CSRF-Token": client.csrf},
+        )
+        assert status == 404 and "There is no such webhook" in html

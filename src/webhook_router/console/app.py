@@ -46,6 +46,7 @@ from webhook_router.models import (
     parse_time,
     text_problem,
 )
+from webhook_router.models import Webhook as WebhookView
 from webhook_router.settings import Settings
 from webhook_router.store import JobFilter, Store
 from webhook_router.webhooks import AUTH_STRATEGIES, Webhook, url_shape_problem
@@ -209,7 +210,17 @@ class Console:
                     "the form's CSRF token is missing or wrong: reload the page and try again",
                     wants_json,
                 )
-        return await handler(request)
+        try:
+            return await handler(request)
+        except NotFound as exc:
+            return self.render(
+                request,
+                "error.html",
+                status=404,
+                space=request.match_info.get("space"),
+                title="Not found",
+                message=str(exc),
+            )
 
     async def _security_headers(self, request: web.Request, response: web.StreamResponse) -> None:
         response.headers.setdefault("Content-Security-Policy", CSP)
@@ -252,11 +263,6 @@ class Console:
             **context,
         )
         return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
-
-    def not_found(self, request: web.Request, space: str, what: str) -> web.Response:
-        return self.render(
-            request, "error.html", status=404, space=space, title="Not found", message=what
-        )
 
     async def _spaces(self, space: str) -> list[str]:
         known = await self.store.known_spaces()
@@ -476,17 +482,16 @@ class Console:
             webhook_names=sorted({w.name for w in webhooks}),
         )
 
-    async def _job(self, request: web.Request) -> Job | None:
+    async def _job(self, request: web.Request) -> Job:
+        """The job of the path, if it is of the space (NotFound: the guard's 404 page)."""
         try:
             return await self.admin.find_job(request.match_info["id"], request.match_info["space"])
         except NotFound:
-            return None
+            raise NotFound("There is no such job in this space.") from None
 
     async def job(self, request: web.Request) -> web.Response:
         space = request.match_info["space"]
         row = await self._job(request)
-        if row is None:
-            return self.not_found(request, space, "There is no such job in this space.")
         attempts = (await self.admin.job_detail(row)).attempt_history
         follow = request.query.get("follow", "")
         following = follow.isdigit() and len(follow) < 10 and row.replay <= int(follow)
@@ -515,8 +520,6 @@ class Console:
         space = request.match_info["space"]
         session = self._session(request)
         row = await self._job(request)
-        if row is None:
-            return self.not_found(request, space, "There is no such job in this space.")
         here = space_url(space, "jobs", str(row.id))
         try:
             async with asyncio.timeout(BROKER_WAIT):
@@ -536,13 +539,11 @@ class Console:
 
     # webhooks
 
-    async def _webhook(self, request: web.Request) -> Webhook | None:
-        try:
-            return await self.admin.webhook_in_space(
-                request.match_info["space"], request.match_info["id"]
-            )
-        except NotFound:
-            return None
+    async def _webhook(self, request: web.Request) -> Webhook:
+        """The webhook of the path, if it is of the space (NotFound: the guard's 404 page)."""
+        return await self.admin.webhook_in_space(
+            request.match_info["space"], request.match_info["id"]
+        )
 
     async def webhooks(self, request: web.Request) -> web.Response:
         space = request.match_info["space"]
@@ -593,57 +594,31 @@ class Console:
         )
 
     @staticmethod
-    def _values_of(webhook: Webhook) -> dict[str, Any]:
-        return {
-            "name": webhook.name,
-            "kapp": webhook.kapp or "",
-            "type": webhook.type,
-            "event": webhook.event,
-            "filter": webhook.filter or "",
-            "url": webhook.url,
-            "authStrategy": webhook.auth_strategy or "",
-            "enabled": webhook.enabled,
-        }
+    def _values_of(webhook: Webhook | None, kapp: str = "") -> dict[str, Any]:
+        """The edit form's values: the model's fields (as on the wire), the kapp, enabled."""
+        if webhook is None:
+            return dict.fromkeys(WebhookChange.options(), "") | {"kapp": kapp, "enabled": True}
+        wire = WebhookView.of(webhook).wire()
+        fields = {k: wire[k] or "" for k in WebhookChange.options()}
+        return fields | {"kapp": webhook.kapp or "", "enabled": webhook.enabled}
 
     @staticmethod
     def _values_from(form: MultiDictProxy[Any]) -> dict[str, Any]:
-        return {
-            "name": (_text(form, "name") or "").strip(),
-            "kapp": (_text(form, "kapp") or "").strip(),
-            "type": _text(form, "type") or "",
-            "event": _text(form, "event") or "",
-            "filter": _text(form, "filter") or "",
-            "url": (_text(form, "url") or "").strip(),
-            "authStrategy": _text(form, "authStrategy") or "",
-            "enabled": _text(form, "enabled") == "on",
-        }
+        """As typed; every field but the filter trimmed (a filter may span lines)."""
+        values = {k: _text(form, k) or "" for k in [*WebhookChange.options(), "kapp"]}
+        values = {k: v if k == "filter" else v.strip() for k, v in values.items()}
+        return values | {"enabled": _text(form, "enabled") == "on"}
 
     @staticmethod
     def _change(values: dict[str, Any]) -> WebhookChange:
-        return WebhookChange.parse(
-            {
-                "name": values["name"],
-                "type": values["type"],
-                "event": values["event"],
-                "filter": values["filter"] if values["filter"].strip() else None,
-                "url": values["url"],
-                "authStrategy": values["authStrategy"] or None,
-                "enabled": values["enabled"],
-            }
-        )
+        """An empty filter or authentication is none."""
+        data = {k: values[k] for k in WebhookChange.options()} | {"enabled": values["enabled"]}
+        blank = {k: None for k in ("filter", "authStrategy") if not values[k].strip()}
+        return WebhookChange.parse(data | blank)
 
     async def new_webhook(self, request: web.Request) -> web.Response:
         space = request.match_info["space"]
-        values = {
-            "name": "",
-            "kapp": request.query.get("kapp", ""),
-            "type": "",
-            "event": "",
-            "filter": "",
-            "url": "",
-            "authStrategy": "",
-            "enabled": True,
-        }
+        values = self._values_of(None, request.query.get("kapp", ""))
         return self._edit_page(request, space, await self._spaces(space), values, webhook=None)
 
     async def create_webhook(self, request: web.Request) -> web.StreamResponse:
@@ -686,8 +661,6 @@ class Console:
     async def edit_webhook(self, request: web.Request) -> web.Response:
         space = request.match_info["space"]
         webhook = await self._webhook(request)
-        if webhook is None:
-            return self.not_found(request, space, "There is no such webhook in this space.")
         return self._edit_page(
             request, space, await self._spaces(space), self._values_of(webhook), webhook=webhook
         )
@@ -695,8 +668,6 @@ class Console:
     async def save_webhook(self, request: web.Request) -> web.StreamResponse:
         space = request.match_info["space"]
         current = await self._webhook(request)
-        if current is None:
-            return self.not_found(request, space, "There is no such webhook in this space.")
         values = self._values_from(await request.post())
         values["kapp"] = current.kapp or ""
         try:
@@ -710,8 +681,6 @@ class Console:
     async def set_enabled(self, request: web.Request) -> web.StreamResponse:
         space = request.match_info["space"]
         current = await self._webhook(request)
-        if current is None:
-            return self.not_found(request, space, "There is no such webhook in this space.")
         form = await request.post()
         enabled = _text(form, "enabled") == "true"
         saved = await self.admin.set_enabled(current, enabled, by="console")
@@ -725,8 +694,6 @@ class Console:
     async def rotate(self, request: web.Request) -> web.StreamResponse:
         space = request.match_info["space"]
         current = await self._webhook(request)
-        if current is None:
-            return self.not_found(request, space, "There is no such webhook in this space.")
         saved = await self.admin.rotate_secret(current, None, by="console")
         until = saved.previous_secret_until
         self._session(request).flash(
