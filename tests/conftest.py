@@ -2,6 +2,12 @@
 
 Each test session gets its own database and its own namespace of exchanges and queues,
 made here and dropped at the end, so the suite never touches a running deployment.
+
+Without the services (and without a Docker engine for containers) the tests that need them
+are skipped, and the summary says so: a laptop can still run the rest. Where the services
+are required (CI sets WEBHOOK_ROUTER_REQUIRE_SERVICES=1) a missing one fails the run, naming
+it. Every test that needs them carries the `services` marker, so `-m "not services"` runs
+the others alone.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -27,6 +34,9 @@ DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+REQUIRE_SERVICES = "WEBHOOK_ROUTER_REQUIRE_SERVICES"
+
+
 def reachable(url: str) -> bool:
     parts = urlsplit(url)
     try:
@@ -36,16 +46,52 @@ def reachable(url: str) -> bool:
         return False
 
 
+def missing_services(amqp: str, database: str) -> list[str]:
+    """The services that do not answer, each named with its address."""
+    missing = []
+    if not reachable(amqp):
+        missing.append(f"RabbitMQ at {address(amqp)}")
+    if not reachable(database):
+        missing.append(f"PostgreSQL at {address(database)}")
+    return missing
+
+
+def address(url: str) -> str:
+    """`host:port` of a URL, without the credentials it may carry."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}"
+
+
+def services_required() -> bool:
+    return os.environ.get(REQUIRE_SERVICES, "").strip().lower() in {"1", "true", "yes"}
+
+
 def docker_available() -> bool:
+    """Whether a Docker engine answers its ping (a client alone is not enough). Asked on a
+    socket of our own, closed whatever happens: the suite makes a leaked one an error."""
     if shutil.which("docker") is None:
         return False
+    host = urlsplit(os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"))
     try:
-        import docker  # type: ignore[import-untyped]
-
-        docker.from_env().ping()
-    except Exception:
+        if host.scheme == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(2)
+            try:
+                sock.connect(host.path)
+            except OSError:
+                sock.close()
+                raise
+        elif host.scheme in {"tcp", "http"}:
+            sock = socket.create_connection((host.hostname or "127.0.0.1", host.port or 2375), 2)
+        else:
+            return False
+        with sock:
+            sock.settimeout(2)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            answer = sock.recv(64)
+    except OSError:
         return False
-    return True
+    return answer.startswith(b"HTTP/1.") and b" 200 " in answer
 
 
 @dataclass(frozen=True)
@@ -54,19 +100,26 @@ class Services:
     admin_database_url: str
 
 
+SKIPPED_FOR: list[str] = []
+"""Why the tests that need services were skipped, for the run's summary."""
+
+
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
-    """The broker and database to test against, or a skip that says why not."""
+    """The broker and database to test against; when they are missing and no Docker engine
+    can start them, a skip that says why, or a failure where they are required."""
     amqp = os.environ.get("WEBHOOK_ROUTER_AMQP_URL", DEFAULT_AMQP).split(",")[0]
     database = os.environ.get("WEBHOOK_ROUTER_DATABASE_URL", DEFAULT_DATABASE)
-    if reachable(amqp) and reachable(database):
+    missing = missing_services(amqp, database)
+    if not missing:
         yield Services(amqp, database)
         return
     if not docker_available():
-        pytest.skip(
-            f"no RabbitMQ at {urlsplit(amqp).netloc} or no PostgreSQL at "
-            f"{urlsplit(database).netloc}, and no Docker engine for containers"
-        )
+        reason = f"no {' and no '.join(missing)}, and no Docker engine for containers"
+        if services_required():
+            pytest.fail(f"{reason} ({REQUIRE_SERVICES} is set: they are required)", pytrace=False)
+        SKIPPED_FOR.append(reason)
+        pytest.skip(reason)
     from testcontainers.postgres import PostgresContainer
     from testcontainers.rabbitmq import RabbitMqContainer
 
@@ -77,6 +130,23 @@ def services() -> Iterator[Services]:
             f"amqp://guest:guest@{rabbit.get_container_host_ip()}:{rabbit.get_exposed_port(5672)}/"
         )
         yield Services(amqp, pg.get_connection_url())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the services, directly or through another fixture."""
+    for item in items:
+        if "services" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.services)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if SKIPPED_FOR:
+        skipped = len(terminalreporter.stats.get("skipped", []))
+        terminalreporter.write_line(
+            f"{skipped} tests skipped: {SKIPPED_FOR[0]}. Set {REQUIRE_SERVICES}=1 to make "
+            "missing services fail the run (CI does).",
+            yellow=True,
+        )
 
 
 def _with_database(url: str, name: str) -> str:

@@ -26,7 +26,7 @@ from webhook_router import metrics
 from webhook_router.admin import Admin, BrokerUnavailable, Conflict, NotFound
 from webhook_router.catalogue import Level, events_at, types_at
 from webhook_router.console import console_app
-from webhook_router.events import EventInvalid, parse_event
+from webhook_router.ingest import BodyRefused, read_event, read_object
 from webhook_router.models import (
     NAME_MAX,
     SLUG_MAX,
@@ -248,16 +248,10 @@ class Api:
     # request parts
 
     async def _json(self, request: web.Request, *, empty_ok: bool = False) -> dict[str, Any]:
-        raw = await request.read()
-        if empty_ok and not raw.strip():
-            return {}
         try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError(400, f"the body is not JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "the body must be a JSON object")
-        return data
+            return await read_object(request, self.settings.body_timeout, empty_ok=empty_ok)
+        except BodyRefused as exc:
+            raise ApiError(exc.status, exc.message, exc.errors) from None
 
     async def _body(self, request: web.Request, key: str) -> dict[str, Any]:
         """The object itself, or the platform's `{key: {...}}` around it."""
@@ -288,17 +282,17 @@ class Api:
     # ingest
 
     async def ingest(self, request: web.Request) -> web.Response:
-        data = await self._json(request)
         try:
-            event = parse_event(data)
-        except EventInvalid as exc:
-            return error(422, "the event is not valid", exc.errors)
+            event = await read_event(request, self.settings.body_timeout)
+        except BodyRefused as exc:
+            raise ApiError(exc.status, exc.message, exc.errors) from None
         try:
             await self.ensure_broker()
             await self.publisher.publish(event)
-        except Exception as exc:  # any broker failure: the event was not stored
+        except Exception as exc:  # the body was checked: only the broker is left to fail
+            # the publisher is shared and reconnects by itself: closing it here would fail
+            # every other request publishing at this moment
             log.warning("ingest failed: broker unavailable", error=repr(exc))
-            await self.publisher.close()
             return error(503, "the broker is unavailable; the event was not accepted")
         return json_response({"id": event.id}, 202)
 

@@ -10,6 +10,12 @@ out waiting for its confirm, and what handlers add meanwhile goes out together a
 that confirm is back (at once when `max_items` are waiting). Under light load an item is
 published on the next turn of the event loop, with nothing added to its latency; under
 load, batches grow with the confirm's round trip, which is when batching pays.
+
+A message is bounded by bytes as well as by items: a batch closes before it would pass
+`max_bytes` (kept under the broker's maximum message size), so a few large items never make
+a message the broker refuses. Each item is encoded on its own when added: an item that
+cannot be encoded, or that alone is larger than `max_bytes`, fails its own waiter at once
+(`TooLarge` for the latter) and never the batch it would have joined.
 """
 
 from __future__ import annotations
@@ -25,6 +31,18 @@ from webhook_router import broker
 
 Item = TypeVar("Item")
 
+MAX_BYTES = 16 * 1024 * 1024
+"""The default byte budget of one message (the setting `max_message_bytes`)."""
+
+
+class TooLarge(ValueError):
+    """An item that alone does not fit in a message of the byte budget."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"{size} bytes encoded, more than the {limit} bytes a message may hold")
+
 
 class Batcher(Generic[Item]):
     def __init__(
@@ -32,33 +50,53 @@ class Batcher(Generic[Item]):
         exchange: Callable[[], AbstractExchange],
         routing_key: Callable[[Item], str],
         max_items: int = 200,
+        max_bytes: int = MAX_BYTES,
     ) -> None:
         self._exchange = exchange
         self._routing_key = routing_key
         self.max_items = max_items
-        self._pending: dict[str, list[tuple[Item, asyncio.Future[None]]]] = {}
+        self.max_bytes = max_bytes
+        self._pending: dict[str, list[tuple[bytes, asyncio.Future[None]]]] = {}
+        self._bytes: dict[str, int] = {}
+        """Bytes of the message the pending items of a routing key would make."""
         self._out: dict[str, int] = {}
         """Messages per routing key published and not yet confirmed."""
         self._scheduled: set[str] = set()
         self._flushes: set[asyncio.Task[None]] = set()
 
     async def add(self, *items: Item) -> None:
-        """Return once every one of `items` is in a confirmed message."""
+        """Return once every one of `items` is in a confirmed message; raises the first
+        failure (TooLarge, an encoding error, the broker's) after every item was settled."""
         loop = asyncio.get_running_loop()
         waits = []
         for item in items:
-            key = self._routing_key(item)
             future: asyncio.Future[None] = loop.create_future()
-            pending = self._pending.setdefault(key, [])
-            pending.append((item, future))
             waits.append(future)
+            try:
+                encoded = orjson.dumps(item)
+            except orjson.JSONEncodeError as exc:
+                future.set_exception(exc)
+                continue
+            size = len(encoded) + 2  # within `[` and `]`
+            if size > self.max_bytes:
+                future.set_exception(TooLarge(size, self.max_bytes))
+                continue
+            key = self._routing_key(item)
+            if key in self._pending and self._bytes[key] + len(encoded) + 1 > self.max_bytes:
+                self._flush(key)  # the item does not fit: the batch so far goes out now
+            pending = self._pending.setdefault(key, [])
+            self._bytes[key] = self._bytes.get(key, 1) + len(encoded) + 1
+            pending.append((encoded, future))
             if len(pending) >= self.max_items:
                 self._flush(key)
             elif not self._out.get(key) and key not in self._scheduled:
                 # what the other handlers add in this turn of the loop goes in the same batch
                 self._scheduled.add(key)
                 loop.call_soon(self._flush_if_idle, key)
-        await asyncio.gather(*waits)
+        results = await asyncio.gather(*waits, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     def _flush_if_idle(self, key: str) -> None:
         self._scheduled.discard(key)
@@ -67,14 +105,15 @@ class Batcher(Generic[Item]):
 
     def _flush(self, key: str) -> None:
         batch = self._pending.pop(key, [])
+        self._bytes.pop(key, None)
         if batch:
             self._out[key] = self._out.get(key, 0) + 1
             task = asyncio.create_task(self._publish(key, batch))
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
 
-    async def _publish(self, key: str, batch: list[tuple[Item, asyncio.Future[None]]]) -> None:
-        body = orjson.dumps([item for item, _ in batch])
+    async def _publish(self, key: str, batch: list[tuple[bytes, asyncio.Future[None]]]) -> None:
+        body = b"[" + b",".join(encoded for encoded, _ in batch) + b"]"
         try:
             await broker.publish(self._exchange(), body, key)
         except BaseException as exc:

@@ -52,7 +52,7 @@ class WebhookCache:
         if revision == self.revision:
             return
         webhooks = await self._store.all_webhooks()
-        self.index = WebhookIndex(webhooks)
+        self.index = WebhookIndex(webhooks, previous=self.index)
         self.by_id = {w.id: w for w in webhooks}
         self.revision = revision
         log.debug("webhooks loaded", revision=revision, enabled=self.index.count)

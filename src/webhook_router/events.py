@@ -3,10 +3,17 @@
 The envelope is also the body webhooks receive, so validation checks what the router needs
 (type and action from the catalogue, the entities the type implies, the slugs tree paths are
 made of) and leaves every other key exactly as it came.
+
+It also refuses what the job log could not store, so that an accepted event's jobs can
+always be recorded: the keys the log indexes (event id, slugs, submission id, username,
+team name) are valid Unicode without NUL within KEY_LIMITS (the event id also within the
+255 bytes of an AMQP message id), and the timestamp lies within
+EARLIEST..LATEST. The router and the HTTP ingest both validate here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +25,30 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from webhook_router.catalogue import TYPES, Level, routing_key
 from webhook_router.wording import plain, where
+
+SLUG_MAX = 128
+"""Longest slug (space, kapp, form, team) in characters."""
+KEY_MAX = 255
+"""Longest submission id, username or team name in characters."""
+EVENT_ID_MAX = 200
+EVENT_ID_BYTES = 255
+"""An event id also travels as the AMQP message id: at most 255 bytes."""
+KEY_LIMITS: tuple[tuple[str, str, int], ...] = (
+    ("space", "slug", SLUG_MAX),
+    ("kapp", "slug", SLUG_MAX),
+    ("form", "slug", SLUG_MAX),
+    ("team", "slug", SLUG_MAX),
+    ("submission", "id", KEY_MAX),
+    ("user", "username", KEY_MAX),
+    ("team", "name", KEY_MAX),
+)
+"""The keys the job log indexes (tree group, parent, scope) and their longest length."""
+EVENT_NAMESPACE = uuid.UUID("0f7b1c8e-3a52-4d6e-9b1f-2c4d5e6f7a81")
+"""Namespace of the ids derived for events published without one."""
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+"""The event timestamps accepted: one day inside what a timestamp can hold everywhere it
+goes (Python's years 1 to 9999 and PostgreSQL's range), whatever its offset."""
 
 
 class EventInvalid(ValueError):
@@ -39,7 +70,7 @@ class _Slugged(_Entity):
 class _Header(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    id: str = Field(min_length=1, max_length=200)
+    id: str = Field(min_length=1, max_length=EVENT_ID_MAX)
     type: str
     action: str
     timestamp: datetime
@@ -93,6 +124,8 @@ class Event:
     action: str
     timestamp: datetime
     body: dict[str, Any]
+    filled: tuple[str, ...] = ()
+    """The header fields filled in because the event came without them (`id`, `timestamp`)."""
 
     @property
     def space(self) -> str:
@@ -113,12 +146,72 @@ class Event:
         return orjson.dumps(self.body)
 
 
+def _unstorable(data: Mapping[str, Any], timestamp: datetime) -> list[dict[str, str]]:
+    """What of a valid envelope the job log could not store, by field."""
+    errors: list[dict[str, str]] = []
+    keys = [("event", "id", EVENT_ID_MAX), *KEY_LIMITS]
+    for entity, key, limit in keys:
+        part = data.get(entity)
+        value = part.get(key) if isinstance(part, Mapping) else None
+        if value is None:
+            continue
+        text = str(value)
+        try:
+            size = len(text.encode())
+        except UnicodeEncodeError:
+            message = "must be valid Unicode (no lone surrogates)"
+        else:
+            message = ""
+            if "\x00" in text:
+                message = "must not contain NUL (U+0000)"
+            elif len(text) > limit:
+                message = f"at most {limit} characters"
+            elif entity == "event" and size > EVENT_ID_BYTES:
+                message = f"at most {EVENT_ID_BYTES} bytes in UTF-8 (the AMQP message id)"
+        if message:
+            errors.append({"field": f"{entity}.{key}", "message": message})
+    try:
+        in_range = EARLIEST <= timestamp.astimezone(UTC) <= LATEST
+    except OverflowError:
+        in_range = False
+    if not in_range:
+        errors.append(
+            {
+                "field": "event.timestamp",
+                "message": f"must lie between {EARLIEST.date().isoformat()} and "
+                f"{LATEST.date().isoformat()} (UTC)",
+            }
+        )
+    return errors
+
+
+def iso_timestamp(moment: datetime) -> str:
+    """`2026-11-27T10:15:30.123Z`: a timestamp as events carry it."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def now_timestamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_timestamp(datetime.now(UTC))
 
 
-def parse_event(raw: bytes | str | Mapping[str, Any], *, fill: bool = True) -> Event:
-    """Validate an envelope; with `fill`, a missing `event.id`/`event.timestamp` is filled in.
+def derived_id(body: bytes, routing_key: str) -> str:
+    """The id of an event published without `event.id`: a UUID derived from the routing key
+    and the exact body, so that the same message seen again (a redelivery, or a publisher
+    sending it again) is the same event. Not the AMQP message id: aio-pika stamps a random
+    one on every message published without one, so it would differ between two sends."""
+    digest = hashlib.sha256(routing_key.encode() + b"\n" + body).hexdigest()
+    return str(uuid.uuid5(EVENT_NAMESPACE, digest))
+
+
+def parse_event(
+    raw: bytes | str | Mapping[str, Any],
+    *,
+    fill: bool = True,
+    default_id: str | None = None,
+    default_timestamp: str | None = None,
+) -> Event:
+    """Validate an envelope; with `fill`, a missing `event.id`/`event.timestamp` is filled
+    in: with `default_id` (else a random UUID) and `default_timestamp` (else now).
 
     Raises EventInvalid naming each bad field.
     """
@@ -132,11 +225,14 @@ def parse_event(raw: bytes | str | Mapping[str, Any], *, fill: bool = True) -> E
     if not isinstance(data, dict):
         raise EventInvalid([{"field": "body", "message": "must be a JSON object"}])
     header = data.get("event")
+    filled: list[str] = []
     if fill and isinstance(header, dict):
         if "id" not in header or header["id"] is None:
-            header = {**header, "id": str(uuid.uuid4())}
+            header = {**header, "id": default_id or str(uuid.uuid4())}
+            filled.append("id")
         if "timestamp" not in header or header["timestamp"] is None:
-            header = {**header, "timestamp": now_timestamp()}
+            header = {**header, "timestamp": default_timestamp or now_timestamp()}
+            filled.append("timestamp")
         data["event"] = header
     try:
         envelope = _Envelope.model_validate(data)
@@ -147,10 +243,14 @@ def parse_event(raw: bytes | str | Mapping[str, Any], *, fill: bool = True) -> E
     timestamp = envelope.event.timestamp
     if timestamp.tzinfo is None:
         timestamp = timestamp.replace(tzinfo=UTC)
+    unstorable = _unstorable(data, timestamp)
+    if unstorable:
+        raise EventInvalid(unstorable)
     return Event(
         id=envelope.event.id,
         type=envelope.event.type,
         action=envelope.event.action,
         timestamp=timestamp,
         body=data,
+        filled=tuple(filled),
     )

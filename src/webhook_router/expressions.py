@@ -10,11 +10,16 @@ syntax error name the exact character offset and what was expected there, which 
 admin needs when a webhook definition is refused. Evaluation follows JavaScript to the letter
 (truthiness, ``==`` coercions, ``||`` returning operand values, UTF-16 string order) so that
 definitions carried over from the platform keep their meaning.
+
+Definitions are bounded: a filter longer than ``FILTER_MAX`` or a URL template longer than
+``URL_MAX`` characters is refused before it is parsed, and nesting deeper than 100 levels is
+a syntax error, so compiling any definition takes a few milliseconds and cannot exhaust the
+stack. Compiling keeps nothing: the compiled definitions a process holds are those of the
+webhooks it serves (``webhooks.WebhookIndex``), never what validation looked at.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -23,7 +28,9 @@ from urllib.parse import quote, urlsplit
 
 __all__ = [
     "BINDINGS",
+    "FILTER_MAX",
     "METHODS",
+    "URL_MAX",
     "ExpressionError",
     "ExpressionRuntimeError",
     "ExpressionSyntaxError",
@@ -102,7 +109,12 @@ _JS_SPACE = (
     "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
     "\u2028\u2029\u202f\u205f\u3000\ufeff"
 )
+_SPACE_RUN = re.compile(f"[{re.escape(_JS_SPACE)}]*")
 _MAX_DEPTH = 100
+FILTER_MAX = 4096
+"""Longest filter, in characters."""
+URL_MAX = 2048
+"""Longest URL template, in characters."""
 
 Event = Mapping[str, Any]
 Evaluator = Callable[[Event], Any]
@@ -416,6 +428,8 @@ class _Token(NamedTuple):
 
 _OPERATORS: tuple[str, ...] = ("===", "!==", "==", "!=", "<=", ">=", "&&", "||", "--")
 _OPERATORS += ("<", ">", "!", "-", "(", ")", ".", ",", "?", ":", "}")
+_OPERATOR = re.compile("|".join(re.escape(op) for op in _OPERATORS))
+"""The operators, longest first where one starts another."""
 _NAME = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 _NUMERAL = re.compile(
     r"(?:0|[1-9][0-9]*)(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?"
@@ -494,9 +508,8 @@ class _Parser:
         raise ExpressionSyntaxError(message, position, expected)
 
     def _lex(self) -> _Token:
-        text, i = self.text, self.cursor
-        while i < len(text) and text[i] in _JS_SPACE:
-            i += 1
+        text = self.text
+        i = _SPACE_RUN.match(text, self.cursor).end()  # type: ignore[union-attr]  # matches ""
         if i >= len(text):
             self.cursor = i
             return _Token("eof", "", None, i)
@@ -519,10 +532,10 @@ class _Parser:
         if match:
             self.cursor = match.end()
             return _Token("name", match.group(), None, i)
-        for op in _OPERATORS:
-            if text.startswith(op, i):
-                self.cursor = i + len(op)
-                return _Token("op", op, None, i)
+        match = _OPERATOR.match(text, i)
+        if match:
+            self.cursor = match.end()
+            return _Token("op", match.group(), None, i)
         self.cursor = i + 1
         return _Token("op", ch, None, i)
 
@@ -778,11 +791,17 @@ class UrlTemplate:
         self._parts = parts
 
     def render(self, event: Mapping[str, Any]) -> str:
-        """Substitute each expression's value percent-encoded; the result must be usable."""
+        """Substitute each expression's value percent-encoded; the result must be usable.
+
+        A value that makes a whole path segment `.` or `..` is refused: HTTP clients resolve
+        such segments (encoded as %2E too), so the value would move the request elsewhere."""
         out: list[str] = []
+        spans: list[tuple[int, int, int]] = []
+        length = 0
         for part in self._parts:
             if isinstance(part, str):
                 out.append(part)
+                length += len(part)
                 continue
             try:
                 value = part.fn(event)
@@ -792,13 +811,17 @@ class UrlTemplate:
                     "event value nested too deeply to evaluate", part.pos
                 ) from None
             try:
-                out.append(quote(text, safe=""))
+                encoded = quote(text, safe="")
             except UnicodeEncodeError:
                 raise ExpressionRuntimeError(
                     "value cannot be percent-encoded (it contains a lone surrogate)", part.pos
                 ) from None
+            out.append(encoded)
+            spans.append((length, length + len(encoded), part.pos))
+            length += len(encoded)
         url = "".join(out)
         _check_rendered(url)
+        _check_dot_segments(url, spans)
         return url
 
     def __repr__(self) -> str:
@@ -824,11 +847,52 @@ def _check_rendered(url: str) -> None:
         raise ExpressionRuntimeError(f"rendered URL {shown!r} has no host")
 
 
+_DOT_SEGMENTS = frozenset({".", ".."})
+
+
+def _path_bounds(url: str) -> tuple[int, int]:
+    """Where the path of a rendered URL starts and ends (query and fragment excluded)."""
+    start = 0
+    if not url.startswith("/"):
+        authority = url.find("//") + 2
+        slash = url.find("/", authority)
+        start = len(url) if slash < 0 else slash
+    end = min((i for i in (url.find("?", start), url.find("#", start)) if i >= 0), default=-1)
+    return start, len(url) if end < 0 else end
+
+
+def _check_dot_segments(url: str, spans: list[tuple[int, int, int]]) -> None:
+    """Refuse a path segment `.` or `..` (or its %2E forms) that a value helped to make."""
+    start, end = _path_bounds(url)
+    position = start
+    for segment in url[start:end].split("/"):
+        seg_start, seg_end = position, position + len(segment)
+        position = seg_end + 1
+        if re.sub("%2e", ".", segment, flags=re.IGNORECASE) not in _DOT_SEGMENTS:
+            continue
+        for value_start, value_end, pos in spans:
+            if value_start < seg_end and seg_start < value_end:
+                raise ExpressionRuntimeError(
+                    f"value makes the path segment {segment!r}, which would move the request "
+                    "to another path",
+                    pos,
+                )
+
+
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 
 
-@functools.lru_cache(maxsize=4096)
+def _check_length(text: str, what: str, limit: int) -> None:
+    if len(text) > limit:
+        raise ExpressionSyntaxError(
+            f"expected a {what} of at most {limit} characters but found {len(text)}",
+            limit,
+            f"at most {limit} characters",
+        )
+
+
 def _compile_filter(text: str) -> Filter:
+    _check_length(text, "filter", FILTER_MAX)
     parser = _Parser(text)
     if parser.token.kind == "eof":
         return Filter(text, None)
@@ -838,8 +902,8 @@ def _compile_filter(text: str) -> Filter:
     return Filter(text, root.fn)
 
 
-@functools.lru_cache(maxsize=4096)
 def _compile_url(template: str) -> UrlTemplate:
+    _check_length(template, "URL template", URL_MAX)
     if not template.strip(_JS_SPACE):
         raise ExpressionSyntaxError("expected a URL but found an empty template", 0, "a URL")
     first = template.find("${")
@@ -867,10 +931,12 @@ def _compile_url(template: str) -> UrlTemplate:
 
 
 def compile_filter(text: str | None) -> Filter:
-    """Compile a filter once; the same text gives the same object. Empty means always true."""
+    """Compile a filter, keeping nothing; empty means always true. ExpressionSyntaxError
+    for a filter over ``FILTER_MAX`` characters or not in the grammar."""
     return _compile_filter("" if text is None else text)
 
 
 def compile_url(template: str) -> UrlTemplate:
-    """Compile a URL template once; the same text gives the same object."""
+    """Compile a URL template, keeping nothing. ExpressionSyntaxError for a template over
+    ``URL_MAX`` characters or not in the grammar."""
     return _compile_url(template)

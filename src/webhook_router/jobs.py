@@ -4,6 +4,11 @@ A job is one event sent to one webhook. Its id is derived from the event id and 
 id, so an event delivered twice never makes a second job. Every change of a job travels as
 an `Outcome` to the recorder; outcomes are ordered by `(replay, attempt, rank)` so a late or
 repeated one never moves a job back.
+
+Text from outside (an endpoint's answer, an error) is made storable before it goes into an
+outcome (`storable`): NUL, which no text column can hold, becomes U+FFFD, and the job's
+summary says so; a summary is at most SUMMARY_BYTES bytes of UTF-8, so that with the longest
+slugs and names an index row of failed jobs stays within PostgreSQL's 2704 bytes.
 """
 
 from __future__ import annotations
@@ -34,6 +39,72 @@ RANK = {
     Status.FAILED: 2,
     Status.CANCELLED: 2,
 }
+
+
+SUMMARY_BYTES = 800
+"""Longest summary in bytes of UTF-8: it is kept in an index of failed jobs."""
+REPLACEMENT = "\ufffd"
+
+
+def storable(text: str | None) -> tuple[str | None, int]:
+    """`text` with every NUL replaced by U+FFFD, and how many were replaced."""
+    if text is None or "\x00" not in text:
+        return text, 0
+    return text.replace("\x00", REPLACEMENT), text.count("\x00")
+
+
+def bounded_summary(summary: str) -> str:
+    """A summary cut to SUMMARY_BYTES bytes of UTF-8, the cut marked with an ellipsis."""
+    encoded = summary.encode("utf-8", errors="replace")
+    if len(encoded) <= SUMMARY_BYTES:
+        return summary
+    return encoded[: SUMMARY_BYTES - 3].decode("utf-8", errors="ignore") + "\u2026"
+
+
+def without_contents(outcome: Outcome, reason: str) -> Outcome:
+    """What of an outcome the database refused can still be recorded: the job and its
+    status, without the request, the answer, the headers or an odd status code, the
+    summary saying why."""
+    note = bounded_summary(storable(f"{outcome.summary or outcome.status}; {reason}")[0] or "")
+    status = outcome.response_status
+    status = status if status is not None and 100 <= status <= 999 else None
+    attempt = outcome.attempt
+    if attempt is not None:
+        attempt = replace(
+            attempt,
+            response_status=status,
+            response_content=None,
+            error=note,
+            request_headers={},
+        )
+    return replace(
+        outcome,
+        delivery=replace(outcome.delivery, body=""),
+        summary=note,
+        run_id=None,
+        response_status=status,
+        response_content=None,
+        attempt=attempt,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """One item of a deliveries or results message that is not what it must be, as it came,
+    with why: it is dead-lettered alone, its neighbours are handled."""
+
+    item: Any
+    reason: str
+
+
+def _items(raw: bytes) -> list[Any]:
+    """The items of a message: a JSON array (an object is one item). Raises ValueError for
+    a message that is not JSON at all (no item of it can be told from another)."""
+    data = orjson.loads(raw)
+    items = data if isinstance(data, list) else [data]
+    if not items:
+        raise ValueError("an empty message")
+    return items
 
 
 def job_id(event_id: str, webhook_id: str) -> str:
@@ -90,6 +161,19 @@ class Delivery:
             raise ValueError("a deliveries message must be an array of JSON objects")
         return [cls(**item) for item in items]
 
+    @classmethod
+    def decode_each(cls, raw: bytes) -> list[Delivery | Unreadable]:
+        """A deliveries message, item by item: each a Delivery or Unreadable."""
+        decoded: list[Delivery | Unreadable] = []
+        for item in _items(raw):
+            try:
+                if not isinstance(item, dict):
+                    raise TypeError("a delivery must be a JSON object")
+                decoded.append(cls(**item))
+            except (TypeError, ValueError) as exc:
+                decoded.append(Unreadable(item, f"bad delivery: {exc}"))
+        return decoded
+
     def next_attempt(self) -> Delivery:
         return replace(self, attempt=self.attempt + 1)
 
@@ -140,6 +224,21 @@ class Outcome:
         if data.get("attempt") is not None:
             data["attempt"] = Attempt(**data["attempt"])
         return cls(**data)
+
+    @classmethod
+    def decode_each(cls, raw: bytes) -> list[Outcome | Unreadable]:
+        """A results message, item by item: each an Outcome or Unreadable."""
+        decoded: list[Outcome | Unreadable] = []
+        for item in _items(raw):
+            try:
+                if not isinstance(item, dict):
+                    raise TypeError("an outcome must be a JSON object")
+                outcome = cls.from_dict(item)
+                outcome.version  # noqa: B018  (an unknown status raises here, not later)
+                decoded.append(outcome)
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                decoded.append(Unreadable(item, f"bad outcome: {exc!r}"))
+        return decoded
 
     @classmethod
     def decode_batch(cls, raw: bytes) -> list[Outcome]:

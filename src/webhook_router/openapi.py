@@ -236,6 +236,7 @@ ERRORS = {
     "401": "No valid bearer token.",
     "404": "Nothing of that name or id here.",
     "409": "It clashes with what is stored.",
+    "413": "The body is too large.",
     "422": "A field or parameter is not valid; `errors` names each.",
     "503": "The database or the broker is unavailable.",
 }
@@ -381,8 +382,11 @@ def _operations() -> list[Operation]:
         _operation("POST", f"{V1}/events", "ingest", "publishEvent",
                    "Publish an event, as platform services do.", "events",
                    _answers("202", "Stored by the broker.", _object("id", {"type": "string"}),
-                            "400 401 422 503",
-                            e503="The broker is unavailable; the event was not accepted."),
+                            "400 401 413 422 503",
+                            e400="The body is not UTF-8 JSON, not a JSON object, nested deeper "
+                            "than 254 levels, or did not arrive whole within the body timeout.",
+                            e413="The body is over 1 MiB.",
+                            e503="The broker is unavailable or did not confirm; not accepted."),
                    body=ref("Event")),
     ]  # fmt: skip
     for what, handler, schema in (

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import orjson
 
 from webhook_router import broker
-from webhook_router.batching import Batcher
+from webhook_router.batching import MAX_BYTES, Batcher
 from webhook_router.events import Event
-from webhook_router.jobs import Delivery, Outcome, Status, job_id, utcnow
+from webhook_router.jobs import Delivery, Outcome, Status, bounded_summary, job_id, storable, utcnow
 from webhook_router.topology import RECORD_KEY, Topology
 from webhook_router.trees import tree_of
 from webhook_router.webhooks import Match
@@ -76,7 +76,8 @@ def plan(
             created_at=created,
         )
         if match.error is not None:
-            outcomes.append(Outcome(delivery, Status.FAILED, summary=match.error))
+            summary = bounded_summary(storable(match.error)[0] or "")
+            outcomes.append(Outcome(delivery, Status.FAILED, summary=summary))
         else:
             deliveries.append(delivery)
             outcomes.append(Outcome(delivery, Status.QUEUED))
@@ -97,15 +98,16 @@ class Batchers:
     outcomes: Batcher[Outcome]
 
     @classmethod
-    def of(cls, topology: Topology) -> Batchers:
+    def of(cls, topology: Topology, max_bytes: int = MAX_BYTES) -> Batchers:
         key = topology.names.delivery_key
         return cls(
             Batcher(
                 lambda: topology.deliveries,
                 lambda d: key(d.webhook_id),
                 max_items=DELIVERY_BATCH,
+                max_bytes=max_bytes,
             ),
-            Batcher(lambda: topology.results, lambda _: RECORD_KEY),
+            Batcher(lambda: topology.results, lambda _: RECORD_KEY, max_bytes=max_bytes),
         )
 
     async def drain(self) -> None:

@@ -1,9 +1,24 @@
 """Recorder role: outcomes in, batched idempotent writes to the job log.
 
-Outcomes are acknowledged only after their batch committed. While PostgreSQL is away the
-recorder keeps its batch, stops acknowledging (so the broker stops sending) and writes
-when the database is back; nothing is requeued, so nothing counts against the delivery
-limit. An outcome the database refuses on its own is dead-lettered, not retried forever.
+A results message carries outcomes of many jobs; it is acknowledged only once every one of
+its outcomes was committed or dead-lettered. An item of it that is no outcome at all is
+dead-lettered alone when the message arrives; the others are recorded. While PostgreSQL is
+away the recorder keeps its batch, stops acknowledging (so the broker stops sending) and
+writes when the database is back; nothing is requeued, so nothing counts against the
+delivery limit.
+
+A batch the database refuses (a value it cannot store) is split in halves, again and again,
+until the outcome it refuses stands alone: only that outcome is dead-lettered, whole, alone
+and with the database's reason, and every other outcome of the batch is recorded. One bad
+outcome never costs its neighbours their record. What of the refused one can be stored (its
+job and status without request, answer or headers, the summary saying why) is recorded
+too, so that its job does not stay behind; when even that is refused (a key or time the
+log cannot hold), the dead letter is all there is.
+
+Side effects of a committed batch (disabling a webhook that answered 410) are retried;
+if they still fail, the batch's messages are given back (nacked and requeued), never left
+unsettled for a later multiple-ack to swallow: their outcomes are recorded again (which
+changes nothing) and the side effects tried again.
 """
 
 from __future__ import annotations
@@ -16,11 +31,11 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from webhook_router import acks, broker, metrics
-from webhook_router.jobs import Outcome
-from webhook_router.service import SideTasks, dead_letter, link
+from webhook_router.jobs import Outcome, Unreadable, without_contents
+from webhook_router.service import SideTasks, dead_letter, dead_letter_item, link
 from webhook_router.settings import Settings
 from webhook_router.store import Store, make_partitions
-from webhook_router.topology import Topology
+from webhook_router.topology import RECORD_KEY, Topology
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +50,26 @@ UNAVAILABLE = (
     asyncpg.SerializationError,
     TimeoutError,
 )
+REFUSED = (
+    asyncpg.PostgresError,
+    asyncpg.exceptions._base.DataError,  # a value the driver cannot encode
+    ValueError,
+    TypeError,
+    OverflowError,
+)
+"""What the job log answers about the values of a batch: the same batch always fails the
+same way, so it is split, never retried as it is."""
 PARTITION_EVERY = 3600.0
+SIDE_EFFECT_TRIES = 3
+
+Batch = list[tuple[list[Outcome], AbstractIncomingMessage]]
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether `exc` is the database refusing the batch's values, not being away."""
+    if isinstance(exc, asyncpg.exceptions._base.DataError):
+        return True
+    return isinstance(exc, REFUSED) and not isinstance(exc, UNAVAILABLE)
 
 
 class Recorder:
@@ -49,7 +83,7 @@ class Recorder:
         self.connection: AbstractRobustConnection | None = None
         self.topology: Topology | None = None
         self._consumer_tag: str | None = None
-        self._buffer: list[tuple[list[Outcome], AbstractIncomingMessage]] = []
+        self._buffer: Batch = []
         self._buffered = 0
         self._arrived = asyncio.Event()
         self._stopping = False
@@ -87,11 +121,25 @@ class Recorder:
     async def on_outcome(self, message: AbstractIncomingMessage) -> None:
         assert self.topology is not None
         try:
-            outcomes = Outcome.decode_batch(message.body)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            items = Outcome.decode_each(message.body)
+        except (ValueError, TypeError) as exc:
             await dead_letter(
                 self.topology.dead, message, role=self.name, reason=f"bad outcome: {exc!r}"
             )
+            await message.ack()
+            return
+        outcomes = [item for item in items if isinstance(item, Outcome)]
+        for item in items:
+            if isinstance(item, Unreadable):
+                await dead_letter_item(
+                    self.topology.dead,
+                    item.item,
+                    role=self.name,
+                    reason=item.reason,
+                    routing_key=message.routing_key,
+                    message_id=message.message_id,
+                )
+        if not outcomes:
             await message.ack()
             return
         self._buffer.append((outcomes, message))
@@ -108,74 +156,117 @@ class Recorder:
             if not self._buffer:
                 self._arrived.clear()
             if batch:
-                try:
-                    await self._write(batch)
-                except Exception:
-                    # never let the loop die: the batch stays unacknowledged and comes
-                    # back from the broker when the channel is recovered
-                    log.exception("batch not recorded", count=len(batch))
+                await self._write(batch)
 
-    def _take(self, size: int) -> list[tuple[list[Outcome], AbstractIncomingMessage]]:
-        """Whole messages from the front of the buffer, up to about `size` outcomes."""
+    def _take(self, size: int) -> Batch:
+        """Whole messages from the front of the buffer, up to about `size` outcomes and
+        the byte budget of one message (always at least one message)."""
         taken = 0
         count = 0
-        for outcomes, _ in self._buffer:
-            if count and taken + len(outcomes) > size:
+        volume = 0
+        for outcomes, message in self._buffer:
+            if count and (
+                taken + len(outcomes) > size
+                or volume + len(message.body) > self.settings.max_message_bytes
+            ):
                 break
             taken += len(outcomes)
+            volume += len(message.body)
             count += 1
         batch, self._buffer[:] = self._buffer[:count], self._buffer[count:]
         self._buffered -= taken
         return batch
 
-    async def _write(self, batch: list[tuple[list[Outcome], AbstractIncomingMessage]]) -> None:
+    async def _write(self, batch: Batch) -> None:
+        """Record the batch, apply its side effects, then settle its messages: acknowledged
+        when every outcome was recorded or dead-lettered, else given back."""
+        try:
+            recorded = await self._record([o for outcomes, _ in batch for o in outcomes])
+            await self._apply_side_effects(recorded)
+        except Exception:
+            log.exception("batch not recorded, messages given back", messages=len(batch))
+            for _, message in batch:
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
+            return
+        await acks.ack_batch([m for _, m in batch])
+        metrics.recorded(recorded)
+        log.debug("outcomes recorded", messages=len(batch), outcomes=len(recorded))
+
+    async def _record(self, outcomes: list[Outcome], *, whole: bool = True) -> list[Outcome]:
+        """Write the outcomes, waiting while the database is away; split what it refuses
+        until the refused outcome stands alone, dead-letter that one whole and record what
+        of it can be (`without_contents`). Returns the outcomes recorded."""
         delay = 0.5
         while True:
             try:
-                await self.store.record([o for outcomes, _ in batch for o in outcomes])
+                await self.store.record(outcomes)
                 break
-            except UNAVAILABLE as exc:
+            except Exception as exc:
+                if refused(exc):
+                    if len(outcomes) == 1:
+                        if not whole:
+                            return []
+                        await self._refused(outcomes[0], exc)
+                        reduced = without_contents(
+                            outcomes[0], f"not stored whole (dead-lettered): {exc!r}"
+                        )
+                        return await self._record([reduced], whole=False)
+                    half = len(outcomes) // 2
+                    return await self._record(outcomes[:half]) + await self._record(outcomes[half:])
+                if not isinstance(exc, UNAVAILABLE):
+                    raise
                 if self.database_ok:
                     log.warning("database unavailable, holding outcomes", error=repr(exc))
                 self.database_ok = False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-            except asyncpg.PostgresError as exc:
-                if len(batch) == 1:
-                    await self._refused(batch[0][1], exc)
-                    return
-                for item in batch:
-                    await self._write([item])
-                return
         if not self.database_ok:
             log.info("database back, outcomes written")
             self.database_ok = True
-        await self._apply_side_effects([o for outcomes, _ in batch for o in outcomes])
-        await acks.ack_batch([m for _, m in batch])
-        metrics.recorded([o for outcomes, _ in batch for o in outcomes])
-        log.debug("outcomes recorded", messages=len(batch))
+        return outcomes
 
     async def _apply_side_effects(self, outcomes: list[Outcome]) -> None:
+        """Disable the webhooks that answered 410; each is tried SIDE_EFFECT_TRIES times
+        before the failure is raised (and the batch given back)."""
         for outcome in outcomes:
-            if outcome.disable_webhook:
-                disabled = await self.store.disable_webhook(
-                    outcome.delivery.webhook_id, outcome.disable_webhook
-                )
-                if disabled:
-                    log.warning(
-                        "webhook disabled",
-                        webhook=outcome.delivery.webhook_name,
-                        job_id=outcome.delivery.job_id,
-                        event_id=outcome.delivery.event_id,
-                        reason=outcome.disable_webhook,
+            if not outcome.disable_webhook:
+                continue
+            for attempt in range(1, SIDE_EFFECT_TRIES + 1):
+                try:
+                    disabled = await self.store.disable_webhook(
+                        outcome.delivery.webhook_id, outcome.disable_webhook
                     )
+                    break
+                except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
+                    if attempt == SIDE_EFFECT_TRIES:
+                        raise
+                    log.warning(
+                        "webhook not disabled yet, trying again",
+                        webhook=outcome.delivery.webhook_name,
+                        error=repr(exc),
+                    )
+                    await asyncio.sleep(0.1 * 2**attempt)
+            if disabled:
+                log.warning(
+                    "webhook disabled",
+                    webhook=outcome.delivery.webhook_name,
+                    job_id=outcome.delivery.job_id,
+                    event_id=outcome.delivery.event_id,
+                    reason=outcome.disable_webhook,
+                )
 
-    async def _refused(self, message: AbstractIncomingMessage, exc: Exception) -> None:
+    async def _refused(self, outcome: Outcome, exc: Exception) -> None:
+        """Dead-letter one outcome the database refused, alone, with its reason."""
         assert self.topology is not None
-        await dead_letter(
-            self.topology.dead, message, role=self.name, reason=f"database refused: {exc!r}"
+        await dead_letter_item(
+            self.topology.dead,
+            outcome,
+            role=self.name,
+            reason=f"database refused: {exc!r}",
+            routing_key=RECORD_KEY,
+            message_id=outcome.delivery.job_id,
         )
-        await message.ack()
 
     async def _partition_loop(self) -> None:
         while True:

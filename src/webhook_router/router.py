@@ -2,21 +2,32 @@
 
 The event is acknowledged only after every delivery and every Queued record it caused was
 confirmed by the broker, so a router that dies mid-event loses nothing; the event comes
-back and, job ids being derived from event and webhook, makes no second job.
+back and, job ids being derived from event and webhook, makes no second job. An event
+published without `event.id` gets one derived from its routing key and body
+(`events.derived_id`), so its redelivery is the same event too; a missing
+`event.timestamp` is taken from the message's AMQP timestamp, else from the event's jobs
+already recorded (the job log's rows are keyed by id and event time), else now.
+
+An event that can never be routed (invalid, not storable, not encodable, or too large for
+its deliveries to fit in a message) is dead-lettered with the reason before anything of it
+is published; only a failure to publish gives the event back to be tried again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Sequence
 
+import orjson
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from webhook_router import broker, metrics
 from webhook_router.acks import Acks
 from webhook_router.cache import WebhookCache
-from webhook_router.events import Event, EventInvalid, parse_event
-from webhook_router.jobs import Status
+from webhook_router.events import Event, EventInvalid, derived_id, iso_timestamp, parse_event
+from webhook_router.jobs import Outcome, Status
 from webhook_router.planning import Batchers, plan, publish_jobs
 from webhook_router.service import InFlight, SideTasks, dead_letter, link
 from webhook_router.settings import Settings
@@ -25,12 +36,21 @@ from webhook_router.topology import Topology
 
 log = structlog.get_logger(__name__)
 
+LOOKUP_TIMEOUT = 2.0
+"""Seconds the router waits for the job log to tell when an event happened; without an
+answer (the database away) it takes its own clock."""
+
+
+class Unroutable(Exception):
+    """An event that can never be routed, whatever is tried again: it is dead-lettered."""
+
 
 class Router:
     name = "router"
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
+        self.store = store
         self.names = settings.names
         self.side = SideTasks(self.name)
         self.cache = WebhookCache(store, settings.database_url, settings.webhook_refresh)
@@ -46,7 +66,7 @@ class Router:
         self.connection, self.topology = await link(
             self.settings, self.name, prefetch=self.settings.router_prefetch
         )
-        self.batchers = Batchers.of(self.topology)
+        self.batchers = Batchers.of(self.topology, self.settings.max_message_bytes)
         self._consumer_tag = await self.topology.router.consume(self.on_event)
         log.info("router started", queue=self.names.router)
 
@@ -71,29 +91,66 @@ class Router:
         self.acks.received(message)
         with self.inflight.hold():
             try:
-                event = parse_event(message.body)
-            except EventInvalid as exc:
-                await dead_letter(topology.dead, message, role=self.name, reason=str(exc))
-                await message.ack()
+                event = await self.event_of(message)
+                metrics.event_received(event.type, event.action)
+                await self.route(event)
+            except (EventInvalid, Unroutable) as exc:
+                try:
+                    await dead_letter(topology.dead, message, role=self.name, reason=str(exc))
+                    await message.ack()
+                except Exception:
+                    log.exception("event not dead-lettered", message_id=message.message_id)
+                    with contextlib.suppress(Exception):
+                        await message.nack(requeue=True)
                 self.acks.settled(message)
                 return
-            metrics.event_received(event.type, event.action)
-            try:
-                await self.route(event)
             except Exception:
                 # the broker or a bug: give the event back; the delivery limit stops a loop
-                log.exception("event not routed", event_id=event.id)
+                log.exception("event not routed", message_id=message.message_id)
                 with contextlib.suppress(Exception):
                     await message.nack(requeue=True)
                 self.acks.settled(message)
                 return
             self.acks.done(message)
 
+    async def event_of(self, message: AbstractIncomingMessage) -> Event:
+        """The message's event, with what it lacked filled in the same way each time it is
+        seen: the id derived from the message, the timestamp from the message's AMQP
+        timestamp or from the event's jobs already recorded."""
+        stamped = message.timestamp
+        event = parse_event(
+            message.body,
+            default_id=derived_id(message.body, message.routing_key or ""),
+            default_timestamp=iso_timestamp(stamped) if stamped is not None else None,
+        )
+        if "timestamp" not in event.filled or stamped is not None:
+            return event
+        try:
+            recorded = await asyncio.wait_for(self.store.event_time(event.id), LOOKUP_TIMEOUT)
+        except Exception as exc:
+            log.warning("event time not looked up", event_id=event.id, error=repr(exc))
+            return event
+        if recorded is None:
+            return event
+        header = {**event.body["event"], "timestamp": iso_timestamp(recorded)}
+        return parse_event({**event.body, "event": header}, fill=False)
+
     async def route(self, event: Event) -> int:
-        """Publish the event's deliveries and Queued records; returns how many jobs."""
+        """Publish the event's deliveries and Queued records; returns how many jobs.
+        Raises Unroutable, having published nothing, for an event that can never be."""
         assert self.topology is not None
         matches = self.cache.index.match(event, self.settings.engine_url)
-        deliveries, outcomes = plan(event, matches)
+        try:
+            deliveries, outcomes = plan(event, matches)
+        except (TypeError, ValueError) as exc:  # orjson's encoding errors are ValueErrors
+            raise Unroutable(f"event not encodable: {exc}") from None
+        too_large = oversized(outcomes, self.settings.max_message_bytes)
+        if too_large:
+            raise Unroutable(
+                f"event too large to deliver: its deliveries are {too_large} bytes, more than "
+                f"the {self.settings.max_message_bytes} bytes a message may hold "
+                "(WEBHOOK_ROUTER_MAX_MESSAGE_BYTES)"
+            )
         await publish_jobs(self.topology, deliveries, outcomes, self.batchers)
         for o in outcomes:
             log.info(
@@ -107,3 +164,13 @@ class Router:
         if not outcomes:
             log.debug("no webhook matched", event_id=event.id, type=event.type, action=event.action)
         return len(outcomes)
+
+
+def oversized(outcomes: Sequence[Outcome], max_bytes: int) -> int:
+    """Bytes of the largest of the outcomes (each carries its delivery, so is larger than
+    it) when one would not fit in a message of `max_bytes`; else 0. Small events are not
+    measured: the batcher's own check stands behind this one."""
+    if not outcomes or len(outcomes[0].delivery.body) * 8 < max_bytes:
+        return 0
+    largest = max(len(orjson.dumps([o])) for o in outcomes)
+    return largest if largest > max_bytes else 0

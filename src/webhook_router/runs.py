@@ -2,7 +2,8 @@
 
 Seen in the wild: `{"run": {"id": 3}, "message": "Initiated run #3 ..."}` and
 `{"messageType": "success", "message": "Initiated run #1430.", "runId": "1430"}`.
-An answer without one of these gives no run number: none is ever invented.
+An answer without one of these gives no run number: none is ever invented, and a "number"
+of more than RUN_DIGITS digits is none (the log indexes run numbers).
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ from typing import Any
 
 import orjson
 
-_INITIATED = re.compile(r"\bInitiated run #(\d+)\b")
+RUN_DIGITS = 19
+_INITIATED = re.compile(rf"\bInitiated run #(\d{{1,{RUN_DIGITS}}})\b")
 
 
 def _as_run(value: Any) -> str | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, int) and value >= 0:
+    if isinstance(value, int) and 0 <= value < 10**RUN_DIGITS:
         return str(value)
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= RUN_DIGITS:
         return value.strip()
     return None
 

@@ -13,6 +13,7 @@ from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+import orjson
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 
@@ -131,3 +132,22 @@ async def dead_letter(
     await broker.publish(dead, message.body, "", message_id=message.message_id, headers=headers)
     metrics.dead_lettered(role)
     log.warning("dead-lettered", role=role, reason=reason, message_id=message.message_id)
+
+
+async def dead_letter_item(
+    dead: AbstractExchange,
+    item: Any,
+    *,
+    role: str,
+    reason: str,
+    routing_key: str | None,
+    message_id: str | None = None,
+) -> None:
+    """Park one item of a batch message alone (as a message of one item) in the
+    dead-letter queue, with the reason; its neighbours are handled without it."""
+    headers = {"x-reason": reason[:1000], "x-failed-in": role}
+    if routing_key:
+        headers["x-routing-key"] = routing_key
+    await broker.publish(dead, orjson.dumps([item]), "", message_id=message_id, headers=headers)
+    metrics.dead_lettered(role)
+    log.warning("item dead-lettered", role=role, reason=reason, message_id=message_id)

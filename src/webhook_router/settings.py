@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     allowed_networks: Annotated[list[str], NoDecode] = Field(
         default=[],
         description="Networks webhooks may reach although private or loopback "
-        "(comma-separated CIDRs); the engine's host is always allowed.",
+        "(comma-separated CIDRs); relative webhook URLs always reach the engine.",
     )
     signature_grace: float = Field(
         default=86400.0,
@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     )
     request_timeout: float = Field(
         default=30.0, description="Seconds for a whole webhook POST, answer included."
+    )
+    body_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send the API a request's whole body; a body "
+        "shorter than its Content-Length is answered 400 then.",
     )
     response_limit: int = Field(
         default=65536, description="Bytes of a webhook's answer read and stored."
@@ -98,6 +104,13 @@ class Settings(BaseSettings):
     )
     circuit_cooldown: float = Field(
         default=30.0, description="Seconds an open circuit defers deliveries before a trial."
+    )
+    max_message_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Most bytes in one message the roles publish, under the broker's "
+        "`max_message_size` (RabbitMQ 3.10: 128 MiB); batches close before it, and an event "
+        "whose deliveries cannot fit is dead-lettered.",
     )
     router_prefetch: int = Field(default=64, description="Events one router handles at once.")
     recorder_batch_size: int = Field(

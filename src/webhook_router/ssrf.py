@@ -3,6 +3,11 @@
 Webhook URLs come from admins, but their hosts can resolve anywhere, and DNS answers can
 change between a check and a connect. The decision is therefore taken on the resolved
 address, inside the connector, right before the socket is opened.
+
+The one exemption is the workflow engine, and only for what the router sends it itself: a
+delivery whose webhook URL is relative, to the engine's own scheme, host and port
+(`EngineExemption`). An absolute URL is checked like any other, even when it names the
+engine's host or its very address.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from aiohttp.client_reqrep import ClientRequest
 from aiohttp.connector import Connection
 from aiohttp.resolver import DefaultResolver
 from aiohttp.tracing import Trace
+from yarl import URL
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -228,6 +234,39 @@ class AddressPolicy:
         if first_refusal is not None and not kept:
             raise first_refusal
         return kept
+
+
+Origin = tuple[str, str, int | None]
+"""Scheme, host and port, as the HTTP client will connect to them."""
+
+
+def origin_of(url: str) -> Origin:
+    """The origin a URL is sent to, parsed as the HTTP client parses it; ValueError if none."""
+    parsed = URL(url)
+    if not parsed.absolute or not parsed.host:
+        raise ValueError(f"{url!r} is not an absolute URL")
+    return (parsed.scheme.lower(), _normalise_host(parsed.host), parsed.port)
+
+
+class EngineExemption:
+    """Which deliveries skip the address check: those the router addressed to the workflow
+    engine (a relative webhook URL, `to_engine`), when they go to the engine's own scheme,
+    host and port. Nothing else, whatever host it names."""
+
+    def __init__(self, engine_url: str) -> None:
+        self.origin = origin_of(engine_url)
+
+    @property
+    def host(self) -> str:
+        return self.origin[1]
+
+    def covers(self, url: str, *, to_engine: bool) -> bool:
+        if not to_engine:
+            return False
+        try:
+            return origin_of(url) == self.origin
+        except ValueError:
+            return False
 
 
 class GuardedResolver(AbstractResolver):

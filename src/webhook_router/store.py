@@ -374,6 +374,11 @@ class Store:
             if attempts:
                 await conn.execute(Q["record_attempts"], *map(list, zip(*attempts, strict=True)))
 
+    async def event_time(self, event_id: str) -> datetime | None:
+        """When the event with this id happened, as its recorded jobs say; None if none."""
+        value = await self.pool.fetchval(Q["event_time"], event_id)
+        return value if isinstance(value, datetime) else None
+
     async def get_job(self, job_id: str) -> Job | None:
         try:
             key = uuid.UUID(job_id)

@@ -2,6 +2,11 @@
 
 Matching is pure: the router hands it an event and the webhooks it holds in memory and gets
 back, per webhook that fires, the URL to POST to, or the reason it could not be rendered.
+
+The index compiles the filter and URL template of each webhook it holds once, and carries
+them over to the next index while their text is unchanged; it keeps nothing else, so the
+compiled definitions in memory are always those of the stored webhooks. Validation compiles
+and keeps nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from webhook_router.events import Event
 from webhook_router.expressions import (
     ExpressionError,
     ExpressionRuntimeError,
+    Filter,
+    UrlTemplate,
     compile_filter,
     compile_url,
 )
@@ -176,6 +183,28 @@ def literal_host(url: str) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Definition:
+    """A webhook's filter and URL template compiled, or why each does not compile."""
+
+    filter: Filter | ExpressionError
+    url: UrlTemplate | ExpressionError
+
+    @classmethod
+    def of(cls, filter: str | None, url: str) -> Definition:
+        compiled_filter: Filter | ExpressionError
+        compiled_url: UrlTemplate | ExpressionError
+        try:
+            compiled_filter = compile_filter(filter)
+        except ExpressionError as exc:
+            compiled_filter = exc
+        try:
+            compiled_url = compile_url(url)
+        except ExpressionError as exc:
+            compiled_url = exc
+        return cls(compiled_filter, compiled_url)
+
+
+@dataclass(frozen=True, slots=True)
 class Match:
     """A webhook that fires for an event: the URL to POST to, or why there is none."""
 
@@ -186,37 +215,60 @@ class Match:
 
 
 class WebhookIndex:
-    """Enabled webhooks by (space, kapp, type, event), for matching without a query."""
+    """Enabled webhooks by (space, kapp, type, event), for matching without a query, with
+    their definitions compiled; those of `previous` are reused where the text is the same."""
 
-    def __init__(self, webhooks: Iterable[Webhook] = ()) -> None:
+    def __init__(
+        self, webhooks: Iterable[Webhook] = (), previous: WebhookIndex | None = None
+    ) -> None:
         self._by_key: dict[tuple[str, str | None, str, str], list[Webhook]] = {}
+        self.definitions: dict[tuple[str | None, str], Definition] = {}
+        known = previous.definitions if previous is not None else {}
         self.count = 0
         for webhook in webhooks:
             if webhook.enabled:
                 key = (webhook.space, webhook.kapp, webhook.type, webhook.event)
                 self._by_key.setdefault(key, []).append(webhook)
                 self.count += 1
+                text = (webhook.filter, webhook.url)
+                if text not in self.definitions:
+                    self.definitions[text] = known.get(text) or Definition.of(*text)
 
     def candidates(self, event: Event) -> list[Webhook]:
         return self._by_key.get((event.space, event.kapp, event.type, event.action), [])
 
     def match(self, event: Event, engine_url: str) -> list[Match]:
-        return [m for w in self.candidates(event) if (m := match_one(w, event.body, engine_url))]
+        return [
+            m
+            for w in self.candidates(event)
+            if (m := match_one(w, event.body, engine_url, self.definitions[(w.filter, w.url)]))
+        ]
 
 
 def match_one(
-    webhook: Webhook, body: Mapping[str, Any], engine_url: str, *, check_filter: bool = True
+    webhook: Webhook,
+    body: Mapping[str, Any],
+    engine_url: str,
+    definition: Definition | None = None,
+    *,
+    check_filter: bool = True,
 ) -> Match | None:
-    """None when the filter is false; a Match with an error when filter or URL fail."""
+    """None when the filter is false; a Match with an error when filter or URL fail.
+    Without `definition`, the webhook's is compiled for this call."""
+    if definition is None:
+        definition = Definition.of(webhook.filter, webhook.url)
+    if check_filter:
+        if isinstance(definition.filter, ExpressionError):
+            return Match(webhook, None, f"filter invalid: {definition.filter}")
+        try:
+            if not definition.filter.matches(body):
+                return None
+        except ExpressionRuntimeError as exc:
+            return Match(webhook, None, f"filter failed: {exc}")
+    if isinstance(definition.url, ExpressionError):
+        return Match(webhook, None, f"url failed: {definition.url}")
     try:
-        if check_filter and not compile_filter(webhook.filter).matches(body):
-            return None
-    except ExpressionRuntimeError as exc:
-        return Match(webhook, None, f"filter failed: {exc}")
-    except ExpressionError as exc:
-        return Match(webhook, None, f"filter invalid: {exc}")
-    try:
-        url = compile_url(webhook.url).render(body)
+        url = definition.url.render(body)
     except ExpressionError as exc:
         return Match(webhook, None, f"url failed: {exc}")
     if url.startswith("/"):

@@ -1,21 +1,24 @@
 """Delivery worker role: POST each delivery, classify the answer, report the outcome.
 
 One shared aiohttp session whose connector refuses private and internal addresses after
-resolution. A delivery is acknowledged only after its outcome (and, for a retry, the next
-attempt waiting in its TTL queue) was confirmed by the broker: a worker killed mid-POST
-loses nothing, the delivery comes back and is posted again under the same job id, which
-receivers get in `webhook-id` to drop duplicates.
+resolution; a second one, whose guard lets the engine's host through, carries only the
+deliveries the engine exemption covers (a relative webhook URL, to the engine's own origin).
+A delivery is acknowledged only after its outcome (and, for a retry, the next attempt waiting
+in its TTL queue) was confirmed by the broker: a worker killed mid-POST loses nothing, the
+delivery comes back and is posted again under the same job id, which receivers get in
+`webhook-id` to drop duplicates. An outcome too large for a message goes without the request
+body, which the job's Queued record holds already.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import time
 from collections.abc import Awaitable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -28,16 +31,26 @@ from aio_pika.abc import (
 )
 
 from webhook_router import __version__, broker, metrics
-from webhook_router.batching import Batcher
+from webhook_router.answers import read_answer
+from webhook_router.batching import Batcher, TooLarge
 from webhook_router.cache import WebhookCache
 from webhook_router.classify import Decision, Verdict, classify
 from webhook_router.isolation import AT_LIMIT, EndpointGuard, endpoint_of
-from webhook_router.jobs import Attempt, Delivery, Outcome, Status, utcnow
+from webhook_router.jobs import (
+    Attempt,
+    Delivery,
+    Outcome,
+    Status,
+    Unreadable,
+    bounded_summary,
+    storable,
+    utcnow,
+)
 from webhook_router.runs import run_id_of
-from webhook_router.service import InFlight, SideTasks, dead_letter, link
+from webhook_router.service import InFlight, SideTasks, dead_letter, dead_letter_item, link
 from webhook_router.settings import Settings
 from webhook_router.signing import signature_headers
-from webhook_router.ssrf import AddressPolicy, guarded_connector, refusal_of
+from webhook_router.ssrf import AddressPolicy, EngineExemption, guarded_connector, refusal_of
 from webhook_router.store import Store
 from webhook_router.topology import (
     RECORD_KEY,
@@ -49,6 +62,8 @@ from webhook_router.topology import (
 log = structlog.get_logger(__name__)
 
 USER_AGENT = f"webhook-router/{__version__}"
+LARGE_BODY = 2**20
+"""Bodies above this are posted from a buffer, in chunks (aiohttp warns of raw ones)."""
 
 
 class Worker:
@@ -63,14 +78,18 @@ class Worker:
         self.guard = EndpointGuard(
             settings.endpoint_concurrency, settings.circuit_threshold, settings.circuit_cooldown
         )
-        self.policy = AddressPolicy(
-            settings.allowed_networks,
-            allowed_hosts=[urlsplit(settings.engine_url).hostname or ""],
+        self.policy = AddressPolicy(settings.allowed_networks)
+        self.engine = EngineExemption(settings.engine_url)
+        self.engine_policy = AddressPolicy(
+            settings.allowed_networks, allowed_hosts=[self.engine.host]
         )
         self.inflight = InFlight()
         self.connection: AbstractRobustConnection | None = None
         self.topology: Topology | None = None
         self.session: aiohttp.ClientSession | None = None
+        """Every delivery's session, but those the engine exemption covers."""
+        self.engine_session: aiohttp.ClientSession | None = None
+        """Only for deliveries to the workflow engine's own origin (`EngineExemption`)."""
         self._consumer_tags: list[tuple[AbstractQueue, str]] = []
         self.batcher: Batcher[Outcome] | None = None
         self._posts = asyncio.Semaphore(settings.worker_concurrency)
@@ -80,18 +99,32 @@ class Worker:
     async def start(self) -> None:
         s = self.settings
         self.side.watch(await self.cache.start())
-        self.session = aiohttp.ClientSession(
-            connector=guarded_connector(self.policy, limit=0, ttl_dns_cache=60),
-            timeout=aiohttp.ClientTimeout(total=s.request_timeout, sock_connect=s.connect_timeout),
-            headers={"User-Agent": USER_AGENT},
-            trust_env=False,
-        )
+        self.session = self._session(self.policy)
+        self.engine_session = self._session(self.engine_policy)
         self.connection, self.topology = await link(s, self.name, prefetch=s.worker_concurrency)
-        self.batcher = Batcher(lambda: self._results(), lambda _: RECORD_KEY)
+        self.batcher = Batcher(
+            lambda: self._results(), lambda _: RECORD_KEY, max_bytes=s.max_message_bytes
+        )
         self._consumer_tags = [
             (queue, await queue.consume(self.on_delivery)) for queue in self.topology.deliver_queues
         ]
         log.info("worker started", queues=self.names.deliver_queues())
+
+    def _session(self, policy: AddressPolicy) -> aiohttp.ClientSession:
+        s = self.settings
+        return aiohttp.ClientSession(
+            connector=guarded_connector(policy, limit=0, ttl_dns_cache=60),
+            timeout=aiohttp.ClientTimeout(total=s.request_timeout, sock_connect=s.connect_timeout),
+            headers={"User-Agent": USER_AGENT},
+            trust_env=False,
+        )
+
+    def session_for(self, delivery: Delivery) -> aiohttp.ClientSession:
+        """The engine's session for a delivery the exemption covers, else the guarded one."""
+        exempt = self.engine.covers(delivery.url, to_engine=delivery.to_engine)
+        session = self.engine_session if exempt else self.session
+        assert session is not None
+        return session
 
     def _results(self) -> AbstractExchange:
         assert self.topology is not None
@@ -107,23 +140,42 @@ class Worker:
             await self.batcher.drain()
         if self.connection is not None:
             await self.connection.close()
-        if self.session is not None:
-            await self.session.close()
+        for session in (self.session, self.engine_session):
+            if session is not None:
+                await session.close()
         await self.side.stop()
         await self.cache.stop()
 
     async def on_delivery(self, message: AbstractIncomingMessage) -> None:
         """One message holds one or more deliveries (the router batches them under load);
-        it is acknowledged once every one of them was posted and reported, or deferred."""
+        it is acknowledged once every one of them was posted and reported, or deferred. An
+        item that is no delivery is dead-lettered alone; the others are posted."""
         assert self.topology is not None
         with self.inflight.hold():
             try:
-                deliveries = Delivery.decode_batch(message.body)
+                items = Delivery.decode_each(message.body)
             except (ValueError, TypeError) as exc:
                 await dead_letter(
                     self.topology.dead, message, role=self.name, reason=f"bad delivery: {exc}"
                 )
                 await message.ack()
+                return
+            deliveries = [item for item in items if isinstance(item, Delivery)]
+            try:
+                for item in items:
+                    if isinstance(item, Unreadable):
+                        await dead_letter_item(
+                            self.topology.dead,
+                            item.item,
+                            role=self.name,
+                            reason=item.reason,
+                            routing_key=message.routing_key,
+                            message_id=message.message_id,
+                        )
+            except Exception:
+                log.exception("bad deliveries not dead-lettered")
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
                 return
             try:
                 await asyncio.gather(*(self.deliver(d) for d in deliveries))
@@ -206,7 +258,7 @@ class Worker:
         assert self.topology is not None
         assert self.batcher is not None
         outcome = outcome_of(delivery, attempt, decision)
-        publishes: list[Awaitable[None]] = [self.batcher.add(outcome)]
+        publishes: list[Awaitable[None]] = [self.send_outcome(outcome)]
         if decision.verdict is Verdict.RETRY:
             assert decision.delay is not None
             publishes.append(
@@ -242,6 +294,21 @@ class Worker:
             duration_ms=round(attempt.duration_ms, 1),
         )
 
+    async def send_outcome(self, outcome: Outcome) -> None:
+        """Hand the outcome to the recorder. One too large for a message (a large event
+        with a large answer) goes without the request body, which the job's Queued record
+        holds already."""
+        assert self.batcher is not None
+        try:
+            await self.batcher.add(outcome)
+        except TooLarge:
+            log.warning(
+                "outcome sent without its request body",
+                job_id=outcome.delivery.job_id,
+                event_id=outcome.delivery.event_id,
+            )
+            await self.batcher.add(replace(outcome, delivery=replace(outcome.delivery, body="")))
+
     async def headers_for(self, delivery: Delivery, body: bytes) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "webhook-id": delivery.job_id}
         if delivery.auth_strategy != "Signature" or delivery.to_engine:
@@ -261,7 +328,7 @@ class Worker:
     async def post(self, delivery: Delivery) -> tuple[Attempt, str | None, bool]:
         """Make one HTTP attempt; never raises for anything the endpoint does.
         Returns the attempt, the Retry-After header and whether the target was refused."""
-        assert self.session is not None
+        session = self.session_for(delivery)
         body = delivery.body.encode()
         started = utcnow()
         clock = time.perf_counter()
@@ -273,8 +340,10 @@ class Worker:
         headers: dict[str, str] = {}
         try:
             headers = await self.headers_for(delivery, body)
-            async with self.session.post(
-                delivery.url, data=body, headers=headers, allow_redirects=False
+            # a body above 1 MiB is streamed from a buffer, as aiohttp asks, not written whole
+            data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > LARGE_BODY else body
+            async with session.post(
+                delivery.url, data=data, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
@@ -312,19 +381,23 @@ class Worker:
         return attempt, retry_after, refused
 
     async def _read(self, response: aiohttp.ClientResponse) -> str:
-        limit = self.settings.response_limit
-        data = await response.content.read(limit + 1)
-        truncated = len(data) > limit
-        text = data[:limit].decode("utf-8", errors="replace")
-        return text + "\n[truncated]" if truncated else text
+        return await read_answer(response.content, self.settings.response_limit)
 
 
 def outcome_of(delivery: Delivery, attempt: Attempt, decision: Decision) -> Outcome:
-    """The job's new state after an attempt and its decision."""
-    content = attempt.response_content
+    """The job's new state after an attempt and its decision, its text made storable:
+    NUL in the answer or the error replaced by U+FFFD, which the summary then says."""
+    content, replaced = storable(attempt.response_content)
+    error, replaced_in_error = storable(attempt.error)
+    if replaced or replaced_in_error:
+        attempt = replace(attempt, response_content=content, error=error)
     summary = decision.summary
-    if attempt.error and decision.verdict is not Verdict.COMPLETE and attempt.error not in summary:
-        summary = f"{summary}: {attempt.error}"
+    if error and decision.verdict is not Verdict.COMPLETE and error not in summary:
+        summary = f"{summary}: {error}"
+    summary = storable(summary)[0] or ""
+    if replaced:
+        summary = f"{summary} (answer altered: {replaced} NUL replaced by U+FFFD)"
+    summary = bounded_summary(summary)
     base = Outcome(
         delivery,
         Status.FAILED,

@@ -6,14 +6,12 @@ database. Whatever a test leaves on the cluster goes with the cluster's data fol
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
-import pytest_asyncio
 
 from webhook_router.settings import Settings
 
-from ..integration.conftest import Stack, open_stack
 from ..support.rabbit_cluster import RabbitCluster, rabbit_cluster, unavailable_reason
 
 # A node that stops answering without closing its sockets (a hung or unreachable machine)
@@ -41,10 +39,3 @@ def cluster_settings(settings: Settings, cluster: RabbitCluster) -> Settings:
     return settings.model_copy(
         update={"amqp_url": cluster.urls, "namespace": f"wrtest_{uuid.uuid4().hex[:8]}"}
     )
-
-
-@pytest_asyncio.fixture
-async def cluster_stack(cluster_settings: Settings) -> AsyncIterator[Stack]:
-    """Recorder, router, worker and API in this process, connected to the cluster."""
-    async with open_stack(cluster_settings) as running:
-        yield running

@@ -4,14 +4,18 @@ makes exactly one job, recorded Complete, and every POST arrives at least once.
 
 - the delivery queue's leader is stopped whole (`rabbitmqctl stop`); the roles and
   publishers connected to it fail over to another node while a new leader is elected
-  (clients start at a random node of their list, so some of them are on it; the queues
-  lead on the node they were declared through);
+  (clients start at a random node of their list, so the stack is opened again until at
+  least one role is on the leader: failover is exercised every run);
 - the router queue's leader is killed (SIGKILL) on a node no client is given, so only the
   leader changes, under channels that stay open;
-- the delivery queue's leader hangs (SIGSTOP) under the clients connected to it: with a
-  heartbeat (5 s unless the URL says otherwise) they drop it as stuck and fail over while
-  it still hangs;
+- the delivery queue's leader hangs (SIGSTOP) under the clients connected to it (again
+  at least one role): with a heartbeat (5 s unless the URL says otherwise) they drop it
+  as stuck and fail over while it still hangs;
   then it is restarted, as a supervisor would, and rejoins.
+
+Each run asserts which roles were on the lost node, that those moved to a live node, and
+that the longest stall of deliveries stays under the time the node took to go down plus
+the case's resumption bound.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +36,7 @@ from webhook_router.publisher import Publisher
 from webhook_router.settings import Settings
 from webhook_router.topology import Names, declare_ingress
 
+from ..conftest import eventually
 from ..integration.conftest import Stack, event_for, open_stack
 from ..support.rabbit_cluster import Node, RabbitCluster
 
@@ -140,10 +146,37 @@ class Arrivals:
         return before[-1] if before else 0
 
 
-def roles_connected_to(stack: Stack, node: Node) -> int:
-    """How many of the roles' broker connections are on the node."""
+PLACEMENT_TRIES = 10
+"""Stacks opened before one has a role on the leader: each role starts at a random node of
+three, so all miss it with a chance of (2/3)**3 each time."""
+
+
+def roles_on(stack: Stack, node: Node) -> list[Any]:
+    """The roles whose broker connection is on the node."""
     roles: list[Any] = [stack.recorder, stack.router, stack.worker]
-    return sum(1 for role in roles if role.connection.url.port == node.port)
+    return [role for role in roles if role.connection.url.port == node.port]
+
+
+@asynccontextmanager
+async def stack_on_leader(
+    cluster: RabbitCluster, settings: Settings, queue: str, figures: list[tuple[str, object]]
+) -> AsyncIterator[tuple[Stack, str]]:
+    """A stack with at least one role connected to the leader of `queue`, and that leader;
+    opened again (same namespace, the queues stay where they lead) until it is so."""
+    placements = []
+    for opened in range(1, PLACEMENT_TRIES + 1):
+        async with open_stack(settings) as stack:
+            leader = await asyncio.to_thread(cluster.leader_of, queue)
+            if roles_on(stack, cluster.node(leader)):
+                figures.append(("stacks_opened", opened))
+                yield stack, leader
+                return
+            placements.append([r.connection.url.port for r in roles_on_all(stack)])
+    raise AssertionError(f"no role on the leader in {PLACEMENT_TRIES} stacks: {placements}")
+
+
+def roles_on_all(stack: Stack) -> list[Any]:
+    return [stack.recorder, stack.router, stack.worker]
 
 
 async def run_with_node_loss(
@@ -155,10 +188,12 @@ async def run_with_node_loss(
     figures: list[tuple[str, object]],
     *,
     resume_within: float = 30.0,
+    roles_on_leader: bool = True,
 ) -> None:
     """Publish the events, `lose` the leader once a fifth of them were delivered, wait
-    until deliveries go on without it, then `bring_back` it while the load goes on; check
-    every job and POST, and add what was measured to `figures`."""
+    until deliveries go on without it and the roles that were on it moved to a live node,
+    then `bring_back` it while the load goes on; check every job and POST, the roles'
+    failover and the longest stall, and add what was measured to `figures`."""
     space = stack.space()
     await stack.webhook(space, type="User", event="Created", url=RUN_TREE)
     events = [user_created(space, n) for n in range(EVENTS)]
@@ -179,13 +214,28 @@ async def run_with_node_loss(
             assert not publishing.done(), publishing
             await asyncio.sleep(0.05)
 
-        connected = roles_connected_to(stack, cluster.node(leader))
+        lost = cluster.node(leader)
+        on_lost = roles_on(stack, lost)
+        connected = len(on_lost)
+        if roles_on_leader:
+            assert on_lost, "no role on the node to lose: failover would not be exercised"
+        else:
+            assert not on_lost, "a role is on the node whose leader alone should change"
         assert not publishing.done(), "the events were all published before the node loss"
         loss_at = time.monotonic()
         await asyncio.to_thread(lose, leader)
         down_at = time.monotonic()
         await arrivals.more_after(down_at, RESUMED, resume_within)
+
+        async def moved() -> bool:
+            return all(r.ready() and r.connection.url.port != lost.port for r in on_lost)
+
+        failed_over = await eventually(moved, timeout=resume_within)
         resumed_at = time.monotonic()
+        assert failed_over, (
+            f"roles on the lost node not connected elsewhere {resume_within:g}s after: "
+            f"{[(r.name, r.connection.url.port, r.ready()) for r in on_lost]}"
+        )
         returning = asyncio.create_task(asyncio.to_thread(bring_back, leader))
         returned: list[float] = []
         returning.add_done_callback(lambda _: returned.append(time.monotonic()))
@@ -206,6 +256,11 @@ async def run_with_node_loss(
     assert users == {f"user-{n}" for n in range(EVENTS)}
 
     stall = arrivals.longest_stall(loss_at)
+    stall_bound = (down_at - loss_at) + resume_within
+    assert stall < stall_bound, (
+        f"deliveries stalled {stall:.1f}s: over the {down_at - loss_at:.1f}s the node took "
+        f"to go down plus this case's resumption bound, {resume_within:g}s"
+    )
     figures.extend(
         [
             ("roles_connected_to_lost_node", connected),
@@ -225,20 +280,20 @@ async def run_with_node_loss(
 
 async def test_losing_the_delivery_queue_leader_loses_no_job(
     cluster: RabbitCluster,
-    cluster_stack: Stack,
+    cluster_settings: Settings,
     request: pytest.FixtureRequest,
 ) -> None:
-    leader = await asyncio.to_thread(
-        cluster.leader_of, Names(cluster_stack.settings.namespace).deliver
-    )
-    await run_with_node_loss(
-        cluster_stack,
-        cluster,
-        cluster.stop_node,
-        cluster.start_node,
-        leader,
-        request.node.user_properties,
-    )
+    queue = Names(cluster_settings.namespace).deliver
+    figures = request.node.user_properties
+    async with stack_on_leader(cluster, cluster_settings, queue, figures) as (stack, leader):
+        await run_with_node_loss(
+            stack,
+            cluster,
+            cluster.stop_node,
+            cluster.start_node,
+            leader,
+            request.node.user_properties,
+        )
 
 
 async def test_losing_the_router_queue_leader_loses_no_job(
@@ -265,6 +320,7 @@ async def test_losing_the_router_queue_leader_loses_no_job(
             cluster.start_node,
             leader,
             request.node.user_properties,
+            roles_on_leader=False,
         )
 
 
@@ -275,11 +331,10 @@ async def test_clients_leave_a_hung_delivery_queue_leader_before_it_comes_back(
 ) -> None:
     # a hung node closes no socket: clients notice only by missed heartbeats
     urls = [f"{url}?heartbeat={HEARTBEAT}" for url in cluster.urls]
-    async with open_stack(cluster_settings.model_copy(update={"amqp_url": urls})) as stack:
-        leader = await asyncio.to_thread(
-            cluster.leader_of, Names(cluster_settings.namespace).deliver
-        )
-
+    settings = cluster_settings.model_copy(update={"amqp_url": urls})
+    queue = Names(settings.namespace).deliver
+    figures = request.node.user_properties
+    async with stack_on_leader(cluster, settings, queue, figures) as (stack, leader):
         await run_with_node_loss(
             stack,
             cluster,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -22,11 +23,14 @@ from webhook_router.publisher import Publisher
 from webhook_router.recorder import Recorder
 from webhook_router.router import Router
 from webhook_router.runtime import serve
-from webhook_router.settings import Settings
+from webhook_router.settings import Settings, parse_schedule
 from webhook_router.store import Store
 from webhook_router.webhooks import Webhook
 
 from ..conftest import eventually, free_port
+
+PIPELINE_SLACK = 5.0
+"""Seconds allowed for routing an event and recording outcomes: not a setting, a margin."""
 
 
 @dataclass
@@ -40,10 +44,58 @@ class Stack:
     publisher: Publisher
     api_url: str
     api_role: ApiRole | None = None
+    spaces: list[str] = field(default_factory=list)
+    """Every space handed out by `space()`, in order: what `idle()` looks at."""
 
     def space(self) -> str:
         """A space of the test's own, so tests never see each other's jobs."""
-        return f"space-{uuid.uuid4().hex[:8]}"
+        made = f"space-{uuid.uuid4().hex[:8]}"
+        self.spaces.append(made)
+        return made
+
+    def settle_bound(self) -> float:
+        """The longest a delivery can legitimately run under these settings: every attempt
+        waits its `endpoint_wait` in line and times out (`request_timeout`), with each wait
+        of the retry schedule in between, plus PIPELINE_SLACK for routing and recording."""
+        s = self.settings
+        schedule = parse_schedule(s.retry_schedule)
+        attempts = len(schedule) + 1
+        return attempts * (s.endpoint_wait + s.request_timeout) + sum(schedule) + PIPELINE_SLACK
+
+    async def idle(self, spaces: list[str], since: datetime) -> None:
+        """Wait until no job of these spaces (or made since `since`) is Queued or In
+        Progress and the worker holds no delivery; else fail naming what is left."""
+
+        async def left() -> tuple[list[asyncpg.Record], int]:
+            rows = await self.store.pool.fetch(
+                "SELECT id, space, webhook_name, status, retry_count, summary"
+                " FROM webhook_jobs WHERE status = ANY($1::text[])"
+                " AND (space = ANY($2::text[]) OR created_at >= $3)",
+                [Status.QUEUED.value, Status.IN_PROGRESS.value],
+                spaces,
+                since,
+            )
+            return list(rows), self.worker.inflight.count if self.worker is not None else 0
+
+        async def quiet() -> bool:
+            rows, holding = await left()
+            return not rows and holding == 0
+
+        bound = self.settle_bound()
+        if await eventually(quiet, timeout=bound):
+            return
+        rows, holding = await left()
+        shown = ", ".join(
+            f"{r['space']}/{r['webhook_name']} {r['status']} (retries {r['retry_count']}, "
+            f"{r['summary']})"
+            for r in rows[:10]
+        )
+        raise AssertionError(
+            f"the stack is not idle {bound:g}s after the test (the longest a delivery runs "
+            f"under these settings: every attempt waiting in line and timing out, plus the "
+            f"retry schedule and {PIPELINE_SLACK:g}s): "
+            f"{len(rows)} jobs left unsettled [{shown}], {holding} messages held by the worker"
+        )
 
     async def webhook(self, space: str, *, kapp: str | None = None, **fields: Any) -> Webhook:
         created = await self.store.insert_webhook(
@@ -184,7 +236,7 @@ async def open_stack(
     finally:
         await publisher.close()
         for role in reversed(started):
-            await role.stop(5.0)
+            await role.stop(s.drain_timeout)
         await engine_runner.cleanup()
         await pool.close()
 
@@ -200,12 +252,22 @@ async def st(database_url: str) -> AsyncIterator[Store]:
 
 
 @pytest_asyncio.fixture(scope="package")
-async def stack(settings: Settings) -> AsyncIterator[Stack]:
+async def shared_stack(settings: Settings) -> AsyncIterator[Stack]:
     """One stack for this package's tests, stopped when they are done: left running through
     the rest of the session, its connections would miss their heartbeats while synchronous
     tests hold the event loop, and the broker would drop them."""
     async with open_stack(settings) as running:
         yield running
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def stack(shared_stack: Stack) -> AsyncIterator[Stack]:
+    """The shared stack for one test; after it, the stack must be idle again (nothing of the
+    test Queued, no delivery in flight), so no test's leftovers run under the next one."""
+    since = await shared_stack.store.pool.fetchval("SELECT clock_timestamp()")
+    first = len(shared_stack.spaces)
+    yield shared_stack
+    await shared_stack.idle(shared_stack.spaces[first:], since)
 
 
 async def answer_app(handler: Any) -> tuple[web.AppRunner, str]:

@@ -13,10 +13,12 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from webhook_router import store
 from webhook_router.api import Api
+from webhook_router.expressions import FILTER_MAX, URL_MAX
 from webhook_router.openapi import OPERATIONS, PUBLIC_PATHS
 from webhook_router.runtime import serve
 from webhook_router.store import JobFilter, Store
@@ -307,6 +309,12 @@ INVALID_DEFINITIONS = [
     ),
     pytest.param(None, {"url": "http:///x"}, {"url"}, "has no host", id="url-no-host"),
     pytest.param(None, {"url": "https:x"}, {"url"}, "https://", id="url-no-slashes"),
+    pytest.param(
+        None, {"filter": "true" + " " * FILTER_MAX}, {"filter"}, "at most", id="filter-long"
+    ),
+    pytest.param(None, {"url": "/" + "x" * URL_MAX}, {"url"}, "at most", id="url-long"),
+    pytest.param(None, {"filter": "(" * 10_000}, {"filter"}, "at most", id="filter-10000-parens"),
+    pytest.param(None, {"filter": "(" * 4000}, {"filter"}, "nested too deeply", id="filter-deep"),
 ]
 
 
@@ -758,11 +766,29 @@ async def test_without_database_or_broker_the_api_answers_503(stack: Stack) -> N
         assert ready.status == 503
         assert set(ready.body["problems"]) == {"database", "broker"}
         assert (await call(away, "GET", "/healthz", token=None)).status == 200
+        # the gauge holds the queues while the broker is there (the stack's own API)...
+        present = await call(stack, "GET", "/metrics")
+        assert present.status == 200
+        assert queue_gauge(present.body), "no queue depth while the broker is there"
+        # ...and none while it is away: the family is still declared, its samples are gone
         metrics = await call(away, "GET", "/metrics")
-        assert metrics.status == 200 and "webhook_router_queue_messages" in metrics.body
+        assert metrics.status == 200
+        families = {f.name for f in text_string_to_metric_families(metrics.body)}
+        assert "webhook_router_queue_messages" in families
+        assert queue_gauge(metrics.body) == {}
     finally:
         await runner.cleanup()
         await api.close()
+
+
+def queue_gauge(text: str) -> dict[str, float]:
+    """The queue-depth samples of a scrape, by queue."""
+    return {
+        sample.labels["queue"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "webhook_router_queue_messages"
+        for sample in family.samples
+    }
 
 
 async def test_an_undeclared_method_gets_405_with_exactly_the_declared_ones(stack: Stack) -> None:

@@ -73,15 +73,40 @@ async def test_one_webhook_one_shard_and_workers_drain_every_shard(settings: Set
             assert all(len(shards) == 1 for shards in shard_of.values())
             assert len({next(iter(s)) for s in shard_of.values()}) > 1
 
+            # the real worker, its handler wrapped to note which shard's consumer gave it
+            # each attempt (the consumer tag names the queue); nothing else is changed
             worker = Worker(st.settings, st.store)
+            handle = worker.on_delivery
+            given: list[tuple[str, str, int, str]] = []
+
+            async def noted(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                for d in Delivery.decode_batch(message.body):
+                    given.append((d.job_id, d.webhook_id, d.attempt, message.consumer_tag or ""))
+                await handle(message)
+
+            worker.on_delivery = noted  # type: ignore[method-assign]
             await worker.start()
             try:
                 rows = await st.settled(space, 40, timeout=60)
             finally:
-                await worker.stop(5)
+                await worker.stop(st.settings.drain_timeout)
             assert {r["status"] for r in rows} == {"Complete"}
             assert {r["retry_count"] for r in rows} == {1}
             assert set(calls.values()) == {2}
+
+            queues = st.router.names.deliver_queues()
+            shard_of_tag = {tag: queues.index(queue.name) for queue, tag in worker._consumer_tags}
+            attempts: dict[str, list[tuple[int, int]]] = defaultdict(list)
+            for job, webhook, attempt, tag in given:
+                attempts[job].append((attempt, shard_of_tag[tag]))
+                # every attempt comes from the shard its webhook hashed to
+                assert shard_of_tag[tag] in shard_of[webhook], (job, attempt)
+            assert set(attempts) == {str(r["id"]) for r in rows}
+            # each job: its first attempt and its retry, both from one shard
+            assert all(
+                sorted(a for a, _ in seen) == [1, 2] and len({q for _, q in seen}) == 1
+                for seen in attempts.values()
+            ), attempts
     finally:
         await runner.cleanup()
         await drop_namespace(own.amqp_url[0], own.namespace, SHARDS)

@@ -134,3 +134,91 @@ def test_datastore_submission_needs_form_and_submission_only() -> None:
         parse_event(
             {"event": {"type": "Datastore Submission", "action": "Created"}, "space": {"slug": "a"}}
         )
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"space": {"slug": "ac\x00me"}}, "space.slug"),
+        ({"kapp": {"slug": "\x00"}}, "kapp.slug"),
+        ({"form": {"slug": "f" * 129}}, "form.slug"),
+        ({"submission": {"id": "s\x001"}}, "submission.id"),
+        ({"submission": {"id": "s" * 256}}, "submission.id"),
+        ({"event": {"type": "Submission", "action": "Submitted", "id": "e\x00"}}, "event.id"),
+        # 64 characters of 4 bytes: more than an AMQP message id holds
+        (
+            {"event": {"type": "Submission", "action": "Submitted", "id": "\U0001f600" * 64}},
+            "event.id",
+        ),
+        ({"user": {"username": "\ud800"}}, "user.username"),
+        (
+            {
+                "event": {
+                    "type": "Submission",
+                    "action": "Submitted",
+                    "timestamp": "9999-12-31T23:59:59-14:00",
+                }
+            },
+            "event.timestamp",
+        ),
+        (
+            {
+                "event": {
+                    "type": "Submission",
+                    "action": "Submitted",
+                    "timestamp": "0001-01-01T00:00:00+14:00",
+                }
+            },
+            "event.timestamp",
+        ),
+    ],
+)
+def test_what_the_job_log_cannot_store_is_refused_by_field(
+    change: dict[str, object], field: str
+) -> None:
+    with pytest.raises(EventInvalid) as exc:
+        parse_event(submission(**change))
+    assert fields(exc) == [field]
+
+
+def test_keys_at_their_limits_and_far_but_storable_times_are_accepted() -> None:
+    event = parse_event(
+        submission(
+            event={
+                "type": "Submission",
+                "action": "Submitted",
+                "timestamp": "9999-12-29T09:59:59-14:00",
+            },
+            space={"slug": "s" * 128},
+            kapp={"slug": "k" * 128},
+            form={"slug": "f" * 128},
+            submission={"id": "i" * 255, "values": {"NUL is fine here": "a\x00b"}},
+        )
+    )
+    assert event.timestamp.year == 9999
+    assert event.body["submission"]["values"]["NUL is fine here"] == "a\x00b"
+    user = parse_event(
+        {
+            "event": {"type": "User", "action": "Created"},
+            "space": {"slug": "acme"},
+            "user": {"username": "u" * 255},
+        }
+    )
+    assert user.body["user"]["username"] == "u" * 255
+
+
+def test_an_id_less_event_gets_the_id_derived_from_its_message() -> None:
+    from webhook_router.events import derived_id
+
+    body = b'{"event": {"type": "User", "action": "Created"}, "space": {"slug": "a"}}'
+    assert derived_id(body, "user.created") == derived_id(body, "user.created")
+    assert derived_id(body, "user.created") != derived_id(body, "user.updated")
+    assert derived_id(body, "user.created") != derived_id(body + b" ", "user.created")
+    raw = (
+        b'{"event": {"type": "User", "action": "Created"}, "space": {"slug": "a"},'
+        b' "user": {"username": "u"}}'
+    )
+    event = parse_event(raw, default_id="given", default_timestamp="2026-11-20T10:00:00.000Z")
+    assert event.id == "given" and event.filled == ("id", "timestamp")
+    assert event.body["event"]["timestamp"] == "2026-11-20T10:00:00.000Z"
+    assert parse_event(event.body, default_id="other").filled == ()

@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 from webhook_router.expressions import (
     BINDINGS,
+    FILTER_MAX,
     METHODS,
+    URL_MAX,
     ExpressionError,
     ExpressionRuntimeError,
     ExpressionSyntaxError,
@@ -101,9 +103,38 @@ def test_empty_filter_always_matches(text: str | None) -> None:
     assert compiled.matches({}) is True
 
 
-def test_compiling_twice_returns_the_same_object() -> None:
-    assert compile_filter("values('a') == 1") is compile_filter("values('a') == 1")
-    assert compile_url("/x/${form('slug')}") is compile_url("/x/${form('slug')}")
+def test_compiling_keeps_nothing() -> None:
+    """Validation compiles every text it is shown; holding on to them would let rejected
+    definitions fill the memory. What is kept is the webhook index's business."""
+    assert compile_filter("values('a') == 1") is not compile_filter("values('a') == 1")
+    assert compile_url("/x/${form('slug')}") is not compile_url("/x/${form('slug')}")
+
+
+def test_a_filter_up_to_its_limit_compiles_and_a_longer_one_is_refused_unparsed() -> None:
+    at_limit = "values('a') == 'b'" + " " * (FILTER_MAX - 18)
+    assert len(at_limit) == FILTER_MAX
+    assert compile_filter(at_limit).matches({"submission": {"values": {"a": "b"}}})
+    with pytest.raises(ExpressionSyntaxError, match=f"at most {FILTER_MAX} characters") as caught:
+        compile_filter(at_limit + " ")
+    assert caught.value.position == FILTER_MAX
+    # refused before parsing: what follows the limit is never looked at
+    with pytest.raises(ExpressionSyntaxError, match=f"found {10 * FILTER_MAX}"):
+        compile_filter("(" * (10 * FILTER_MAX))
+
+
+def test_a_url_template_up_to_its_limit_compiles_and_a_longer_one_is_refused() -> None:
+    at_limit = "/x/${form('slug')}/" + "a" * (URL_MAX - 19)
+    assert len(at_limit) == URL_MAX
+    assert compile_url(at_limit).render({"form": {"slug": "f"}}).startswith("/x/f/a")
+    with pytest.raises(ExpressionSyntaxError, match=f"at most {URL_MAX} characters"):
+        compile_url(at_limit + "a")
+
+
+def test_ten_thousand_open_parentheses_are_a_clear_syntax_error() -> None:
+    with pytest.raises(ExpressionSyntaxError, match="nested too deeply"):
+        compile_filter("(" * 2000 + "1" + ")" * 2000)
+    with pytest.raises(ExpressionSyntaxError, match=f"at most {FILTER_MAX}"):
+        compile_filter("(" * 10_000)
 
 
 # --- bindings ------------------------------------------------------------------------------
@@ -393,7 +424,7 @@ def test_precedence(expression: str, expected: bool) -> None:
 
 
 def test_long_or_chains_are_fine() -> None:
-    expression = " || ".join(f"values('Status') == '{i}'" for i in range(500))
+    expression = " || ".join(f"values('Status') == '{i}'" for i in range(140))  # ~3.6 KB
     assert holds(expression + " || values('Status') == 'Open'", EVENT)
     assert not holds(expression, EVENT)
 
@@ -534,11 +565,11 @@ def test_hints_for_common_mistakes() -> None:
 
 def test_deep_nesting_is_a_syntax_error_not_a_crash() -> None:
     with pytest.raises(ExpressionSyntaxError, match="nested too deeply"):
-        compile_filter("(" * 5000 + "1" + ")" * 5000)
+        compile_filter("(" * 2000 + "1" + ")" * 2000)
     with pytest.raises(ExpressionSyntaxError, match="nested too deeply"):
-        compile_filter("!" * 5000 + "1")
+        compile_filter("!" * 4000 + "1")
     with pytest.raises(ExpressionSyntaxError, match="nested too deeply"):
-        compile_filter(" == ".join(["1"] * 5000))
+        compile_filter(" == ".join(["1"] * 800))
 
 
 @pytest.mark.parametrize(
@@ -872,8 +903,55 @@ def test_any_template_compiles_or_raises_syntax_error(text: str) -> None:
 
 
 @FAST
-@given(st.text(min_size=1))
+@given(st.text(min_size=1).filter(lambda t: t not in (".", "..")))
 def test_any_string_value_round_trips_through_encoding(text: str) -> None:
+    """Every value but a dot segment (refused, below) arrives exactly as it was."""
     rendered = compile_url("/${values('v')}").render({"submission": {"values": {"v": text}}})
     assert "/" not in rendered[1:]
     assert unquote(rendered[1:]) == text
+
+
+# --- dot segments: a value can never move the request to another path ----------------------
+
+TENANT_HOOK = "/tenants/${user('username')}/hook"
+
+
+@pytest.mark.parametrize("username", ["..", "."])
+def test_a_value_that_is_a_dot_segment_is_refused(username: str) -> None:
+    with pytest.raises(ExpressionRuntimeError, match="path segment") as caught:
+        compile_url(TENANT_HOOK).render({"user": {"username": username}})
+    assert caught.value.position == TENANT_HOOK.index("user")
+
+
+@pytest.mark.parametrize(
+    ("template", "value"),
+    [
+        ("/t/.${values('v')}/hook", "."),  # literal and value together make '..'
+        ("/t/%2E${values('v')}/hook", "."),  # HTTP clients decode %2E
+        ("/t/${values('v')}${values('v')}/hook", "."),
+        ("http://h.example:8080/t/${values('v')}", ".."),
+        ("https://h.example/${values('v')}?q=1", ".."),
+    ],
+)
+def test_dot_segments_made_with_a_value_are_refused(template: str, value: str) -> None:
+    with pytest.raises(ExpressionRuntimeError, match="path segment"):
+        compile_url(template).render({"submission": {"values": {"v": value}}})
+
+
+@pytest.mark.parametrize(
+    ("value", "segment"),
+    [("...", "..."), ("a..", "a.."), (".hidden", ".hidden"), ("%2E%2E", "%252E%252E")],
+)
+def test_values_with_dots_that_are_no_dot_segment_render_as_they_are(
+    value: str, segment: str
+) -> None:
+    rendered = compile_url(TENANT_HOOK).render({"user": {"username": value}})
+    assert rendered == f"/tenants/{segment}/hook"
+
+
+def test_dots_outside_the_path_and_in_literal_text_stay() -> None:
+    event = {"submission": {"values": {"v": ".."}}}
+    assert compile_url("https://h.example/x?q=${values('v')}").render(event) == (
+        "https://h.example/x?q=.."
+    )
+    assert compile_url("/a/../b/${'x'}").render({}) == "/a/../b/x"

@@ -7,7 +7,16 @@ import pytest
 from aiohttp.abc import ResolveResult
 from aiohttp.client_reqrep import ConnectionKey
 
-from webhook_router.ssrf import AddressPolicy, TargetRefused, classify, refusal_of
+from webhook_router.settings import Settings
+from webhook_router.ssrf import (
+    AddressPolicy,
+    EngineExemption,
+    TargetRefused,
+    classify,
+    refusal_of,
+)
+from webhook_router.store import Store
+from webhook_router.worker import Worker
 
 _KEY = ConnectionKey("h", 80, False, True, None, None, None)
 
@@ -118,8 +127,12 @@ def test_refusal_survives_pickling() -> None:
 
 
 def test_public_address_is_allowed_by_default() -> None:
-    AddressPolicy().check("example.com", "93.184.215.14")
-    AddressPolicy().check("example.com", "2606:4700:4700::1111")
+    policy = AddressPolicy()
+    assert policy.refusal("example.com", "93.184.215.14") is None
+    assert policy.refusal("example.com", "2606:4700:4700::1111") is None
+    policy.check("example.com", "93.184.215.14")
+    # the same policy does refuse: a private address of the same host
+    assert policy.refusal("example.com", "10.0.0.1") is not None
 
 
 def test_unparseable_address_is_refused() -> None:
@@ -186,3 +199,50 @@ def test_refusal_of_follows_causes_and_contexts() -> None:
     assert refusal_of(context) is refused
     assert refusal_of(ExceptionGroup("many", [ValueError(), refused])) is refused
     assert refusal_of(OSError("plain")) is None
+
+
+# --- the engine exemption: only relative webhook URLs, only to the engine's own origin -----
+
+ENGINE = "http://127.0.0.1:8081"
+
+
+@pytest.mark.parametrize(
+    ("url", "to_engine", "exempt"),
+    [
+        (ENGINE + "/app/api/v1/run-tree/a/b/c", True, True),
+        ("HTTP://127.0.0.1:8081/x", True, True),
+        # an absolute webhook URL is never exempt, whatever it names
+        (ENGINE + "/x", False, False),
+        ("http://127.0.0.1:9000/", False, False),
+        # a delivery marked for the engine but not at its own scheme, host and port
+        ("http://127.0.0.1:9000/x", True, False),
+        ("https://127.0.0.1:8081/x", True, False),
+        ("http://127.0.0.1/x", True, False),
+        ("http://localhost:8081/x", True, False),
+        ("http://127.0.0.1:8081@evil.example/x", True, False),
+        ("/x", True, False),
+        ("not a url", True, False),
+    ],
+)
+def test_the_engine_exemption_covers_relative_deliveries_to_its_origin_only(
+    url: str, to_engine: bool, exempt: bool
+) -> None:
+    assert EngineExemption(ENGINE).covers(url, to_engine=to_engine) is exempt
+
+
+def test_the_engine_exemption_knows_default_ports_and_case() -> None:
+    exemption = EngineExemption("HTTP://Engine.Internal")
+    assert exemption.covers("http://engine.internal:80/x", to_engine=True)
+    assert not exemption.covers("http://engine.internal:8080/x", to_engine=True)
+
+
+def test_the_workers_guard_checks_the_engines_host_like_any_other() -> None:
+    """The policy every absolute URL goes through no longer trusts the engine's host: with
+    the engine on 127.0.0.1, `http://127.0.0.1:<any port>/` is refused as loopback."""
+    settings = Settings(engine_url=ENGINE, allowed_networks=[])
+    worker = Worker(settings, Store(None))  # type: ignore[arg-type]  # no database is used
+    refusal = worker.policy.refusal("127.0.0.1", "127.0.0.1")
+    assert refusal is not None and refusal.reason == "loopback"
+    # only the engine's own session lets its host through
+    assert worker.engine_policy.refusal("127.0.0.1", "127.0.0.1") is None
+    assert worker.engine_policy.refusal("127.0.0.2", "127.0.0.2") is not None

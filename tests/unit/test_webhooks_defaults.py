@@ -10,10 +10,16 @@ import pytest
 from webhook_router.catalogue import Level, entries
 from webhook_router.defaults import default_webhooks
 from webhook_router.events import parse_event
-from webhook_router.expressions import compile_url
+from webhook_router.expressions import FILTER_MAX, URL_MAX, compile_url
 from webhook_router.settings import Settings
 from webhook_router.trees import run_tree_path, tree_of
-from webhook_router.webhooks import Webhook, WebhookIndex, WebhookInvalid, check_definition
+from webhook_router.webhooks import (
+    Definition,
+    Webhook,
+    WebhookIndex,
+    WebhookInvalid,
+    check_definition,
+)
 
 pytestmark = pytest.mark.timeout(30)
 SAMPLES = Path(__file__).parent.parent / "samples"
@@ -34,7 +40,12 @@ def definition(**changes: object) -> dict[str, object]:
 
 
 def test_a_good_definition_passes() -> None:
-    check_definition(**definition(filter="values('Status') == 'Open'"))  # type: ignore[arg-type]
+    good = definition(filter="values('Status') == 'Open'")
+    assert check_definition(**good) is None  # type: ignore[arg-type,func-returns-value]
+    # the filter that passed is read: broken, the same definition is refused
+    with pytest.raises(WebhookInvalid) as refused:
+        check_definition(**(good | {"filter": "values('Status') =="}))  # type: ignore[arg-type]
+    assert [e["field"] for e in refused.value.errors] == ["filter"]
 
 
 @pytest.mark.parametrize(
@@ -48,6 +59,9 @@ def test_a_good_definition_passes() -> None:
         ({"url": "/x/${form('slug')"}, "url", "position"),
         ({"auth_strategy": "Basic"}, "authStrategy", "Signature"),
         ({"name": " "}, "name", "empty"),
+        ({"filter": "true" + " " * FILTER_MAX}, "filter", f"at most {FILTER_MAX} characters"),
+        ({"url": "/" + "x" * URL_MAX}, "url", f"at most {URL_MAX} characters"),
+        ({"filter": "(" * 4000}, "filter", "nested too deeply"),
     ],
 )
 def test_bad_definitions_name_field_and_reason(
@@ -108,6 +122,42 @@ def test_index_matches_by_space_scope_type_and_event() -> None:
     assert [(m.webhook.name, m.url, m.to_engine) for m in matches] == [
         ("a", "http://engine/t", True)
     ]
+
+
+def _stored(name: str, filter: str | None, url: str = "/t") -> Webhook:
+    return Webhook(
+        id=name,
+        space="acme",
+        kapp="services",
+        name=name,
+        type="Submission",
+        event="Submitted",
+        filter=filter,
+        url=url,
+    )
+
+
+def test_the_index_holds_the_definitions_of_the_stored_webhooks_only() -> None:
+    """Compiled definitions live as long as a stored webhook uses them: reused by the next
+    index while the text is unchanged, dropped with the last webhook using them."""
+    first = WebhookIndex([_stored("a", "values('x') == 1"), _stored("b", "values('y') == 2")])
+    kept = first.definitions[("values('x') == 1", "/t")]
+    second = WebhookIndex(
+        [_stored("a", "values('x') == 1"), _stored("c", "values('z') == 3")], previous=first
+    )
+    assert second.definitions[("values('x') == 1", "/t")] is kept
+    assert set(second.definitions) == {("values('x') == 1", "/t"), ("values('z') == 3", "/t")}
+
+
+def test_a_stored_definition_that_no_longer_compiles_fails_its_jobs_with_the_reason() -> None:
+    """A webhook stored before the length limit still matches, as a Failed job saying why."""
+    index = WebhookIndex([_stored("long", "true" + " " * FILTER_MAX)])
+    assert isinstance(index.definitions[("true" + " " * FILTER_MAX, "/t")], Definition)
+    event = parse_event((SAMPLES / "submission.submitted.json").read_bytes(), fill=False)
+    [match] = index.match(event, "http://engine")
+    assert match.url is None
+    assert match.error is not None and match.error.startswith("filter invalid: ")
+    assert f"at most {FILTER_MAX} characters" in match.error
 
 
 def test_readme_lists_every_setting_with_its_default() -> None:

@@ -93,6 +93,10 @@ SELECT * FROM unnest(
     $12::jsonb[])
 ON CONFLICT DO NOTHING;
 
+-- name: event_time
+-- When a recorded event happened, by its id (index webhook_jobs_event).
+SELECT event_at FROM webhook_jobs WHERE event_id = $1 LIMIT 1;
+
 -- name: get_job
 -- The columns of models.Job.
 SELECT id, webhook_name, event, type, webhook_id, parent_id, parent_type, scope_id,
