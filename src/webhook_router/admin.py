@@ -17,6 +17,7 @@ from datetime import datetime
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 
+from webhook_router import targets
 from webhook_router.models import (
     InputInvalid,
     Job,
@@ -174,6 +175,12 @@ class Admin:
             by=by,
         )
         return saved
+
+    def warnings(self, webhook: Webhook) -> list[str]:
+        """What an admin should hear about a webhook just saved: that the address guard will
+        refuse its literal host (`targets`). Told, not refused: the networks may be allowed
+        later, and nothing is resolved or connected to."""
+        return targets.warnings(webhook.url, self.settings.allowed_networks)
 
     async def set_enabled(self, current: Webhook, enabled: bool, *, by: str) -> Webhook:
         saved = await self.store.update_webhook(replace(current, enabled=enabled))

@@ -327,13 +327,19 @@ class Api:
         space, kapp = self._scope(request)
         change = WebhookChange.parse(await self._body(request, "webhook"))
         created = await self.admin.create_webhook(space, kapp, change, by="api")
-        return json_response({"webhook": webhook_json(created, with_secret=True)}, 201)
+        return json_response(self._saved(created), 201)
+
+    def _saved(self, webhook: WebhookDefinition) -> dict[str, Any]:
+        return {
+            "webhook": webhook_json(webhook, with_secret=True),
+            "warnings": self.admin.warnings(webhook),
+        }
 
     async def update_webhook(self, request: web.Request) -> web.Response:
         current = await self._find(request)
         change = WebhookChange.parse(await self._body(request, "webhook"))
         saved = await self.admin.update_webhook(current, change, by="api")
-        return json_response({"webhook": webhook_json(saved, with_secret=True)})
+        return json_response(self._saved(saved))
 
     async def delete_webhook(self, request: web.Request) -> web.Response:
         webhook = await self._find(request)

@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import shutil
+import string
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -22,11 +23,15 @@ from webhook_router import __version__, broker, logs, store
 from webhook_router.admin import REQUIRED, Admin, BrokerUnavailable, Conflict, NotFound
 from webhook_router.events import EventInvalid
 from webhook_router.models import (
+    LIMIT_DEFAULT,
+    LIMIT_MAX,
     InputInvalid,
+    Job,
     JobDetail,
     Webhook,
     WebhookChange,
     WebhookWithSecret,
+    decode_token,
     parse_status,
     parse_time,
 )
@@ -354,6 +359,28 @@ def _change(args: argparse.Namespace) -> WebhookChange:
         raise CommandError("the webhook is not valid; nothing was saved", EXIT_USAGE) from None
 
 
+async def _find_webhook(admin: Admin, space: str, kapp: str | None, name: str) -> WebhookDefinition:
+    """The webhook, or a refusal that says where a webhook of that name is: a kapp webhook
+    is only found with --kapp, a space-level one only without."""
+    try:
+        return await admin.find_webhook(space, kapp, name)
+    except NotFound:
+        pass
+    namesakes = [w for w in await admin.store.space_webhooks(space) if w.name == name]
+    kapps = [w.kapp for w in namesakes if w.kapp is not None]
+    where = f"in kapp {kapp} of space {space}" if kapp else f"in space {space}"
+    message = f"no webhook named {name!r} {where}"
+    if kapp is not None and any(w.kapp is None for w in namesakes):
+        message += f"; space {space} has one itself: leave out --kapp"
+    elif kapps:
+        flag = "add --kapp" if kapp is None else "use --kapp"
+        choice = kapps[0] if len(kapps) == 1 else f"one of {', '.join(kapps)}"
+        message += f"; it is a kapp webhook: {flag} {choice}"
+    elif kapp is None:
+        message += ", nor in any of its kapps"
+    raise NotFound(message)
+
+
 def cmd_webhooks_list(args: argparse.Namespace, settings: Settings) -> None:
     webhooks = _with_store(settings, lambda st: st.scope_webhooks(args.space, args.kapp))
     if args.json:
@@ -367,31 +394,43 @@ def cmd_webhooks_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_webhooks_show(args: argparse.Namespace, settings: Settings) -> None:
-    webhook = _with_admin(settings, lambda a: a.find_webhook(args.space, args.kapp, args.name))
+    webhook = _with_admin(settings, lambda a: _find_webhook(a, args.space, args.kapp, args.name))
     _print_json({"webhook": WebhookWithSecret.of(webhook).wire()})
 
 
 def cmd_webhooks_create(args: argparse.Namespace, settings: Settings) -> None:
     change = _change(args)
-    created = _with_admin(
-        settings, lambda a: a.create_webhook(args.space, args.kapp, change, by="cli")
-    )
+
+    async def work(admin: Admin) -> tuple[WebhookDefinition, list[str]]:
+        created = await admin.create_webhook(args.space, args.kapp, change, by="cli")
+        return created, admin.warnings(created)
+
+    created, warnings = _with_admin(settings, work)
+    _warn(warnings)
     _print_json({"webhook": WebhookWithSecret.of(created).wire()})
+
+
+def _warn(warnings: Sequence[str]) -> None:
+    for warning in warnings:
+        print(f"webhook-router: warning: {warning}", file=sys.stderr)
 
 
 def cmd_webhooks_update(args: argparse.Namespace, settings: Settings) -> None:
     change = _change(args)
 
-    async def work(admin: Admin) -> WebhookDefinition:
-        current = await admin.find_webhook(args.space, args.kapp, args.current)
-        return await admin.update_webhook(current, change, by="cli")
+    async def work(admin: Admin) -> tuple[WebhookDefinition, list[str]]:
+        current = await _find_webhook(admin, args.space, args.kapp, args.current)
+        saved = await admin.update_webhook(current, change, by="cli")
+        return saved, admin.warnings(saved)
 
-    _print_json({"webhook": WebhookWithSecret.of(_with_admin(settings, work)).wire()})
+    saved, warnings = _with_admin(settings, work)
+    _warn(warnings)
+    _print_json({"webhook": WebhookWithSecret.of(saved).wire()})
 
 
 def cmd_webhooks_delete(args: argparse.Namespace, settings: Settings) -> None:
     async def work(admin: Admin) -> None:
-        current = await admin.find_webhook(args.space, args.kapp, args.name)
+        current = await _find_webhook(admin, args.space, args.kapp, args.name)
         await admin.delete_webhook(current, by="cli")
 
     _with_admin(settings, work)
@@ -412,6 +451,12 @@ def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> None:
         status = parse_status(args.status) if args.status else None
     except ValueError as exc:
         raise CommandError(f"--status {exc}", EXIT_USAGE) from None
+    if not 1 <= args.limit <= LIMIT_MAX:
+        raise CommandError(f"--limit must be from 1 to {LIMIT_MAX}: {args.limit}", EXIT_USAGE)
+    try:
+        after = None if args.page_token is None else decode_token(args.page_token)
+    except ValueError as exc:
+        raise CommandError(f"--page-token {exc}: {args.page_token!r}", EXIT_USAGE) from None
     f = JobFilter(
         space=args.space,
         kapp=args.kapp,
@@ -422,11 +467,19 @@ def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> None:
         start=_time("--start", args.start),
         end=_time("--end", args.end),
         limit=args.limit,
+        after=after,
     )
-    jobs = _with_admin(settings, lambda a: a.jobs(f)).jobs
+    page = _with_admin(settings, lambda a: a.jobs(f))
+    jobs = page.jobs
     if args.json:
-        _print_json({"webhookJobs": [j.wire() for j in jobs]})
+        _print_json({"webhookJobs": [j.wire() for j in jobs], "nextPageToken": page.next_token})
         return
+    if page.next_token is not None:
+        print(
+            f"webhook-router: more jobs than these {len(jobs)}; for the next page, run the "
+            f"same command with --page-token {page.next_token}",
+            file=sys.stderr,
+        )
     _table(
         [
             [
@@ -453,30 +506,75 @@ def _pretty(content: str | None) -> str:
         return content
 
 
+JOB_PREFIX_MIN = 4
+JOB_ID_HELP = (
+    f"the job's id, or its first {JOB_PREFIX_MIN} or more hex digits when no other job's "
+    "id starts with them"
+)
+
+
+async def _find_job(admin: Admin, text: str) -> Job:
+    """A job by its id or by a prefix of it that no other job's id has."""
+    digits = text.replace("-", "").lower()
+    if len(digits) == 32:
+        return await admin.find_job(text)
+    if not JOB_PREFIX_MIN <= len(digits) < 32 or not all(c in string.hexdigits for c in digits):
+        raise CommandError(
+            f"{text!r} is not a job id, nor its first {JOB_PREFIX_MIN} or more hex digits",
+            EXIT_USAGE,
+        )
+    ids = await admin.store.job_ids_with_prefix(digits, limit=11)
+    if not ids:
+        raise NotFound(f"no webhook job's id starts with {text!r}")
+    if len(ids) > 1:
+        many = "more than 10" if len(ids) > 10 else str(len(ids))
+        shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
+        raise CommandError(
+            f"{many} job ids start with {text!r}: {shown}; give more of the id", EXIT_USAGE
+        )
+    return await admin.find_job(ids[0])
+
+
 def cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> None:
     async def work(admin: Admin) -> JobDetail:
-        return await admin.job_detail(await admin.find_job(args.id))
+        return await admin.job_detail(await _find_job(admin, args.id))
 
     job = _with_admin(settings, work).wire()
     if args.json:
         _print_json({"webhookJob": job})
         return
+    history = job["attemptHistory"]
     for key, value in job.items():
+        if key == "attempts":
+            value = _attempts_count(value, history)
         if key not in ("requestContent", "responseContent", "attemptHistory"):
             print(f"{key + ':':<13} {'' if value is None else value}")
     print("\nrequest:\n" + _pretty(job["requestContent"]))
     print("\nresponse:\n" + _pretty(job["responseContent"]))
-    for a in job["attemptHistory"]:
+    for a in history:
         answer = a["responseStatus"] if a["responseStatus"] is not None else a["error"]
+        retry = f" (retry {a['replay']})" if a["replay"] else ""
         print(
-            f"\nattempt {a['replay']}.{a['attempt']} at {a['startedAt']}: {answer} "
+            f"\nattempt {a['attempt']}{retry} at {a['startedAt']}: {answer} "
             f"in {a['durationMs']:.0f} ms"
         )
 
 
+def _attempts_count(latest: int, history: Sequence[dict[str, Any]]) -> str:
+    """Every attempt listed, as the console counts them; those of the latest run apart when
+    an admin sent the job again (`attempts` on the wire counts only those)."""
+    retries = max((a["replay"] for a in history), default=0)
+    if not retries:
+        return str(len(history))
+    times = "time" if retries == 1 else "times"
+    return (
+        f"{len(history)} ({latest} since an admin last sent it again; sent again {retries} {times})"
+    )
+
+
 def cmd_jobs_retry(args: argparse.Namespace, settings: Settings) -> None:
     async def work(admin: Admin) -> ReplayResult:
-        return await admin.retry_job(await admin.find_job(args.id), by="cli")
+        return await admin.retry_job(await _find_job(admin, args.id), by="cli")
 
     result = _with_admin(settings, work)
     print(f"job {result.job_id} {result.status} -> {result.url}")
@@ -486,7 +584,7 @@ def cmd_jobs_replay(args: argparse.Namespace, settings: Settings) -> None:
     start, end = _time("--start", args.start), _time("--end", args.end)
 
     async def work(admin: Admin) -> int:
-        webhook = await admin.find_webhook(args.space, args.kapp, args.webhook)
+        webhook = await _find_webhook(admin, args.space, args.kapp, args.webhook)
         return await admin.replay(webhook, start=start, end=end, dry_run=args.dry_run, by="cli")
 
     count = _with_admin(settings, work)
@@ -603,7 +701,9 @@ def parser() -> argparse.ArgumentParser:
                 metavar=flag.upper().replace("-", "_"),
                 required=create and field in REQUIRED,
                 type=str if text else _json_value,
-                help=meaning.replace("`", "'") + ("" if text else " (JSON)"),
+                help=meaning.replace("`", "'")
+                + ("" if text else " (JSON)")
+                + ("" if create else " Not given: unchanged."),
             )
 
     space_default = Settings().default_space
@@ -619,7 +719,7 @@ def parser() -> argparse.ArgumentParser:
     w.set_defaults(func=cmd_webhooks_list)
     w = whs.add_parser("show", help="Show one webhook, with its signing secret.")
     scoped(w, space_default)
-    w.add_argument("name")
+    w.add_argument("name", help="the webhook's name (with --kapp for a kapp webhook)")
     w.set_defaults(func=cmd_webhooks_show)
     w = whs.add_parser("create", help="Create a webhook.")
     scoped(w, space_default)
@@ -631,12 +731,14 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("current", metavar="name", help="the webhook's name now")
     definition(w, create=False)
     toggle = w.add_mutually_exclusive_group()
-    toggle.add_argument("--enable", action="store_true")
-    toggle.add_argument("--disable", action="store_true")
+    toggle.add_argument(
+        "--enable", action="store_true", help="deliver its events again (clears why it was off)"
+    )
+    toggle.add_argument("--disable", action="store_true", help="stop delivering its events")
     w.set_defaults(func=cmd_webhooks_update)
     w = whs.add_parser("delete", help="Delete a webhook.")
     scoped(w, space_default)
-    w.add_argument("name")
+    w.add_argument("name", help="the webhook's name (with --kapp for a kapp webhook)")
     w.set_defaults(func=cmd_webhooks_delete)
     w = whs.add_parser(
         "install-defaults",
@@ -680,17 +782,30 @@ def parser() -> argparse.ArgumentParser:
     j.add_argument("--parent-key", help="submission id, form slug, username...")
     j.add_argument("--start", help="scheduled at or after (ISO 8601 with zone)")
     j.add_argument("--end", help="scheduled before (ISO 8601 with zone)")
-    j.add_argument("--limit", type=int, default=25)
-    j.add_argument("--json", action="store_true", help="print JSON")
+    j.add_argument(
+        "--limit",
+        type=int,
+        default=LIMIT_DEFAULT,
+        help=f"jobs per page, 1 to {LIMIT_MAX} (default {LIMIT_DEFAULT})",
+    )
+    j.add_argument(
+        "--page-token",
+        metavar="TOKEN",
+        help="continue after the page that gave this token (printed on stderr when there "
+        "are more jobs, and as nextPageToken with --json); keep the same filters",
+    )
+    j.add_argument(
+        "--json", action="store_true", help="print JSON, with the nextPageToken of the page"
+    )
     j.set_defaults(func=cmd_jobs_list)
     j = jbs.add_parser("show", help="Show a job with its request, response and attempts.")
-    j.add_argument("id")
+    j.add_argument("id", help=JOB_ID_HELP)
     j.add_argument("--json", action="store_true", help="print JSON")
     j.set_defaults(func=cmd_jobs_show)
     j = jbs.add_parser(
         "retry", help="Send a Failed job again through its webhook's current definition."
     )
-    j.add_argument("id")
+    j.add_argument("id", help=JOB_ID_HELP)
     j.set_defaults(func=cmd_jobs_retry)
     j = jbs.add_parser("replay", help="Retry every Failed job of a webhook in a time window.")
     scoped(j, space_default)
@@ -702,10 +817,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+LONG_LIVED = frozenset({"up", "router", "worker", "recorder", "api", "engine"})
+"""The commands that run until stopped; every other one does its work and exits."""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     settings = Settings()
-    logs.configure(settings.log_format, settings.log_level)
+    level = settings.log_level
+    if args.command not in LONG_LIVED and "log_level" not in settings.model_fields_set:
+        level = "warning"  # a one-shot command prints its answer; its progress is noise
+    logs.configure(settings.log_format, level)
     try:
         args.func(args, settings)
     except CommandError as exc:

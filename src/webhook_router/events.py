@@ -24,6 +24,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from webhook_router.catalogue import TYPES, Level, routing_key
+from webhook_router.wording import plain, where
 
 SLUG_MAX = 128
 """Longest slug (space, kapp, form, team) in characters."""
@@ -237,10 +238,7 @@ def parse_event(
         envelope = _Envelope.model_validate(data)
     except ValidationError as exc:
         raise EventInvalid(
-            [
-                {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]}
-                for err in exc.errors()
-            ]
+            [{"field": where(err), "message": plain(err)} for err in exc.errors()]
         ) from None
     timestamp = envelope.event.timestamp
     if timestamp.tzinfo is None:

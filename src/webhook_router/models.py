@@ -4,9 +4,9 @@ change them, each one pydantic model that is at once validator, serializer and s
 Names on the wire are the platform's camelCase (aliases); attributes stay snake_case. A
 model's JSON schema is what the OpenAPI document publishes, so the document and the checks
 cannot drift apart. Bad input becomes a list of `{"field", "message"}` in the house's words
-(`field_errors`); the domain's own checks (filters, URLs, the catalogue) stay in
-`webhooks.check_definition` and keep their positions and "expected one of ..." messages.
-Pure: no IO.
+(`field_errors`, worded by `wording.plain`); the domain's own checks (filters, URLs, the
+catalogue) stay in `webhooks.check_definition` and keep their positions and "expected one
+of ..." messages. Pure: no IO.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from pydantic_core import PydanticCustomError
 from webhook_router.catalogue import CATALOGUE
 from webhook_router.jobs import Status
 from webhook_router.webhooks import Webhook as WebhookDefinition
+from webhook_router.wording import plain
 
 NAME_MAX = 255
 """Longest webhook name; with SLUG_MAX it keeps the unique index's keys small."""
@@ -181,6 +182,9 @@ def anycase(*words: str) -> str:
 
 
 TEXT_SCHEMA = {"type": "string", "pattern": NO_NUL}
+URL_PATTERN = "^(/|\\$\\{|[Hh][Tt][Tt][Pp][Ss]?://[^/?#\\u0000])[^\\u0000]*$"
+"""What a URL template starts with: `/`, an expression, or http(s):// and a host; the rest
+of the rules (`webhooks.check_definition`) cannot be said in a pattern."""
 Text = Annotated[str, _no_nul(), WithJsonSchema(TEXT_SCHEMA)]
 Name = Annotated[
     str,
@@ -218,15 +222,6 @@ Grace = Annotated[
     ),
 ]
 
-_MESSAGES = {
-    "missing": "is required",
-    "extra_forbidden": "unknown field",
-    "string_type": "must be a string",
-    "bool_type": "must be true or false",
-    "model_type": "must be an object",
-    "dict_type": "must be an object",
-}
-
 
 def field_errors(exc: ValidationError, *, nullable: frozenset[str] = frozenset()) -> FieldErrors:
     """A pydantic failure as `{"field", "message"}` in the house's words, one per field."""
@@ -243,7 +238,7 @@ def field_errors(exc: ValidationError, *, nullable: frozenset[str] = frozenset()
         elif kind in ("greater_than_equal", "less_than_equal", "float_type", "finite_number"):
             message = f"must be a number of seconds from 0 to {GRACE_MAX:.0f}"
         else:
-            message = _MESSAGES.get(kind, e["msg"])
+            message = plain(e)
         errors.append({"field": field, "message": message})
     return errors
 
@@ -288,8 +283,11 @@ class WebhookChange(_Input):
     url: Annotated[
         str | None,
         _no_nul(not_empty=True),
-        WithJsonSchema({**TEXT_SCHEMA, "minLength": 1}),
-        Field(description="URL template; one starting with `/` goes to the engine."),
+        WithJsonSchema({"type": "string", "minLength": 1, "pattern": URL_PATTERN}),
+        Field(
+            description="URL template; one starting with `/` goes to the engine, any other "
+            "is http:// or https:// and names its host."
+        ),
     ] = None
     auth_strategy: Annotated[
         str | None,

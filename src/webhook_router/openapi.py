@@ -266,6 +266,16 @@ def _scopes() -> Iterator[tuple[str, str, str]]:
 
 HOOK = _object("webhook", ref("Webhook"))
 SECRET = _object("webhook", ref("WebhookWithSecret"))
+SAVED = _object(
+    "webhook",
+    ref("WebhookWithSecret"),
+    warnings={
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "What the admin should know although the webhook was saved: e.g. "
+        "that its URL's host is an address the delivery guard refuses. Empty if nothing.",
+    },
+)
 FOUND = "401 404 422 503"
 SCOPED: tuple[tuple[str, str, str, str, str, str, Schema, Any], ...] = (
     # method, path in the scope, handler, operation id, summary (of {words}), tag, answers, body
@@ -278,7 +288,7 @@ SCOPED: tuple[tuple[str, str, str, str, str, str, Schema, Any], ...] = (
     (
         "POST", "/webhooks", "create_webhook", "createWebhook", "Create a webhook in {words}.",
         "webhooks",
-        _answers("201", "Created, with its signing secret.", SECRET, "400 401 409 422 503",
+        _answers("201", "Created, with its signing secret.", SAVED, "400 401 409 422 503",
                  e409="A webhook of that name exists here."),
         None,  # per level: see _operations
     ),
@@ -289,7 +299,7 @@ SCOPED: tuple[tuple[str, str, str, str, str, str, Schema, Any], ...] = (
     (
         "PUT", "/webhooks/{name}", "update_webhook", "updateWebhook",
         "Change some fields of a webhook; absent fields keep their value.", "webhooks",
-        _answers("200", "The webhook as saved.", SECRET, "400 409 " + FOUND,
+        _answers("200", "The webhook as saved.", SAVED, "400 409 " + FOUND,
                  e409="Renamed to a name taken here."),
         _wrapped("webhook", ref("WebhookChange")),
     ),

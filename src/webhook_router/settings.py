@@ -56,7 +56,11 @@ class Settings(BaseSettings):
     log_format: str = Field(
         default="auto", description="`json`, `console`, or `auto` (console on a terminal)."
     )
-    log_level: str = Field(default="info", description="Lowest level logged.")
+    log_level: str = Field(
+        default="info",
+        description="Lowest level logged; unless it is set, one-shot CLI commands (all but "
+        "the roles, `up` and `engine`) log only warnings and errors.",
+    )
     allowed_networks: Annotated[list[str], NoDecode] = Field(
         default=[],
         description="Networks webhooks may reach although private or loopback "

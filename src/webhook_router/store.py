@@ -387,6 +387,14 @@ class Store:
         row = await self.pool.fetchrow(Q["get_job"], key)
         return Job.of(row) if row else None
 
+    async def job_ids_with_prefix(self, prefix: str, limit: int = 10) -> list[str]:
+        """Ids of jobs whose hex digits start with `prefix` (hex digits, no dashes), in
+        order, at most `limit`."""
+        rest = 32 - len(prefix)
+        low, high = uuid.UUID(prefix + "0" * rest), uuid.UUID(prefix + "f" * rest)
+        rows = await self.pool.fetch(Q["job_ids_between"], low, high, limit)
+        return [str(r["id"]) for r in rows]
+
     async def job_attempts(self, job_id: str) -> list[Attempt]:
         rows = await self.pool.fetch(Q["job_attempts"], uuid.UUID(job_id))
         return [Attempt.of(r) for r in rows]

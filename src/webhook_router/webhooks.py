@@ -11,10 +11,12 @@ and keeps nothing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from webhook_router.catalogue import TYPES, Level
 from webhook_router.events import Event
@@ -117,10 +119,67 @@ def check_definition(
         compile_url(url)
     except ExpressionError as exc:
         errors.append({"field": "url", "message": str(exc)})
+    else:
+        if problem := url_shape_problem(url):
+            errors.append({"field": "url", "message": problem})
     if auth_strategy not in AUTH_STRATEGIES:
         errors.append({"field": "authStrategy", "message": "must be null or 'Signature'"})
     if errors:
         raise WebhookInvalid(errors)
+
+
+URL_SHAPE = "must start with '/' (a path on the workflow engine) or be an http:// or https:// URL"
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
+
+
+def _literal_authority(url: str) -> tuple[str, bool] | None:
+    """The text of an absolute template's authority before any `${`, and whether it is all
+    of it (literal); None when the template is not `scheme://...` as far as it is literal."""
+    literal = url.split("${", 1)[0]
+    scheme = _SCHEME.match(literal)
+    if scheme is None or not literal[scheme.end() :].startswith("//"):
+        return None
+    rest = literal[scheme.end() + 2 :]
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=-1)
+    if end >= 0:
+        return rest[:end], True
+    return rest, literal == url
+
+
+def url_shape_problem(url: str) -> str | None:
+    """Why a URL template that compiles could never render a URL that can be sent, or None.
+
+    A value is percent-encoded into the template (no `:` or `/` of its own), so the literal
+    text before the first `${` decides: a relative path must start with `/`, an absolute URL
+    must be `http://` or `https://` and, when its host is written out, name one."""
+    literal = url.split("${", 1)[0]
+    if not literal or literal.startswith("/"):
+        return None
+    authority = _literal_authority(url)
+    if authority is None:
+        return f"{URL_SHAPE}, not {url if len(url) <= 80 else url[:77] + '...'!r}"
+    text, whole = authority
+    if not whole:
+        return None
+    try:
+        parts = urlsplit(f"http://{text}")
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return f"is not a valid URL: its host or port {text!r} cannot be read"
+    if not parts.hostname:
+        return "has no host: an http:// or https:// URL must name the host it goes to"
+    return None
+
+
+def literal_host(url: str) -> str | None:
+    """The host of an absolute URL template when it is written out (no `${` in it)."""
+    authority = _literal_authority(url)
+    if authority is None or not authority[1]:
+        return None
+    try:
+        return urlsplit(f"http://{authority[0]}").hostname
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

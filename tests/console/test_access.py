@@ -140,6 +140,15 @@ async def test_the_check_endpoint_points_at_the_parsers_position(console: Consol
             "check", json={"kind": "url", "text": "ftp://x/${form('slug')}"}, headers=headers
         )
         assert orjson.loads(body)["ok"] is False and "ftp" in orjson.loads(body)["message"]
+        # It parses, but could never be sent: said as it is typed, as the save will say it.
+        status, body, _ = await client.post(
+            "check", json={"kind": "url", "text": "example/path"}, headers=headers
+        )
+        assert orjson.loads(body) == {
+            "ok": False,
+            "message": "The URL must start with '/' (a path on the workflow engine) or be an "
+            "http:// or https:// URL, not 'example/path'.",
+        }
         status, body, _ = await client.post("check", json={"kind": "sql"}, headers=headers)
         assert status == 400
 

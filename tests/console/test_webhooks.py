@@ -43,6 +43,11 @@ async def test_create_and_save_check_the_definition(console: Console) -> None:
         )
         assert status == 422 and 'id="filter-error"' in html and "at position 12" in html
         assert "user(&#39;x&#39;) ==\n" in html and "            ^" in html, "a caret at 12"
+        status, html, _ = await client.post(
+            f"spaces/{space}/webhooks", data=form(client, url="example/path")
+        )
+        assert status == 422 and 'id="url-error"' in html
+        assert "must start with &#39;/&#39; (a path on the workflow engine)" in html
 
         status, _, headers = await client.post(f"spaces/{space}/webhooks", data=form(client))
         assert status == 303

@@ -178,6 +178,7 @@ async def test_webhook_lifecycle_in_every_scope(
     created = await call(stack, "POST", base, json=body)
     assert created.status == 201, created.body
     hook = created.body["webhook"]
+    assert created.body["warnings"] == []
     assert {k: hook[k] for k in ("name", "type", "event", "url", "filter")} == {
         k: body[k] for k in ("name", "type", "event", "url", "filter")
     }
@@ -302,6 +303,12 @@ INVALID_DEFINITIONS = [
         None, {"auth_strategy": "Signature"}, {"auth_strategy"}, "unknown", id="unknown-field"
     ),
     pytest.param(None, {"filter": 3}, {"filter"}, "string or null", id="filter-type"),
+    pytest.param(None, {"url": "example/path"}, {"url"}, "start with '/'", id="url-relative"),
+    pytest.param(
+        "services", {"url": "example/${form('slug')}"}, {"url"}, "start with '/'", id="url-rel-expr"
+    ),
+    pytest.param(None, {"url": "http:///x"}, {"url"}, "has no host", id="url-no-host"),
+    pytest.param(None, {"url": "https:x"}, {"url"}, "https://", id="url-no-slashes"),
     pytest.param(
         None, {"filter": "true" + " " * FILTER_MAX}, {"filter"}, "at most", id="filter-long"
     ),
@@ -329,6 +336,41 @@ async def test_an_invalid_definition_gets_422_naming_the_field(
     assert updated.status == 422 and updated.fields() == fields
     [kept] = await stack.store.scope_webhooks(space, kapp)
     assert (kept.name, kept.url) == (good["name"], good["url"])
+
+
+@pytest.mark.parametrize(
+    ("url", "address", "reason"),
+    [
+        ("http://10.0.0.5/hook", "10.0.0.5", "private"),
+        ("http://167772165:8080/${form('slug')}", "10.0.0.5", "private"),
+        ("http://[fd00::1]/hook", "fd00::1", "private"),
+        ("http://[::ffff:192.168.1.1]/hook", "::ffff:c0a8:101", "private"),
+        ("http://169.254.169.254/latest", "169.254.169.254", "link-local"),
+        ("http://0.0.0.0:9/hook", "0.0.0.0", "unspecified"),
+    ],
+)
+async def test_a_url_whose_written_host_the_guard_refuses_is_saved_with_a_warning(
+    stack: Stack, url: str, address: str, reason: str
+) -> None:
+    """Saved (the networks may be allowed later), and said: nothing is resolved or
+    connected to, and no event is published to this space."""
+    hooks = prefix(stack.space(), "services") + "/webhooks"
+    body = definition("services", url=url)
+    created = await call(stack, "POST", hooks, json=body)
+    assert created.status == 201, created.body
+    [warning] = created.body["warnings"]
+    assert f"{address} is {'an' if reason[0] in 'aeiou' else 'a'} {reason} address" in warning
+    assert "WEBHOOK_ROUTER_ALLOWED_NETWORKS" in warning
+    one = f"{hooks}/{enc(body['name'])}"
+    fixed = await call(stack, "PUT", one, json={"url": "https://example.com/hook"})
+    assert (fixed.status, fixed.body["warnings"]) == (200, [])
+    again = await call(stack, "PUT", one, json={"url": url})
+    assert again.status == 200 and again.body["warnings"] == created.body["warnings"]
+    # A name is judged when a delivery resolves it; a path goes to the engine; the test
+    # settings allow loopback (WEBHOOK_ROUTER_ALLOWED_NETWORKS), so localhost is reached.
+    names = ("http://hooks.example.com/x", "https://${form('slug')}.example.com/", "/x")
+    for quiet in (*names, "http://localhost:9/x", "http://127.1/x", "http://[::1]/x"):
+        assert (await call(stack, "PUT", one, json={"url": quiet})).body["warnings"] == []
 
 
 async def test_a_created_webhook_needs_name_type_event_and_url(stack: Stack) -> None:

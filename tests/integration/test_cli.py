@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import signal
@@ -13,23 +14,27 @@ from typing import Any
 
 import pytest
 
+from webhook_router.cli import parser
 from webhook_router.settings import Settings
 
-from ..conftest import drop_namespace, free_port
+from ..conftest import drop_namespace, eventually, free_port
 from ..support.processes import env_of
-from .conftest import Stack
+from .conftest import Stack, event_for
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(120)]
 SAMPLES = Path(__file__).parent.parent / "samples"
 
 
 async def cli(settings: Settings, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    """Run the CLI as a user does: these settings, and no log level set."""
+    env = env_of(settings)
+    del env["WEBHOOK_ROUTER_LOG_LEVEL"]
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "webhook_router.cli",
         *args,
-        env=env_of(settings),
+        env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -122,6 +127,51 @@ async def test_publish_a_sample_file_then_read_its_job(stack: Stack) -> None:
     assert [j["id"] for j in json.loads(out)["webhookJobs"]] == [str(job["id"])]
 
 
+async def test_one_shot_commands_print_their_answer_and_no_log_line(stack: Stack) -> None:
+    sample = json.loads((SAMPLES / "user.created.json").read_text())
+    sample["space"]["slug"] = stack.space()
+    sample["event"]["id"] = str(uuid.uuid4())
+    code, out, err = await cli(stack.settings, "publish", "-", stdin=json.dumps(sample).encode())
+    assert code == 0, err
+    assert err == "", "publishing connects to the broker, and says nothing of it"
+    assert out.strip() == sample["event"]["id"]
+    code, out, err = await cli(stack.settings, "jobs", "list", "--space", stack.space())
+    assert (code, err) == (0, "")
+    # Asked for, the progress is there.
+    env = env_of(stack.settings) | {"WEBHOOK_ROUTER_LOG_LEVEL": "info"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "webhook_router.cli",
+        "publish",
+        "-",
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    sample["event"]["id"] = str(uuid.uuid4())
+    _, logged = await asyncio.wait_for(process.communicate(json.dumps(sample).encode()), 60)
+    assert process.returncode == 0
+    assert "broker connected" in logged.decode()
+
+
+async def test_publish_speaks_of_fields_in_plain_words(stack: Stack) -> None:
+    code, _, err = await cli(
+        stack.settings,
+        "publish",
+        "-",
+        stdin=b'{"event": {"type": "User", "action": "Created", "id": 7}, "space": "acme",'
+        b' "user": {}}',
+    )
+    assert code == 2
+    assert err.splitlines() == [
+        "event.id: must be a string",
+        "space: must be an object",
+        "webhook-router: the event is not valid; nothing was published",
+    ]
+
+
 async def test_publish_refuses_a_bad_event_and_names_the_field(stack: Stack) -> None:
     code, _, err = await cli(
         stack.settings,
@@ -163,6 +213,36 @@ async def test_webhook_create_refuses_a_bad_filter_naming_the_position(stack: St
     assert json.loads(out) == {"webhooks": []}
 
 
+async def test_webhook_create_refuses_a_url_that_cannot_be_sent_and_warns_of_a_refused_host(
+    stack: Stack,
+) -> None:
+    space = stack.space()
+    create = ("webhooks", "create", "--space", space, "--type", "User", "--event", "Created")
+    code, out, err = await cli(stack.settings, *create, "--name", "rel", "--url", "example/path")
+    assert code == 2, out
+    assert err.splitlines() == [
+        "url: must start with '/' (a path on the workflow engine) or be an http:// or "
+        "https:// URL, not 'example/path'",
+        "webhook-router: the webhook is not valid; nothing was saved",
+    ]
+    assert await stack.store.scope_webhooks(space, None) == []
+
+    url = "http://localhost:9/hook"
+    newcomer = stack.settings.model_copy(update={"allowed_networks": []})
+    code, out, err = await cli(newcomer, *create, "--name", "local", "--url", url)
+    assert code == 0, err
+    assert json.loads(out)["webhook"]["url"] == url
+    assert err.splitlines() == [
+        "webhook-router: warning: every delivery will be refused: 127.0.0.1 is a loopback "
+        "address (host localhost); add its network to WEBHOOK_ROUTER_ALLOWED_NETWORKS if the "
+        "router may reach it"
+    ]
+    code, _, err = await cli(
+        stack.settings, "webhooks", "update", "--space", space, "local", "--url", "/hook"
+    )
+    assert (code, err) == (0, "")
+
+
 async def test_webhooks_create_update_show_delete(stack: Stack) -> None:
     space = stack.space()
     base = ("--space", space)
@@ -197,6 +277,146 @@ async def test_webhooks_create_update_show_delete(stack: Stack) -> None:
     assert code == 0
     code, _, err = await cli(stack.settings, "webhooks", "show", *base, "Users")
     assert code == 1 and "no webhook named 'Users'" in err
+
+
+async def users_created(stack: Stack, space: str, count: int, url: str = "/u") -> list[str]:
+    """`count` jobs of a webhook of its own in `space`, settled; their ids, newest first."""
+    await stack.webhook(space, type="User", event="Created", url=url)
+    for n in range(count):
+        await stack.publisher.publish(event_for(space, "User", "Created", user={"username": n}))
+    rows = await stack.settled(space, count)
+    ordered = sorted(rows, key=lambda r: (r["scheduled_at"], str(r["id"])), reverse=True)
+    return [str(r["id"]) for r in ordered]
+
+
+async def test_jobs_list_says_there_is_more_and_how_to_get_it(stack: Stack) -> None:
+    space = stack.space()
+    ids = await users_created(stack, space, 3)
+    code, out, err = await cli(stack.settings, "jobs", "list", "--space", space, "--limit", "2")
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ids[:2]
+    [hint] = err.splitlines()
+    assert hint.startswith("webhook-router: more jobs than these 2; for the next page, run the ")
+    token = hint.split("--page-token ")[1]
+    code, out, err = await cli(
+        stack.settings, "jobs", "list", "--space", space, "--limit", "2", "--page-token", token
+    )
+    assert (code, err) == (0, "")
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ids[2:]
+
+    code, out, _ = await cli(
+        stack.settings, "jobs", "list", "--space", space, "--limit", "2", "--json"
+    )
+    page = json.loads(out)
+    assert [j["id"] for j in page["webhookJobs"]] == ids[:2] and page["nextPageToken"] == token
+    code, out, _ = await cli(
+        stack.settings, "jobs", "list", "--space", space, "--json", "--page-token", token
+    )
+    last = json.loads(out)
+    assert [j["id"] for j in last["webhookJobs"]] == ids[2:] and last["nextPageToken"] is None
+
+    code, _, err = await cli(stack.settings, "jobs", "list", "--page-token", "nope")
+    assert code == 2 and "--page-token is not a token this API gave: 'nope'" in err
+    code, _, err = await cli(stack.settings, "jobs", "list", "--limit", "0")
+    assert code == 2 and "--limit must be from 1 to 1000: 0" in err
+
+
+async def test_jobs_show_labels_and_counts_attempts_as_the_console_does(stack: Stack) -> None:
+    space = stack.space()
+    [job_id] = await users_created(stack, space, 1, url="/nowhere")  # the engine answers 404
+    for replay in (1, 2):
+        code, out, err = await cli(stack.settings, "jobs", "retry", job_id)
+        assert code == 0, err
+
+        async def failed_again(replay: int = replay) -> bool:
+            job = await stack.store.get_job(job_id)
+            return job is not None and (job.replay, job.status) == (replay, "Failed")
+
+        assert await eventually(failed_again, timeout=20)
+    code, out, err = await cli(stack.settings, "jobs", "show", job_id)
+    assert (code, err) == (0, "")
+    labels = [line.split(" at ")[0] for line in out.splitlines() if line.startswith("attempt ")]
+    assert labels == ["attempt 1", "attempt 1 (retry 1)", "attempt 1 (retry 2)"]
+    [count] = [line for line in out.splitlines() if line.startswith("attempts:")]
+    assert count.split(None, 1)[1] == (
+        "3 (1 since an admin last sent it again; sent again 2 times)"
+    )
+
+
+async def test_a_webhook_not_found_says_where_one_of_that_name_is(stack: Stack) -> None:
+    space = stack.space()
+    await stack.webhook(
+        space, kapp="services", name="Intake", type="Submission", event="Submitted", url="/i"
+    )
+    update = ("webhooks", "update", "--space", space)
+    code, _, err = await cli(stack.settings, *update, "Intake", "--url", "/j")
+    assert code == 1
+    assert err.strip() == (
+        f"webhook-router: no webhook named 'Intake' in space {space}; it is a kapp webhook: "
+        "add --kapp services"
+    )
+    await stack.webhook(space, kapp="hr", name="Intake", type="Form", event="Created", url="/i")
+    code, _, err = await cli(stack.settings, "webhooks", "show", "--space", space, "Intake")
+    assert code == 1 and err.strip().endswith("add --kapp one of hr, services")
+    await stack.webhook(space, name="Joined", type="User", event="Created", url="/u")
+    code, _, err = await cli(stack.settings, *update, "--kapp", "hr", "Joined", "--disable")
+    assert code == 1 and err.strip() == (
+        f"webhook-router: no webhook named 'Joined' in kapp hr of space {space}; space "
+        f"{space} has one itself: leave out --kapp"
+    )
+    code, _, err = await cli(stack.settings, "webhooks", "delete", "--space", space, "Nobody")
+    assert code == 1 and err.strip().endswith(f"in space {space}, nor in any of its kapps")
+    code, out, err = await cli(
+        stack.settings, *update, "--kapp", "services", "Intake", "--url", "/j"
+    )
+    assert code == 0 and json.loads(out)["webhook"]["url"] == "/j", err
+
+
+async def test_a_job_is_found_by_a_prefix_of_its_id_no_other_job_has(stack: Stack) -> None:
+    space = stack.space()
+    [job_id] = await users_created(stack, space, 1)
+    code, out, err = await cli(stack.settings, "jobs", "show", job_id[:4], "--json")
+    assert code == 0, err
+    assert json.loads(out)["webhookJob"]["id"] == job_id
+    # A second job whose id shares the first 13 hex digits: a copy of the row, new id.
+    twin = job_id[:14] + ("0" if job_id[14] != "0" else "1") + job_id[15:]
+    await stack.store.pool.execute(
+        "INSERT INTO webhook_jobs SELECT (jsonb_populate_record(j, jsonb_build_object("
+        "'id', $2::text))).* FROM webhook_jobs j WHERE id = $1",
+        uuid.UUID(job_id),
+        twin,
+    )
+    code, _, err = await cli(stack.settings, "jobs", "show", job_id[:4])
+    assert code == 2
+    assert err.strip() == (
+        f"webhook-router: 2 job ids start with '{job_id[:4]}': "
+        f"{', '.join(sorted([job_id, twin]))}; give more of the id"
+    )
+    code, out, err = await cli(stack.settings, "jobs", "show", job_id[:16], "--json")
+    assert code == 0 and json.loads(out)["webhookJob"]["id"] == job_id, err
+    code, _, err = await cli(stack.settings, "jobs", "retry", job_id[:4])
+    assert code == 2 and "give more of the id" in err, "nothing is retried on a guess"
+    for bad in ("17d", "xyz-1234", job_id + "0"):
+        code, _, err = await cli(stack.settings, "jobs", "show", bad)
+        assert code == 2 and "is not a job id, nor its first 4 or more hex digits" in err
+    code, _, err = await cli(stack.settings, "jobs", "show", "0000000f")
+    assert code == 1 and "no webhook job's id starts with '0000000f'" in err
+
+
+async def test_every_argument_of_every_command_says_what_it_is() -> None:
+    def unexplained(p: argparse.ArgumentParser, path: str) -> list[str]:
+        found = []
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    found += unexplained(child, f"{path} {name}")
+            elif not action.help and not isinstance(
+                action, argparse._HelpAction | argparse._VersionAction
+            ):
+                found.append(f"{path} {action.option_strings or action.dest}")
+        return found
+
+    assert unexplained(parser(), "webhook-router") == []
 
 
 async def test_every_command_has_help(settings: Settings) -> None:

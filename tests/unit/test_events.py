@@ -68,7 +68,7 @@ def test_space_level_event_has_no_kapp() -> None:
     [
         (b"{nope", "body", "not JSON"),
         (b"[1, 2]", "body", "JSON object"),
-        ({"space": {"slug": "a"}}, "event", "Field required"),
+        ({"space": {"slug": "a"}}, "event", "is required"),
         (
             {"event": {"type": "Robot", "action": "Created"}, "space": {"slug": "a"}},
             "event.type",
@@ -89,11 +89,11 @@ def test_space_level_event_has_no_kapp() -> None:
             "body",
             "needs user",
         ),
-        ({"event": {"type": "User", "action": "Created"}, "user": {}}, "space", "Field required"),
+        ({"event": {"type": "User", "action": "Created"}, "user": {}}, "space", "is required"),
         (
             {"event": {"type": "User", "action": "Created"}, "space": {"slug": ""}, "user": {}},
             "space.slug",
-            "at least 1",
+            "must not be empty",
         ),
         (
             {
@@ -102,7 +102,7 @@ def test_space_level_event_has_no_kapp() -> None:
                 "user": {},
             },
             "event.timestamp",
-            "datetime",
+            "must be a date-time",
         ),
     ],
 )

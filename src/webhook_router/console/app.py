@@ -49,7 +49,7 @@ from webhook_router.models import (
 from webhook_router.models import Webhook as WebhookView
 from webhook_router.settings import Settings
 from webhook_router.store import JobFilter, Store
-from webhook_router.webhooks import AUTH_STRATEGIES, Webhook
+from webhook_router.webhooks import AUTH_STRATEGIES, Webhook, url_shape_problem
 
 log = structlog.get_logger(__name__)
 
@@ -377,6 +377,8 @@ class Console:
                 compile_url(text)
         except ExpressionError as exc:
             return _json(pointer(text, exc).as_json())
+        if data["kind"] == "url" and (problem := url_shape_problem(text)):
+            return _json({"ok": False, "message": f"The URL {problem}."})
         return _json({"ok": True})
 
     # jobs
@@ -493,6 +495,8 @@ class Console:
         attempts = (await self.admin.job_detail(row)).attempt_history
         follow = request.query.get("follow", "")
         following = follow.isdigit() and len(follow) < 10 and row.replay <= int(follow)
+        # Just retried: the broker holds the new run, the recorder has not written it yet.
+        queued_again = following and row.status in FINAL
         webhook = await self.store.get_webhook_by_id(str(row.webhook_id))
         headers: Mapping[str, str] = attempts[-1].request_headers if attempts else {}
         template = self.settings.run_url_template
@@ -506,7 +510,9 @@ class Console:
             headers=headers,
             webhook=webhook if webhook is not None and webhook.space == space else None,
             run_url=run_link(template, row.run_id),
-            can_retry=row.status in RETRYABLE,
+            shown_status=Status.QUEUED.value if queued_again else row.status,
+            queued_again=queued_again,
+            can_retry=row.status in RETRYABLE and not queued_again,
             refresh=LIST_REFRESH if following or row.status not in FINAL else 0,
         )
 
@@ -526,8 +532,8 @@ class Console:
             raise web.HTTPSeeOther(here) from None
         if result.status == Status.FAILED:
             session.flash("error", "The webhook's URL could not be rendered for this event.")
-        else:
-            session.flash("ok", f"Queued again, to {result.url}.")
+            raise web.HTTPSeeOther(here)
+        session.flash("ok", f"Queued again, to {result.url}.")
         following = space_url(space, "jobs", str(row.id), follow=str(row.replay))
         raise web.HTTPSeeOther(following)
 
@@ -626,8 +632,14 @@ class Console:
         except (InputInvalid, Conflict) as exc:
             spaces = await self._spaces(space)
             return self._refused(request, space, spaces, values, None, exc)
-        self._session(request).flash("ok", f"Webhook {created.name} created.")
+        self._flash_saved(request, created, "created")
         raise web.HTTPSeeOther(space_url(space, "webhooks", created.id))
+
+    def _flash_saved(self, request: web.Request, webhook: Webhook, done: str) -> None:
+        session = self._session(request)
+        session.flash("ok", f"Webhook {webhook.name} {done}.")
+        for warning in self.admin.warnings(webhook):
+            session.flash("warning", f"Warning: {warning[:1].upper()}{warning[1:]}.")
 
     def _refused(
         self,
@@ -663,7 +675,7 @@ class Console:
         except (InputInvalid, Conflict) as exc:
             spaces = await self._spaces(space)
             return self._refused(request, space, spaces, values, current, exc)
-        self._session(request).flash("ok", f"Webhook {saved.name} saved.")
+        self._flash_saved(request, saved, "saved")
         raise web.HTTPSeeOther(space_url(space, "webhooks", saved.id))
 
     async def set_enabled(self, request: web.Request) -> web.StreamResponse:

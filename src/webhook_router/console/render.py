@@ -7,6 +7,7 @@ answers is text in the page, never markup.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -114,6 +115,15 @@ class Assets:
         return f"{PREFIX}/static/{name}?v={self.versions[name]}"
 
 
+_URL_BREAK = re.compile(r"(?<=[/?&=])|(?<=%20)")
+
+
+def url_parts(url: str | None) -> list[str]:
+    """A URL cut after each `/`, `?`, `&`, `=` and encoded space: the page puts a line-break
+    opportunity (`<wbr>`) between the parts, so a long URL wraps there, not inside a word."""
+    return [part for part in _URL_BREAK.split(url or "") if part]
+
+
 def environment(assets: Assets) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("webhook_router.console", "templates"),
@@ -123,7 +133,11 @@ def environment(assets: Assets) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        when=when, duration=duration, status_class=status_class, pretty_json=pretty_json
+        when=when,
+        duration=duration,
+        status_class=status_class,
+        pretty_json=pretty_json,
+        url_parts=url_parts,
     )
     env.globals.update(prefix=PREFIX, space_url=space_url, static=assets.url)
     return env

@@ -106,6 +106,11 @@ SELECT id, webhook_name, event, type, webhook_id, parent_id, parent_type, scope_
        replay
 FROM webhook_jobs WHERE id = $1;
 
+-- name: job_ids_between
+-- Ids of jobs from $1 to $2 (the ids a prefix names), in order, at most $3; each
+-- partition's primary key index answers it.
+SELECT DISTINCT id FROM webhook_jobs WHERE id BETWEEN $1 AND $2 ORDER BY id LIMIT $3;
+
 -- name: job_attempts
 -- The columns of models.Attempt.
 SELECT replay, attempt, url, started_at, duration_ms, response_status, response_content,
