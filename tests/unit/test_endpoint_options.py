@@ -6,6 +6,7 @@ in tests/integration/test_endpoint_auth.py."""
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -264,3 +265,55 @@ def test_headers_and_auth_must_be_objects_of_strings() -> None:
         assert exc.value.errors == [
             {"field": field, "message": "must be an object of names to text values"}
         ]
+
+
+# the worker's side, on the in-memory store
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_worker_sends_the_credentials_the_webhook_holds_when_it_posts() -> None:
+    from webhook_router.worker import Worker
+
+    store = MemoryStore()
+    worker = Worker(Settings(engine_url="http://127.0.0.1:9"), store)
+    hook = await store.insert_webhook(
+        space="acme",
+        kapp=None,
+        name="h",
+        type="User",
+        event="Created",
+        filter=None,
+        url="https://x.test/",
+        auth_strategy="Bearer",
+        auth={"token": "t1"},
+    )
+    assert hook is not None
+    await worker.cache.reload()
+    delivery = Delivery(
+        *("j", "e", "2024-01-01T00:00:00+00:00", hook.id, "h", "acme", "Space", "acme"),
+        *("User", "Created", "User", None, "g", "t", "https://x.test/", "{}"),
+        auth_strategy="Bearer",
+        headers={"X-A": "1"},
+    )
+    sent = await worker.headers_for(delivery, b"{}")
+    assert sent == {
+        "X-A": "1",
+        "Content-Type": "application/json",
+        "webhook-id": "j",
+        "Authorization": "Bearer t1",
+    }
+    assert await worker.tls_for(delivery) is True, "no client certificate but for mTLS"
+
+    engine = replace(delivery, to_engine=True)
+    assert "Authorization" not in await worker.headers_for(engine, b"{}")
+
+    basic = replace(hook, auth_strategy="Basic", auth={"username": "u", "password": "p"})
+    await store.update_webhook(basic, auth_given=True)
+    await worker.cache.reload()
+    with pytest.raises(LookupError, match="no longer holds Bearer credentials"):
+        await worker.headers_for(delivery, b"{}")
+
+    await store.delete_webhook(hook.id)
+    await worker.cache.reload()
+    with pytest.raises(LookupError, match="its webhook was deleted"):
+        await worker.headers_for(delivery, b"{}")
