@@ -18,6 +18,7 @@ import structlog
 from aio_pika.abc import AbstractRobustConnection
 
 from webhook_router import targets
+from webhook_router.credentials import check_auth
 from webhook_router.models import (
     InputInvalid,
     Job,
@@ -121,6 +122,7 @@ class Admin:
 
     @staticmethod
     def _check(webhook: Webhook) -> None:
+        errors = []
         try:
             check_definition(
                 kapp=webhook.kapp,
@@ -130,9 +132,14 @@ class Admin:
                 filter=webhook.filter,
                 url=webhook.url,
                 auth_strategy=webhook.auth_strategy,
+                headers=webhook.headers,
             )
         except WebhookInvalid as exc:
-            raise InputInvalid("the webhook is not valid", exc.errors) from None
+            errors = exc.errors
+        if not any(e["field"] == "authStrategy" for e in errors):
+            errors += check_auth(webhook.auth_strategy, webhook.auth)
+        if errors:
+            raise InputInvalid("the webhook is not valid", errors)
 
     async def create_webhook(
         self, space: str, kapp: str | None, change: WebhookChange, *, by: str
@@ -154,6 +161,8 @@ class Admin:
             url=draft.url,
             auth_strategy=draft.auth_strategy,
             enabled=draft.enabled,
+            headers=draft.headers,
+            auth=draft.auth,
         )
         if created is None:
             raise Conflict(f"a webhook named {draft.name!r} already exists here", field="name")
@@ -161,9 +170,14 @@ class Admin:
         return created
 
     async def update_webhook(self, current: Webhook, change: WebhookChange, *, by: str) -> Webhook:
+        """Credentials not given are kept while the auth strategy stays; a new strategy
+        drops them (and needs its own, if it takes any)."""
         changed = replace(current, **change.changes())
+        auth_given = "auth" in change.model_fields_set
+        if not auth_given and changed.auth_strategy != current.auth_strategy:
+            changed, auth_given = replace(changed, auth=None), current.auth is not None
         self._check(changed)
-        saved = await self.store.update_webhook(changed)
+        saved = await self.store.update_webhook(changed, auth_given=auth_given)
         if saved is None:
             raise Conflict(f"a webhook named {changed.name!r} already exists here", field="name")
         log.info(

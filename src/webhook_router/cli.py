@@ -21,6 +21,7 @@ import structlog
 
 from webhook_router import __version__, broker, logs, store
 from webhook_router.admin import REQUIRED, Admin, BrokerUnavailable, Conflict, NotFound
+from webhook_router.credentials import AUTH_FIELDS, FILE_FIELDS
 from webhook_router.events import EventInvalid
 from webhook_router.models import (
     LIMIT_DEFAULT,
@@ -43,6 +44,8 @@ from webhook_router.webhooks import Webhook as WebhookDefinition
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+OWNER = {part: strategy for strategy, parts in AUTH_FIELDS.items() for part in parts}
+"""The auth strategy each credential is for."""
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 
@@ -60,6 +63,22 @@ def _json_value(text: str) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from None
+
+
+def _entry(text: str) -> tuple[str, str]:
+    """`Name: value` (the value may be empty)."""
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected 'Name: value' but found {text!r}")
+    return name.strip(), value.strip()
+
+
+def _file_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path!r}: {exc}") from None
 
 
 def _print_json(data: Any) -> None:
@@ -346,7 +365,14 @@ def _time(option: str, text: str | None) -> datetime | None:
 
 def _change(args: argparse.Namespace) -> WebhookChange:
     """The webhook fields given on the command line (options named after the model's)."""
-    data = {k: getattr(args, k) for k in WebhookChange.options() if getattr(args, k) is not None}
+    data = {k: v for k in WebhookChange.options() if (v := getattr(args, k, None)) is not None}
+    for key in WebhookChange.ENTRIES:
+        if key in data:
+            data[key] = dict(data[key])
+    for key, parts in WebhookChange.WRITE_ONLY.items():
+        given = {p: getattr(args, f"{key}_{p}") for p in parts}
+        if any(v is not None for v in given.values()):
+            data[key] = {p: v for p, v in given.items() if v is not None}
     if getattr(args, "disabled", False) or getattr(args, "disable", False):
         data["enabled"] = False
     if getattr(args, "enable", False):
@@ -694,6 +720,36 @@ def parser() -> argparse.ArgumentParser:
         """An option per field of the webhook model (`--new-name` renames on update)."""
         for field, meaning in WebhookChange.options().items():
             flag = re.sub("([A-Z])", lambda m: "-" + m.group(1).lower(), field)
+            if field in WebhookChange.ENTRIES:
+                entry = WebhookChange.ENTRIES[field]
+                parser_.add_argument(
+                    f"--{entry}",
+                    dest=field,
+                    metavar="'NAME: VALUE'",
+                    action="append",
+                    type=_entry,
+                    help=meaning.replace("`", "'") + f" Repeat for each {entry}; on update "
+                    f"they replace all {field} (--no-{flag} removes them).",
+                )
+                parser_.add_argument(
+                    f"--no-{flag}",
+                    dest=field,
+                    action="store_const",
+                    const=[],
+                    help=f"remove every {entry}",
+                )
+                continue
+            if field in WebhookChange.WRITE_ONLY:
+                for part in WebhookChange.WRITE_ONLY[field]:
+                    pem = part in FILE_FIELDS
+                    parser_.add_argument(
+                        f"--{flag}-{part}",
+                        dest=f"{field}_{part}",
+                        metavar="FILE" if pem else part.upper(),
+                        type=_file_text if pem else str,
+                        help=f"{OWNER[part]} {part} ({'a PEM file' if pem else 'write-only'})",
+                    )
+                continue
             text = WebhookChange.takes_text(field)
             parser_.add_argument(
                 "--new-name" if field == "name" and not create else f"--{flag}",

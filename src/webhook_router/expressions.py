@@ -1,7 +1,8 @@
 """Webhook filter expressions and URL templates, in the JavaScript subset the platform uses.
 
 Admins write filters such as ``values('Status') == 'Open'`` and URLs such as
-``/run-tree/${kapp('slug')}/Submitted``. Both are compiled once into a tree of closures and then
+``/run-tree/${kapp('slug')}/Submitted`` (header values are templates too, rendered as text,
+not percent-encoded). Both are compiled once into a tree of closures and then
 evaluated against each event body; nothing from the text is ever run as Python.
 
 The parser is a small hand-written Pratt parser rather than a grammar library because the
@@ -12,7 +13,8 @@ admin needs when a webhook definition is refused. Evaluation follows JavaScript 
 definitions carried over from the platform keep their meaning.
 
 Definitions are bounded: a filter longer than ``FILTER_MAX`` or a URL template longer than
-``URL_MAX`` characters is refused before it is parsed, and nesting deeper than 100 levels is
+``URL_MAX`` characters (a header template longer than ``TEXT_MAX``) is refused before it is
+parsed, and nesting deeper than 100 levels is
 a syntax error, so compiling any definition takes a few milliseconds and cannot exhaust the
 stack. Compiling keeps nothing: the compiled definitions a process holds are those of the
 webhooks it serves (``webhooks.WebhookIndex``), never what validation looked at.
@@ -30,6 +32,7 @@ __all__ = [
     "BINDINGS",
     "FILTER_MAX",
     "METHODS",
+    "TEXT_MAX",
     "URL_MAX",
     "ExpressionError",
     "ExpressionRuntimeError",
@@ -37,6 +40,7 @@ __all__ = [
     "Filter",
     "UrlTemplate",
     "compile_filter",
+    "compile_text",
     "compile_url",
 ]
 
@@ -115,6 +119,8 @@ FILTER_MAX = 4096
 """Longest filter, in characters."""
 URL_MAX = 2048
 """Longest URL template, in characters."""
+TEXT_MAX = 4096
+"""Longest text template (a header value), in characters."""
 
 Event = Mapping[str, Any]
 Evaluator = Callable[[Event], Any]
@@ -795,6 +801,19 @@ class UrlTemplate:
 
         A value that makes a whole path segment `.` or `..` is refused: HTTP clients resolve
         such segments (encoded as %2E too), so the value would move the request elsewhere."""
+        url, spans = self._substitute(event, encode=True)
+        _check_rendered(url)
+        _check_dot_segments(url, spans)
+        return url
+
+    def text(self, event: Mapping[str, Any]) -> str:
+        """Substitute each expression's value as it is (a header value): no encoding and no
+        URL checks; what the text may hold is the caller's to check."""
+        return self._substitute(event, encode=False)[0]
+
+    def _substitute(
+        self, event: Mapping[str, Any], *, encode: bool
+    ) -> tuple[str, list[tuple[int, int, int]]]:
         out: list[str] = []
         spans: list[tuple[int, int, int]] = []
         length = 0
@@ -811,7 +830,7 @@ class UrlTemplate:
                     "event value nested too deeply to evaluate", part.pos
                 ) from None
             try:
-                encoded = quote(text, safe="")
+                encoded = quote(text, safe="") if encode else text
             except UnicodeEncodeError:
                 raise ExpressionRuntimeError(
                     "value cannot be percent-encoded (it contains a lone surrogate)", part.pos
@@ -819,10 +838,7 @@ class UrlTemplate:
             out.append(encoded)
             spans.append((length, length + len(encoded), part.pos))
             length += len(encoded)
-        url = "".join(out)
-        _check_rendered(url)
-        _check_dot_segments(url, spans)
-        return url
+        return "".join(out), spans
 
     def __repr__(self) -> str:
         return f"UrlTemplate({self.source!r})"
@@ -915,6 +931,10 @@ def _compile_url(template: str) -> UrlTemplate:
             0,
             "http:// or https:// or a path starting with '/'",
         )
+    return _compile_template(template)
+
+
+def _compile_template(template: str) -> UrlTemplate:
     parts: list[str | _Node] = []
     i = 0
     while (start := template.find("${", i)) >= 0:
@@ -940,3 +960,11 @@ def compile_url(template: str) -> UrlTemplate:
     """Compile a URL template, keeping nothing. ExpressionSyntaxError for a template over
     ``URL_MAX`` characters or not in the grammar."""
     return _compile_url(template)
+
+
+def compile_text(template: str) -> UrlTemplate:
+    """Compile a text template (a header value; render it with `.text`), keeping nothing.
+    ExpressionSyntaxError for a template over ``TEXT_MAX`` characters or not in the
+    grammar; empty text is allowed."""
+    _check_length(template, "header template", TEXT_MAX)
+    return _compile_template(template)

@@ -138,9 +138,18 @@ class Delivery:
     auth_strategy: str | None = None
     to_engine: bool = False
     """Sent to the workflow engine (a relative URL): never signed, always allowed."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """The webhook's custom headers, rendered for this event. Credentials are never here:
+    the worker looks them up by webhook id."""
     attempt: int = 1
     replay: int = 0
     created_at: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
+        ):
+            raise TypeError("a delivery's headers must be an object of strings")
 
     def encode(self) -> bytes:
         return orjson.dumps(self)

@@ -33,6 +33,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from webhook_router.catalogue import CATALOGUE
+from webhook_router.credentials import AUTH_FIELDS, FILE_FIELDS, LIMITS, STRATEGIES
 from webhook_router.jobs import Status
 from webhook_router.webhooks import Webhook as WebhookDefinition
 from webhook_router.wording import plain
@@ -250,6 +251,45 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, alias_generator=to_camel)
 
 
+def _string_map(value: Any) -> Any:
+    if value is not None and (
+        not isinstance(value, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    ):
+        raise _custom("must be an object of names to text values")
+    return value
+
+
+HEADERS_SCHEMA = {
+    "type": ["object", "null"],
+    "additionalProperties": {"type": "string", "maxLength": 4096},
+    "propertyNames": {"pattern": "^[!#$%&'*+\\-.^_`|~0-9A-Za-z]{1,256}$"},
+    "maxProperties": 32,
+}
+AUTH_SCHEMA = {
+    "type": ["object", "null"],
+    "writeOnly": True,
+    "oneOf": [
+        {"type": "null"},
+        *(
+            {
+                "title": strategy,
+                "type": "object",
+                "properties": {
+                    k: {"type": "string", "maxLength": LIMITS[k]}
+                    | ({"contentMediaType": "application/x-pem-file"} if k in FILE_FIELDS else {})
+                    for k in keys
+                },
+                "required": list(keys),
+                "additionalProperties": False,
+            }
+            for strategy, keys in AUTH_FIELDS.items()
+        ),
+    ],
+}
+AUTH_PARTS = tuple(k for keys in AUTH_FIELDS.values() for k in keys)
+"""Every credential of every strategy, in order: what a front end offers inputs for."""
+
 _IGNORED = WithJsonSchema(
     {"description": "Read-only; accepted and ignored, so a fetched webhook can be sent back."}
 )
@@ -291,8 +331,29 @@ class WebhookChange(_Input):
     ] = None
     auth_strategy: Annotated[
         str | None,
-        WithJsonSchema({"type": ["string", "null"], "enum": ["Signature", None]}),
-        Field(description="`Signature` to sign each POST (Standard Webhooks), or null."),
+        WithJsonSchema({"type": ["string", "null"], "enum": list(STRATEGIES)}),
+        Field(
+            description="`Signature` (Standard Webhooks), `Basic`, `Bearer` or `mTLS` "
+            "(credentials in auth), or null; the engine gets none."
+        ),
+    ] = None
+    headers: Annotated[
+        dict[str, str] | None,
+        BeforeValidator(_string_map),
+        WithJsonSchema(HEADERS_SCHEMA),
+        Field(
+            description="Custom headers, name to value; `${...}` parts rendered like the "
+            "URL's, not percent-encoded."
+        ),
+    ] = None
+    auth: Annotated[
+        dict[str, str] | None,
+        BeforeValidator(_string_map),
+        WithJsonSchema(AUTH_SCHEMA),
+        Field(
+            description="Write-only credentials: username and password (Basic), token "
+            "(Bearer), PEM certificate and key (mTLS)."
+        ),
     ] = None
     enabled: Annotated[bool | None, WithJsonSchema({"type": "boolean"})] = None
     id: Ignored = None
@@ -301,8 +362,9 @@ class WebhookChange(_Input):
     disabled_reason: Ignored = None
     created_at: Ignored = None
     updated_at: Ignored = None
+    auth_set_at: Ignored = None
 
-    NULLABLE: ClassVar[frozenset[str]] = frozenset({"filter", "authStrategy"})
+    NULLABLE: ClassVar[frozenset[str]] = frozenset({"filter", "authStrategy", "headers", "auth"})
     DEFINITION: ClassVar[tuple[str, ...]] = (
         "name",
         "type",
@@ -310,8 +372,14 @@ class WebhookChange(_Input):
         "filter",
         "url",
         "auth_strategy",
+        "headers",
+        "auth",
         "enabled",
     )
+    ENTRIES: ClassVar[dict[str, str]] = {"headers": "header"}
+    """Maps a front end takes entry by entry (`Name: value`), with one entry's name."""
+    WRITE_ONLY: ClassVar[dict[str, tuple[str, ...]]] = {"auth": AUTH_PARTS}
+    """Fields never shown, with their parts: a front end offers an input per part."""
 
     @classmethod
     def parse(cls, data: Mapping[str, Any], *, required: tuple[str, ...] = ()) -> WebhookChange:
@@ -352,8 +420,12 @@ class WebhookChange(_Input):
         return str in {get_args(t)[0] if get_origin(t) is Annotated else t for t in kinds}
 
     def changes(self) -> dict[str, Any]:
-        """The definition's fields this body sets, as `webhooks.Webhook` attributes."""
-        return {k: getattr(self, k) for k in self.DEFINITION if k in self.model_fields_set}
+        """The definition's fields this body sets, as `webhooks.Webhook` attributes (null
+        headers being none)."""
+        changed = {k: getattr(self, k) for k in self.DEFINITION if k in self.model_fields_set}
+        if "headers" in changed and changed["headers"] is None:
+            changed["headers"] = {}
+        return changed
 
 
 class SecretRotation(_Input):
@@ -515,6 +587,11 @@ class Webhook(_Output):
     filter: str | None
     url: str
     auth_strategy: str | None
+    headers: dict[str, str]
+    auth_set_at: Annotated[
+        datetime | None,
+        Field(description="When the write-only credentials were last set; null: none held."),
+    ]
     enabled: bool
     disabled_reason: str | None
     created_at: datetime

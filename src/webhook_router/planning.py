@@ -72,6 +72,7 @@ def plan(
             body=body,
             auth_strategy=w.auth_strategy,
             to_engine=match.to_engine,
+            headers=match.headers,
             replay=replay,
             created_at=created,
         )

@@ -59,6 +59,9 @@ def webhook_of(row: asyncpg.Record) -> Webhook:
         url=row["url"],
         auth_strategy=row["auth_strategy"],
         enabled=row["enabled"],
+        headers=dict(row["headers"]),  # [name, value] pairs: jsonb keeps no key order
+        auth=row["auth"],
+        auth_set_at=row["auth_set_at"],
         secret=row["secret"],
         previous_secret=row["previous_secret"],
         previous_secret_until=row["previous_secret_until"],
@@ -246,6 +249,8 @@ class Store:
         url: str,
         auth_strategy: str | None,
         enabled: bool = True,
+        headers: dict[str, str] | None = None,
+        auth: dict[str, str] | None = None,
     ) -> Webhook | None:
         """The new webhook, or None when its name is taken in its scope."""
         row = await self.pool.fetchrow(
@@ -261,12 +266,15 @@ class Store:
             auth_strategy,
             enabled,
             generate_secret(),
+            list((headers or {}).items()),
+            auth,
         )
         return webhook_of(row) if row else None
 
-    async def update_webhook(self, webhook: Webhook) -> Webhook | None:
-        """Saves name, type, event, filter, url, auth strategy and enabled; None on a
-        name taken in the scope."""
+    async def update_webhook(self, webhook: Webhook, *, auth_given: bool = False) -> Webhook | None:
+        """Saves name, type, event, filter, url, auth strategy, headers and enabled, and the
+        credentials when `auth_given` (stamping when they were set); None on a name taken in
+        the scope."""
         try:
             row = await self.pool.fetchrow(
                 Q["update_webhook"],
@@ -278,6 +286,9 @@ class Store:
                 webhook.url,
                 webhook.auth_strategy,
                 webhook.enabled,
+                webhook.auth,
+                auth_given,
+                list(webhook.headers.items()),
             )
         except asyncpg.UniqueViolationError:
             return None

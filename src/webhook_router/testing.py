@@ -134,6 +134,8 @@ class MemoryStore(Store):
         url: str,
         auth_strategy: str | None,
         enabled: bool = True,
+        headers: dict[str, str] | None = None,
+        auth: dict[str, str] | None = None,
     ) -> Webhook | None:
         if await self.get_webhook(space, kapp, name) is not None:
             return None
@@ -149,6 +151,9 @@ class MemoryStore(Store):
             url,
             auth_strategy,
             enabled,
+            headers=headers or {},
+            auth=auth,
+            auth_set_at=now if auth is not None else None,
             secret=generate_secret(),
             created_at=now,
             updated_at=now,
@@ -157,14 +162,20 @@ class MemoryStore(Store):
         self._changed()
         return webhook
 
-    async def update_webhook(self, webhook: Webhook) -> Webhook | None:
+    async def update_webhook(self, webhook: Webhook, *, auth_given: bool = False) -> Webhook | None:
         clash = await self.get_webhook(webhook.space, webhook.kapp, webhook.name)
         if webhook.id not in self.webhooks or (clash is not None and clash.id != webhook.id):
             return None
+        now = datetime.now(UTC)
+        stored = self.webhooks[webhook.id]
         saved = replace(
             webhook,
+            auth=webhook.auth if auth_given else stored.auth,
+            auth_set_at=(now if webhook.auth is not None else None)
+            if auth_given
+            else stored.auth_set_at,
             disabled_reason=None if webhook.enabled else webhook.disabled_reason,
-            updated_at=datetime.now(UTC),
+            updated_at=now,
         )
         self.webhooks[webhook.id] = saved
         self._changed()

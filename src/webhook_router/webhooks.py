@@ -1,12 +1,14 @@
 """Webhooks as admins define them, and the matching of events to them.
 
 Matching is pure: the router hands it an event and the webhooks it holds in memory and gets
-back, per webhook that fires, the URL to POST to, or the reason it could not be rendered.
+back, per webhook that fires, the URL to POST to and its custom headers rendered, or the
+reason they could not be rendered. A rendered header value holds no control character (no
+CR, LF or NUL can split a request) and is at most HEADER_VALUE_MAX characters.
 
-The index compiles the filter and URL template of each webhook it holds once, and carries
-them over to the next index while their text is unchanged; it keeps nothing else, so the
-compiled definitions in memory are always those of the stored webhooks. Validation compiles
-and keeps nothing.
+The index compiles the filter, URL template and header templates of each webhook it holds
+once, and carries them over to the next index while their text is unchanged; it keeps
+nothing else, so the compiled definitions in memory are always those of the stored
+webhooks. Validation compiles and keeps nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from webhook_router.catalogue import TYPES, Level
+from webhook_router.credentials import SETS_AUTHORIZATION, STRATEGIES
 from webhook_router.events import Event
 from webhook_router.expressions import (
     ExpressionError,
@@ -26,12 +29,28 @@ from webhook_router.expressions import (
     Filter,
     UrlTemplate,
     compile_filter,
+    compile_text,
     compile_url,
 )
 
 SCOPE_SPACE = "Space"
 SCOPE_KAPP = "Kapp"
-AUTH_STRATEGIES = (None, "Signature")
+AUTH_STRATEGIES = STRATEGIES
+HEADERS_MAX = 32
+"""Most custom headers of a webhook."""
+HEADER_NAME_MAX = 256
+HEADER_VALUE_MAX = 4096
+"""Longest header value, as written (a template) and as rendered."""
+HEADERS_SIZE_MAX = 16384
+"""Most characters of all custom header names and values together, as written."""
+ROUTER_HEADERS = frozenset(
+    {"content-type", "content-length", "host", "webhook-id", "webhook-timestamp"}
+    | {"webhook-signature", "transfer-encoding", "connection", "keep-alive", "upgrade", "te"}
+    | {"trailer", "expect"}
+)
+"""Header names the router (or its HTTP client) sets itself, in lower case."""
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class WebhookInvalid(ValueError):
@@ -54,6 +73,10 @@ class Webhook:
     url: str
     auth_strategy: str | None = None
     enabled: bool = True
+    headers: dict[str, str] = field(default_factory=dict)
+    auth: dict[str, str] | None = field(default=None, repr=False)
+    """Write-only credentials of `auth_strategy` (credentials.AUTH_FIELDS)."""
+    auth_set_at: datetime | None = None
     secret: str | None = None
     previous_secret: str | None = None
     previous_secret_until: datetime | None = None
@@ -80,6 +103,7 @@ def check_definition(
     filter: str | None,
     url: str,
     auth_strategy: str | None,
+    headers: Mapping[str, str] | None = None,
 ) -> None:
     """Refuse a definition the router could never use, naming field and position."""
     errors: list[dict[str, str]] = []
@@ -123,7 +147,11 @@ def check_definition(
         if problem := url_shape_problem(url):
             errors.append({"field": "url", "message": problem})
     if auth_strategy not in AUTH_STRATEGIES:
-        errors.append({"field": "authStrategy", "message": "must be null or 'Signature'"})
+        choices = ", ".join(repr(s) for s in AUTH_STRATEGIES if s)
+        errors.append({"field": "authStrategy", "message": f"must be null or one of {choices}"})
+    errors += [
+        {"field": "headers", "message": m} for m in header_problems(headers or {}, auth_strategy)
+    ]
     if errors:
         raise WebhookInvalid(errors)
 
@@ -182,6 +210,46 @@ def literal_host(url: str) -> str | None:
         return None
 
 
+def value_problem(value: str) -> str | None:
+    """What keeps a (rendered) header value out of a request, if anything."""
+    if _CONTROL.search(value):
+        return "holds a control character (CR, LF, NUL...), which could split the request"
+    if len(value) > HEADER_VALUE_MAX:
+        return f"is longer than {HEADER_VALUE_MAX} characters"
+    return None
+
+
+def header_problems(headers: Mapping[str, str], auth_strategy: str | None) -> list[str]:
+    """Each reason the custom headers cannot be sent, naming the header."""
+    problems: list[str] = []
+    if len(headers) > HEADERS_MAX:
+        problems.append(f"at most {HEADERS_MAX} headers")
+    if sum(len(k) + len(v) for k, v in headers.items()) > HEADERS_SIZE_MAX:
+        problems.append(f"names and values together must be at most {HEADERS_SIZE_MAX} characters")
+    seen: set[str] = set()
+    for name, value in headers.items():
+        lower = name.lower()
+        if not _TOKEN.fullmatch(name) or len(name) > HEADER_NAME_MAX:
+            problems.append(
+                f"{name!r}: a name is 1 to {HEADER_NAME_MAX} letters, digits or !#$%&'*+-.^_`|~"
+            )
+        elif lower in ROUTER_HEADERS:
+            problems.append(f"{name}: set by the router itself, it cannot be set here")
+        elif lower == "authorization" and auth_strategy in SETS_AUTHORIZATION:
+            problems.append(f"{name}: set by the {auth_strategy} auth strategy")
+        elif lower in seen:
+            problems.append(f"{name}: given twice (header names are case-insensitive)")
+        seen.add(lower)
+        try:
+            compile_text(value)
+        except ExpressionError as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        if problem := value_problem(value):
+            problems.append(f"{name}: {problem}")
+    return problems
+
+
 @dataclass(frozen=True, slots=True)
 class Definition:
     """A webhook's filter and URL template compiled, or why each does not compile."""
@@ -204,14 +272,47 @@ class Definition:
         return cls(compiled_filter, compiled_url)
 
 
+HeaderTemplates = dict[str, UrlTemplate | ExpressionError]
+
+
+def compile_headers(headers: Mapping[str, str]) -> HeaderTemplates:
+    compiled: HeaderTemplates = {}
+    for name, value in headers.items():
+        try:
+            compiled[name] = compile_text(value)
+        except ExpressionError as exc:
+            compiled[name] = exc
+    return compiled
+
+
+def render_headers(
+    templates: HeaderTemplates, body: Mapping[str, Any]
+) -> tuple[dict[str, str], str | None]:
+    """The headers rendered for the event, or why one cannot be sent."""
+    rendered: dict[str, str] = {}
+    for name, template in templates.items():
+        if isinstance(template, ExpressionError):
+            return {}, f"header {name} failed: {template}"
+        try:
+            value = template.text(body)
+        except ExpressionError as exc:
+            return {}, f"header {name} failed: {exc}"
+        if problem := value_problem(value):
+            return {}, f"header {name} failed: the rendered value {problem}"
+        rendered[name] = value
+    return rendered, None
+
+
 @dataclass(frozen=True, slots=True)
 class Match:
-    """A webhook that fires for an event: the URL to POST to, or why there is none."""
+    """A webhook that fires for an event: the URL to POST to and the custom headers to
+    send, or why there are none."""
 
     webhook: Webhook
     url: str | None
     error: str | None = None
     to_engine: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class WebhookIndex:
@@ -223,7 +324,9 @@ class WebhookIndex:
     ) -> None:
         self._by_key: dict[tuple[str, str | None, str, str], list[Webhook]] = {}
         self.definitions: dict[tuple[str | None, str], Definition] = {}
+        self.header_templates: dict[tuple[tuple[str, str], ...], HeaderTemplates] = {}
         known = previous.definitions if previous is not None else {}
+        known_headers = previous.header_templates if previous is not None else {}
         self.count = 0
         for webhook in webhooks:
             if webhook.enabled:
@@ -233,6 +336,11 @@ class WebhookIndex:
                 text = (webhook.filter, webhook.url)
                 if text not in self.definitions:
                     self.definitions[text] = known.get(text) or Definition.of(*text)
+                headers = tuple(webhook.headers.items())
+                if headers and headers not in self.header_templates:
+                    self.header_templates[headers] = known_headers.get(headers) or compile_headers(
+                        webhook.headers
+                    )
 
     def candidates(self, event: Event) -> list[Webhook]:
         return self._by_key.get((event.space, event.kapp, event.type, event.action), [])
@@ -241,7 +349,15 @@ class WebhookIndex:
         return [
             m
             for w in self.candidates(event)
-            if (m := match_one(w, event.body, engine_url, self.definitions[(w.filter, w.url)]))
+            if (
+                m := match_one(
+                    w,
+                    event.body,
+                    engine_url,
+                    self.definitions[(w.filter, w.url)],
+                    headers=self.header_templates.get(tuple(w.headers.items())),
+                )
+            )
         ]
 
 
@@ -252,11 +368,14 @@ def match_one(
     definition: Definition | None = None,
     *,
     check_filter: bool = True,
+    headers: HeaderTemplates | None = None,
 ) -> Match | None:
-    """None when the filter is false; a Match with an error when filter or URL fail.
-    Without `definition`, the webhook's is compiled for this call."""
+    """None when the filter is false; a Match with an error when filter, URL or a header
+    fail. Without `definition` (`headers`), the webhook's is compiled for this call."""
     if definition is None:
         definition = Definition.of(webhook.filter, webhook.url)
+    if headers is None:
+        headers = compile_headers(webhook.headers)
     if check_filter:
         if isinstance(definition.filter, ExpressionError):
             return Match(webhook, None, f"filter invalid: {definition.filter}")
@@ -271,6 +390,9 @@ def match_one(
         url = definition.url.render(body)
     except ExpressionError as exc:
         return Match(webhook, None, f"url failed: {exc}")
+    rendered, problem = render_headers(headers, body)
+    if problem is not None:
+        return Match(webhook, None, problem)
     if url.startswith("/"):
-        return Match(webhook, engine_url + url, to_engine=True)
-    return Match(webhook, url)
+        return Match(webhook, engine_url + url, to_engine=True, headers=rendered)
+    return Match(webhook, url, headers=rendered)

@@ -8,6 +8,12 @@ in its TTL queue) was confirmed by the broker: a worker killed mid-POST loses no
 delivery comes back and is posted again under the same job id, which receivers get in
 `webhook-id` to drop duplicates. An outcome too large for a message goes without the request
 body, which the job's Queued record holds already.
+
+Credentials (the signing secret, Basic and Bearer credentials, an mTLS client certificate)
+are looked up by webhook id in the webhook cache as each POST is made, never carried in the
+delivery, and never sent to the engine; an attempt records the `Authorization` header's
+scheme only. An mTLS client certificate is presented through its webhook's own SSL
+context, passed per request, so the guarded connector still checks every address.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import ssl
 import time
 from collections.abc import Awaitable
 from dataclasses import replace
@@ -35,6 +42,13 @@ from webhook_router.answers import read_answer
 from webhook_router.batching import Batcher, TooLarge
 from webhook_router.cache import WebhookCache
 from webhook_router.classify import Decision, Verdict, classify
+from webhook_router.credentials import (
+    AUTH_FIELDS,
+    SETS_AUTHORIZATION,
+    ClientCertificates,
+    CredentialsInvalid,
+    authorization,
+)
 from webhook_router.isolation import AT_LIMIT, EndpointGuard, endpoint_of
 from webhook_router.jobs import (
     Attempt,
@@ -58,6 +72,7 @@ from webhook_router.topology import (
     Topology,
     delay_name,
 )
+from webhook_router.webhooks import Webhook
 
 log = structlog.get_logger(__name__)
 
@@ -95,6 +110,7 @@ class Worker:
         self._posts = asyncio.Semaphore(settings.worker_concurrency)
         self._lines: dict[str, asyncio.Semaphore] = {}
         """Per endpoint, the deliveries waiting for one of its slots, first come first served."""
+        self.certificates = ClientCertificates()
 
     async def start(self) -> None:
         s = self.settings
@@ -309,21 +325,59 @@ class Worker:
             )
             await self.batcher.add(replace(outcome, delivery=replace(outcome.delivery, body="")))
 
-    async def headers_for(self, delivery: Delivery, body: bytes) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "webhook-id": delivery.job_id}
-        if delivery.auth_strategy != "Signature" or delivery.to_engine:
-            return headers
+    async def _webhook_of(self, delivery: Delivery, what: str) -> Webhook:
         webhook = self.cache.by_id.get(delivery.webhook_id)
         if webhook is None:
             await self.cache.reload()
             webhook = self.cache.by_id.get(delivery.webhook_id)
-        if webhook is None or webhook.secret is None:
+        if webhook is None:
+            raise LookupError(f"its webhook was deleted, so there is no {what}")
+        return webhook
+
+    async def _credentials(self, delivery: Delivery) -> dict[str, str]:
+        """The delivery's strategy's credentials as its webhook holds them now."""
+        strategy = delivery.auth_strategy or ""
+        webhook = await self._webhook_of(delivery, f"{strategy} credential to send")
+        fields = AUTH_FIELDS[strategy]
+        auth = webhook.auth or {}
+        if webhook.auth_strategy != strategy or any(k not in auth for k in fields):
+            raise LookupError(f"its webhook no longer holds {strategy} credentials")
+        return auth
+
+    async def headers_for(self, delivery: Delivery, body: bytes) -> dict[str, str]:
+        """The delivery's custom headers, then the router's own and its credentials."""
+        headers = delivery.headers | {
+            "Content-Type": "application/json",
+            "webhook-id": delivery.job_id,
+        }
+        if delivery.to_engine:
+            return headers
+        if delivery.auth_strategy in SETS_AUTHORIZATION:
+            auth = await self._credentials(delivery)
+            assert delivery.auth_strategy is not None
+            return headers | {"Authorization": authorization(delivery.auth_strategy, auth)}
+        if delivery.auth_strategy != "Signature":
+            return headers
+        webhook = await self._webhook_of(delivery, "secret to sign with")
+        if webhook.secret is None:
             raise LookupError("its webhook was deleted, so there is no secret to sign with")
         secrets = [webhook.secret]
         until = webhook.previous_secret_until
         if webhook.previous_secret and until is not None and until > datetime.now(UTC):
             secrets.append(webhook.previous_secret)
         return headers | signature_headers(secrets, delivery.job_id, body)
+
+    async def tls_for(self, delivery: Delivery) -> ssl.SSLContext | bool:
+        """The webhook's client certificate context for an mTLS delivery, else True (the
+        session's default verification)."""
+        if delivery.auth_strategy != "mTLS" or delivery.to_engine:
+            return True
+        auth = await self._credentials(delivery)
+        self.certificates.forget_except(self.cache.by_id)
+        try:
+            return self.certificates.context(delivery.webhook_id, auth)
+        except CredentialsInvalid as exc:
+            raise LookupError(f"its client {exc.field} {exc.message}") from None
 
     async def post(self, delivery: Delivery) -> tuple[Attempt, str | None, bool]:
         """Make one HTTP attempt; never raises for anything the endpoint does.
@@ -340,10 +394,11 @@ class Worker:
         headers: dict[str, str] = {}
         try:
             headers = await self.headers_for(delivery, body)
+            tls = await self.tls_for(delivery)
             # a body above 1 MiB is streamed from a buffer, as aiohttp asks, not written whole
             data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > LARGE_BODY else body
             async with session.post(
-                delivery.url, data=data, headers=headers, allow_redirects=False
+                delivery.url, data=data, headers=headers, allow_redirects=False, ssl=tls
             ) as response:
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
@@ -369,6 +424,8 @@ class Worker:
             )
         duration = (time.perf_counter() - clock) * 1000
         shown = {k: v for k, v in headers.items() if k != "webhook-signature"}
+        if "Authorization" in shown:
+            shown["Authorization"] = shown["Authorization"].split(" ")[0] + " (hidden)"
         attempt = Attempt(
             number=delivery.attempt,
             started_at=started.isoformat(),

@@ -291,7 +291,7 @@ INVALID_DEFINITIONS = [
     ),
     pytest.param(None, {"filter": "values('a' =="}, {"filter"}, "position 13", id="filter"),
     pytest.param(None, {"url": "http://x/${form('slug'"}, {"url"}, "position", id="url"),
-    pytest.param(None, {"authStrategy": "Basic"}, {"authStrategy"}, "Signature", id="auth"),
+    pytest.param(None, {"authStrategy": "Digest"}, {"authStrategy"}, "Bearer", id="auth"),
     pytest.param(None, {"enabled": "yes"}, {"enabled"}, "true or false", id="enabled"),
     pytest.param(None, {"name": 5}, {"name"}, "string", id="name-type"),
     pytest.param(None, {"name": "  "}, {"name"}, "empty", id="name-blank"),

@@ -57,7 +57,7 @@ def test_a_good_definition_passes() -> None:
         ({"filter": "values('Status' =="}, "filter", "position"),
         ({"url": "ftp://x/${form('slug')}"}, "url", "http"),
         ({"url": "/x/${form('slug')"}, "url", "position"),
-        ({"auth_strategy": "Basic"}, "authStrategy", "Signature"),
+        ({"auth_strategy": "Digest"}, "authStrategy", "one of 'Signature', 'Basic'"),
         ({"name": " "}, "name", "empty"),
         ({"filter": "true" + " " * FILTER_MAX}, "filter", f"at most {FILTER_MAX} characters"),
         ({"url": "/" + "x" * URL_MAX}, "url", f"at most {URL_MAX} characters"),

@@ -35,6 +35,7 @@ from webhook_router.console.sessions import (
     same_secret,
     token_accepted,
 )
+from webhook_router.credentials import AUTH_FIELDS, FILE_FIELDS
 from webhook_router.expressions import ExpressionError, compile_filter, compile_url
 from webhook_router.jobs import Status
 from webhook_router.models import (
@@ -590,31 +591,54 @@ class Console:
             levels=[(Level.SPACE, "Space level"), (Level.KAPP, "Kapp level")],
             auth_strategies=[a or "" for a in AUTH_STRATEGIES],
             secret_until=webhook.previous_secret_until if webhook else None,
+            auth_fields=AUTH_FIELDS,
+            file_fields=FILE_FIELDS,
             now=datetime.now(UTC),
         )
 
     @staticmethod
     def _values_of(webhook: Webhook | None, kapp: str = "") -> dict[str, Any]:
-        """The edit form's values: the model's fields (as on the wire), the kapp, enabled."""
+        """The edit form's values: the model's fields (as on the wire; maps as `Name:
+        value` lines, write-only ones never), the kapp, enabled."""
+        shown = [k for k in WebhookChange.options() if k not in WebhookChange.WRITE_ONLY]
         if webhook is None:
-            return dict.fromkeys(WebhookChange.options(), "") | {"kapp": kapp, "enabled": True}
+            return dict.fromkeys(shown, "") | {"kapp": kapp, "enabled": True}
         wire = WebhookView.of(webhook).wire()
-        fields = {k: wire[k] or "" for k in WebhookChange.options()}
+        fields = {
+            k: entry_lines(wire[k]) if k in WebhookChange.ENTRIES else wire[k] or "" for k in shown
+        }
         return fields | {"kapp": webhook.kapp or "", "enabled": webhook.enabled}
 
     @staticmethod
     def _values_from(form: MultiDictProxy[Any]) -> dict[str, Any]:
-        """As typed; every field but the filter trimmed (a filter may span lines)."""
-        values = {k: _text(form, k) or "" for k in [*WebhookChange.options(), "kapp"]}
-        values = {k: v if k == "filter" else v.strip() for k, v in values.items()}
-        return values | {"enabled": _text(form, "enabled") == "on"}
+        """As typed; every field but the filter and maps trimmed (those may span lines).
+        Write-only parts are kept apart (`secrets`): the page never shows them again."""
+        shown = [k for k in WebhookChange.options() if k not in WebhookChange.WRITE_ONLY]
+        values = {k: _text(form, k) or "" for k in [*shown, "kapp"]}
+        keep = {"filter", *WebhookChange.ENTRIES}
+        values = {k: v if k in keep else v.strip() for k, v in values.items()}
+        secrets = {
+            key: {p: v for p in parts if (v := _text(form, f"{key}.{p}") or "").strip()}
+            for key, parts in WebhookChange.WRITE_ONLY.items()
+        }
+        return values | {"enabled": _text(form, "enabled") == "on", "secrets": secrets}
 
     @staticmethod
     def _change(values: dict[str, Any]) -> WebhookChange:
-        """An empty filter or authentication is none."""
-        data = {k: values[k] for k in WebhookChange.options()} | {"enabled": values["enabled"]}
+        """An empty filter or authentication is none; a write-only field left blank keeps
+        what is stored."""
+        shown = [k for k in WebhookChange.options() if k not in WebhookChange.WRITE_ONLY]
+        data = {k: values[k] for k in shown} | {"enabled": values["enabled"]}
         blank = {k: None for k in ("filter", "authStrategy") if not values[k].strip()}
-        return WebhookChange.parse(data | blank)
+        for key in WebhookChange.ENTRIES:
+            try:
+                data[key] = parse_entries(values[key])
+            except ValueError as exc:
+                raise InputInvalid(
+                    "the webhook is not valid", [{"field": key, "message": str(exc)}]
+                ) from None
+        given = {k: v for k, v in values["secrets"].items() if v}
+        return WebhookChange.parse(data | blank | given)
 
     async def new_webhook(self, request: web.Request) -> web.Response:
         space = request.match_info["space"]
@@ -842,6 +866,33 @@ class Console:
             raise web.HTTPSeeOther(space_url(space, "retry", **values)) from None
         session.flash("ok", f"Queued {count} failed job{'s' if count != 1 else ''} again.")
         raise web.HTTPSeeOther(space_url(space, "jobs", webhook=webhook.name, kapp=webhook.kapp))
+
+
+def entry_lines(entries: Mapping[str, str]) -> str:
+    """A map as the console's textarea shows it: one `Name: value` line each."""
+    return "".join(f"{name}: {value}\n" for name, value in entries.items())
+
+
+def parse_entries(text: str) -> dict[str, str]:
+    """`Name: value` lines (blank lines skipped) or a JSON object of strings; ValueError
+    naming the line otherwise."""
+    if text.strip().startswith("{"):
+        try:
+            data = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise ValueError("is not a JSON object (or write one 'Name: value' a line)") from None
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise ValueError("must be a JSON object of names to text values")
+        return data
+    entries: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name.strip():
+            raise ValueError(f"line {number}: expected 'Name: value'")
+        entries[name.strip()] = value.strip()
+    return entries
 
 
 def _text(form: Mapping[str, Any], key: str) -> str | None:

@@ -25,14 +25,20 @@ SELECT * FROM webhooks WHERE id = $1;
 
 -- name: insert_webhook
 INSERT INTO webhooks (id, space, kapp, name, type, event, filter, url, auth_strategy,
-                      enabled, secret)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                      enabled, secret, headers, auth, auth_set_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+        CASE WHEN $13::jsonb IS NULL THEN NULL ELSE now() END)
 ON CONFLICT DO NOTHING
 RETURNING *;
 
 -- name: update_webhook
+-- $10: the credentials were given ($9, possibly null); else the stored ones are kept.
 UPDATE webhooks SET name = $2, type = $3, event = $4, filter = $5, url = $6,
                     auth_strategy = $7, enabled = $8,
+                    auth = CASE WHEN $10 THEN $9::jsonb ELSE auth END,
+                    auth_set_at = CASE WHEN NOT $10 THEN auth_set_at
+                                       WHEN $9::jsonb IS NULL THEN NULL ELSE now() END,
+                    headers = $11,
                     disabled_reason = CASE WHEN $8 THEN NULL ELSE disabled_reason END,
                     updated_at = now()
 WHERE id = $1
