@@ -31,8 +31,14 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from webhook_router import acks, broker, metrics
-from webhook_router.jobs import Outcome, Unreadable, without_contents
-from webhook_router.service import SideTasks, dead_letter, dead_letter_item, link
+from webhook_router.jobs import Outcome, without_contents
+from webhook_router.service import (
+    SideTasks,
+    dead_letter,
+    dead_letter_item,
+    dead_letter_unreadable,
+    link,
+)
 from webhook_router.settings import Settings
 from webhook_router.store import Store, make_partitions
 from webhook_router.topology import RECORD_KEY, Topology
@@ -129,16 +135,7 @@ class Recorder:
             await message.ack()
             return
         outcomes = [item for item in items if isinstance(item, Outcome)]
-        for item in items:
-            if isinstance(item, Unreadable):
-                await dead_letter_item(
-                    self.topology.dead,
-                    item.item,
-                    role=self.name,
-                    reason=item.reason,
-                    routing_key=message.routing_key,
-                    message_id=message.message_id,
-                )
+        await dead_letter_unreadable(self.topology.dead, items, message, role=self.name)
         if not outcomes:
             await message.ack()
             return

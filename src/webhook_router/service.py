@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -18,6 +18,7 @@ import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 
 from webhook_router import broker, metrics
+from webhook_router.jobs import Unreadable
 from webhook_router.settings import Settings
 from webhook_router.topology import Topology, declare
 
@@ -151,3 +152,19 @@ async def dead_letter_item(
     await broker.publish(dead, orjson.dumps([item]), "", message_id=message_id, headers=headers)
     metrics.dead_lettered(role)
     log.warning("item dead-lettered", role=role, reason=reason, message_id=message_id)
+
+
+async def dead_letter_unreadable(
+    dead: AbstractExchange, items: Iterable[object], message: AbstractIncomingMessage, *, role: str
+) -> None:
+    """Dead-letter, each alone, the items of a batch message that could not be read."""
+    for item in items:
+        if isinstance(item, Unreadable):
+            await dead_letter_item(
+                dead,
+                item.item,
+                role=role,
+                reason=item.reason,
+                routing_key=message.routing_key,
+                message_id=message.message_id,
+            )

@@ -55,13 +55,12 @@ from webhook_router.jobs import (
     Delivery,
     Outcome,
     Status,
-    Unreadable,
     bounded_summary,
     storable,
     utcnow,
 )
 from webhook_router.runs import run_id_of
-from webhook_router.service import InFlight, SideTasks, dead_letter, dead_letter_item, link
+from webhook_router.service import InFlight, SideTasks, dead_letter, dead_letter_unreadable, link
 from webhook_router.settings import Settings
 from webhook_router.signing import signature_headers
 from webhook_router.ssrf import AddressPolicy, EngineExemption, guarded_connector, refusal_of
@@ -178,16 +177,7 @@ class Worker:
                 return
             deliveries = [item for item in items if isinstance(item, Delivery)]
             try:
-                for item in items:
-                    if isinstance(item, Unreadable):
-                        await dead_letter_item(
-                            self.topology.dead,
-                            item.item,
-                            role=self.name,
-                            reason=item.reason,
-                            routing_key=message.routing_key,
-                            message_id=message.message_id,
-                        )
+                await dead_letter_unreadable(self.topology.dead, items, message, role=self.name)
             except Exception:
                 log.exception("bad deliveries not dead-lettered")
                 with contextlib.suppress(Exception):
