@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from webhook_router.console.app import parse_when, run_link, safe_next
+from webhook_router.console.access import safe_next
+from webhook_router.console.app import parse_when, run_link
 from webhook_router.console.chart import BOTTOM, HEIGHT, LEFT, minute_chart, nice_ceiling
 from webhook_router.console.render import pointer, space_url
 from webhook_router.console.sessions import LoginThrottle, Sessions, same_secret, token_accepted
