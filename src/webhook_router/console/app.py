@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import orjson
@@ -44,6 +44,8 @@ from webhook_router.webhooks import AUTH_STRATEGIES, Webhook, url_shape_problem
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
+
 FINAL = frozenset({Status.COMPLETE, Status.FAILED, Status.CANCELLED})
 RETRYABLE = frozenset({Status.FAILED, Status.CANCELLED})
 LIST_REFRESH = 5
@@ -66,15 +68,27 @@ class FormError(ValueError):
         self.message = message
 
 
-def parse_when(field: str, text: str | None) -> datetime | None:
+class FormReader:
+    """Reads form or query values, trimmed, each by its parser; a value that does not parse
+    is noted in `errors` (and read as none) while the others are still read."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.values = values
+        self.errors: list[FormError] = []
+
+    def get(self, field: str, parse: Callable[[str], T]) -> T | None:
+        text = clean(self.values.get(field))
+        try:
+            return None if text is None else parse(text)
+        except ValueError as exc:
+            self.errors.append(FormError(field, str(exc)))
+            return None
+
+
+def form_time(text: str) -> datetime:
     """A `datetime-local` form value (or one with seconds and a zone), read as UTC when it
-    has no offset; empty means none."""
-    if text is None or not text.strip():
-        return None
-    try:
-        return parse_time(text, form=True)
-    except ValueError as exc:
-        raise FormError(field, str(exc)) from None
+    has no offset."""
+    return parse_time(text, form=True)
 
 
 def form_when(value: datetime | None) -> str:
@@ -82,18 +96,31 @@ def form_when(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M") if value else ""
 
 
-def clean(value: str | None) -> str | None:
-    value = (value or "").strip()
+def clean(value: Any) -> str | None:
+    value = (value if isinstance(value, str) else "").strip()
     return value or None
 
 
-def clean_text(field: str, value: str | None, errors: list[FormError]) -> str | None:
-    """A text filter, or None with the error noted when it holds what no job can."""
-    value = clean(value)
-    if value is not None and (problem := text_problem(value)):
-        errors.append(FormError(field, problem))
-        return None
+def job_text(value: str) -> str:
+    """A text filter: ValueError when it holds what no job can."""
+    if problem := text_problem(value):
+        raise ValueError(problem)
     return value
+
+
+def catalogue_type(value: str) -> str:
+    if value not in TYPES:
+        raise ValueError(f"unknown type {value!r}")
+    return value
+
+
+def page_size(value: str) -> int:
+    try:
+        if 1 <= (limit := int(value)) <= 500:
+            return limit
+    except ValueError:
+        pass
+    raise ValueError("must be an integer from 1 to 500")
 
 
 def run_link(template: str | None, run_id: str | None) -> str | None:
@@ -233,51 +260,23 @@ class Console:
     # jobs
 
     def _job_query(self, space: str, q: Mapping[str, str]) -> tuple[JobFilter, list[FormError]]:
-        errors: list[FormError] = []
-        status = kind = None
-        try:
-            status = parse_status(q["status"]) if clean(q.get("status")) else None
-        except ValueError as exc:
-            errors.append(FormError("status", str(exc)))
-        if (kind := clean(q.get("type"))) is not None and kind not in TYPES:
-            errors.append(FormError("type", f"unknown type {kind!r}"))
-            kind = None
-        limit = 50
-        if clean(q.get("limit")):
-            try:
-                limit = int(q["limit"])
-                if not 1 <= limit <= 500:
-                    raise ValueError
-            except ValueError:
-                errors.append(FormError("limit", "must be an integer from 1 to 500"))
-                limit = 50
-        after = None
-        if clean(q.get("pageToken")):
-            try:
-                after = decode_token(q["pageToken"])
-            except ValueError as exc:
-                errors.append(FormError("pageToken", str(exc)))
-        when: dict[str, datetime | None] = {"start": None, "end": None}
-        for key in when:
-            try:
-                when[key] = parse_when(key, q.get(key))
-            except FormError as exc:
-                errors.append(exc)
+        reader = FormReader(q)
+        read = reader.get
         query = JobFilter(
             space=space,
-            status=status,
-            webhook=clean_text("webhook", q.get("webhook"), errors),
-            type=kind,
-            event=clean_text("event", q.get("event"), errors),
-            kapp=clean_text("kapp", q.get("kapp"), errors),
-            form=clean_text("form", q.get("form"), errors),
-            url_text=clean_text("url", q.get("url"), errors),
-            start=when["start"],
-            end=when["end"],
-            limit=limit,
-            after=after,
+            status=read("status", parse_status),
+            webhook=read("webhook", job_text),
+            type=read("type", catalogue_type),
+            event=read("event", job_text),
+            kapp=read("kapp", job_text),
+            form=read("form", job_text),
+            url_text=read("url", job_text),
+            start=read("start", form_time),
+            end=read("end", form_time),
+            limit=read("limit", page_size) or 50,
+            after=read("pageToken", decode_token),
         )
-        return query, errors
+        return query, reader.errors
 
     async def jobs(self, request: web.Request) -> web.Response:
         space = request.match_info["space"]
@@ -542,13 +541,9 @@ class Console:
             webhook = await self.admin.webhook_in_space(space, values.get("webhook", ""))
         except NotFound:
             errors["webhook"] = "choose one of this space's webhooks"
-        when: dict[str, datetime | None] = {"start": None, "end": None}
-        for key in when:
-            try:
-                when[key] = parse_when(key, values.get(key))
-            except FormError as exc:
-                errors[key] = exc.message
-        start, end = when["start"], when["end"]
+        reader = FormReader(values)
+        start, end = reader.get("start", form_time), reader.get("end", form_time)
+        errors |= {e.field: e.message for e in reader.errors}
         if start and end and start >= end:
             errors["end"] = "must be after the start"
         return webhook, start, end, errors
