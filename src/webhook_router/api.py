@@ -357,19 +357,9 @@ class Api:
     async def list_jobs(self, request: web.Request) -> web.Response:
         space, kapp = self._scope(request)
         q = JobQuery.parse(request.query)
+        fields = q.model_dump(exclude={"page_token"})
         page = await self.admin.jobs(
-            JobFilter(
-                space=space,
-                kapp=kapp,
-                status=q.status,
-                webhook=q.webhook,
-                parent_type=q.parent_type,
-                parent_key=q.parent_key,
-                start=q.start,
-                end=q.end,
-                limit=q.limit,
-                after=q.page_token,
-            )
+            JobFilter(space=space, kapp=kapp, after=q.page_token, **fields)
         )
         jobs = [j.wire() for j in page.jobs]
         return json_response({"webhookJobs": jobs, "nextPageToken": page.next_token})

@@ -5,24 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import secrets
-import shutil
 import string
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-import asyncpg
 import orjson
 import structlog
 
-from webhook_router import __version__, broker, logs, store
+from webhook_router import __version__, broker, launch, logs, store
 from webhook_router.admin import REQUIRED, Admin, BrokerUnavailable, Conflict, NotFound
 from webhook_router.credentials import AUTH_FIELDS, FILE_FIELDS
 from webhook_router.events import EventInvalid
+from webhook_router.launch import EXIT_UNAVAILABLE, EXIT_USAGE, CannotStart
 from webhook_router.models import (
     LIMIT_DEFAULT,
     LIMIT_MAX,
@@ -46,8 +44,6 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 OWNER = {part: strategy for strategy, parts in AUTH_FIELDS.items() for part in parts}
 """The auth strategy each credential is for."""
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
 
 
 class CommandError(Exception):
@@ -56,6 +52,13 @@ class CommandError(Exception):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
+
+
+def _refused(errors: Sequence[Mapping[str, str]], message: str) -> CommandError:
+    """Each field at fault on its own line, then the refusal (a usage error)."""
+    for e in errors:
+        print(f"{e['field']}: {e['message']}", file=sys.stderr)
+    return CommandError(message, EXIT_USAGE)
 
 
 def _json_value(text: str) -> Any:
@@ -92,168 +95,33 @@ def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
-async def _ensure_database(settings: Settings) -> None:
-    try:
-        if await store.ensure_database(settings.database_url):
-            log.info("database created", database=settings.database_url.rsplit("/", 1)[-1])
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise CommandError(f"database unavailable: {exc}", EXIT_UNAVAILABLE) from None
-
-
-async def _open_store(settings: Settings) -> Store:
-    try:
-        pool = await store.connect(settings.database_url)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise CommandError(f"database unavailable: {exc}", EXIT_UNAVAILABLE) from None
-    return Store(pool)
-
-
-# running the roles
-
-# (host, port, what sets it): a port a command is about to listen on
-Listen = tuple[str | None, int, str]
-
-
-def _engine_listen(settings: Settings) -> Listen:
-    from urllib.parse import urlsplit
-
-    url = urlsplit(settings.engine_url)
-    return (
-        url.hostname or "127.0.0.1",
-        url.port or 80,
-        f"the port of WEBHOOK_ROUTER_ENGINE_URL ({settings.engine_url})",
-    )
-
-
-def _listens(args: argparse.Namespace, settings: Settings, names: Sequence[str]) -> list[Listen]:
-    listens: list[Listen] = []
-    if "api" in names:
-        listens.append((settings.api_host, settings.api_port, "WEBHOOK_ROUTER_API_PORT"))
-    if getattr(args, "health_port", 0):
-        listens.append((settings.api_host, args.health_port, "--health-port"))
-    if getattr(args, "demo", False):
-        listens.append(_engine_listen(settings))
-    return listens
-
-
-def _check_listens(listens: Sequence[Listen]) -> None:
-    """Refuse to start, in one line naming the setting, when a port cannot be listened on."""
-    from webhook_router.runtime import unbindable
-
-    seen: dict[int, str] = {}
-    for host, port, setting in listens:
-        if port and port in seen:
-            raise CommandError(
-                f"port {port} is given twice, by {seen[port]} and by {setting}", EXIT_USAGE
-            )
-        seen[port] = setting
-        error = unbindable(host, port)
-        if error is not None:
-            reason = error.strerror or str(error)
-            raise CommandError(
-                f"cannot listen on {host or '*'}:{port} ({reason}): change {setting}",
-                EXIT_UNAVAILABLE,
-            )
-
-
-def _cli_command() -> str:
-    """How the reader runs this CLI again: `webhook-router` when that is the one on PATH,
-    else the path this process was started by."""
-    started = sys.argv[0]
-    if os.path.basename(started) != "webhook-router":
-        return "webhook-router"
-    found = shutil.which("webhook-router")
-    if found is not None and os.path.realpath(found) == os.path.realpath(started):
-        return "webhook-router"
-    relative = os.path.relpath(started)
-    return started if relative.startswith("..") else relative
-
-
-async def _announce(roles: Sequence[Any], settings: Settings, generated: str | None) -> None:
-    """Once every role is ready: where the console is and the token to log in with (a
-    token from the environment is named, not printed: it may be a real one)."""
-    from webhook_router.demo import api_base_url
-
-    while not all(role.ready() for role in roles):
-        await asyncio.sleep(0.1)
-    api = api_base_url(settings)
-    token = f"the API token {generated}" if generated else "a token from WEBHOOK_ROUTER_API_TOKEN"
-    print(
-        f"\nwebhook-router is up.\n"
-        f"  console:  {api}/console/   (log in with {token})\n"
-        f"  API:      {api}/app/api/v1/\n"
-        "Stop with Ctrl-C.",
-        flush=True,
-    )
-
-
-async def _run(args: argparse.Namespace, settings: Settings, names: Sequence[str]) -> None:
-    from webhook_router.roles import build_roles
-    from webhook_router.runtime import RoleDied, health_app, run_roles, serve
-
-    if getattr(args, "migrate", False):
-        await _ensure_database(settings)
-    st = await _open_store(settings)
-    if getattr(args, "migrate", False):
-        applied = await store.migrate(st.pool)
-        log.info("migrations applied", applied=applied)
-    roles = build_roles(names, settings, st)
-    health = None
-    if getattr(args, "health_port", 0):
-        from webhook_router.metrics import QueueDepths
-
-        depths = QueueDepths(settings.names, settings.schedule)
-        health = await serve(health_app(roles, depths), settings.api_host, args.health_port)
-    stop = asyncio.Event()
-    beside = None
-    if getattr(args, "demo", False):
-        from webhook_router.demo import run_demo
-
-        beside = asyncio.create_task(run_demo(settings, st, roles, _cli_command()))
-    elif args.command == "up":
-        beside = asyncio.create_task(_announce(roles, settings, getattr(args, "token", None)))
-    try:
-        await run_roles(roles, drain=settings.drain_timeout, stop=stop)
-    except RoleDied as exc:
-        raise CommandError(f"stopped: a background task died ({exc})") from None
-    finally:
-        if beside is not None:
-            beside.cancel()
-        if health is not None:
-            await health.cleanup()
-        await st.pool.close()
+# running the roles (launch.py)
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
     names = ["recorder", "router", "worker", "api"]
-    _check_listens(_listens(args, settings, names))
-    args.token = None
+    launch.check_listens(launch.listens(settings, names, args.health_port, args.demo))
+    token = None
     if not settings.api_token:
-        args.token = secrets.token_urlsafe(24)
-        settings.api_token = [args.token]
-        print(f"API token (generated, set WEBHOOK_ROUTER_API_TOKEN to keep one): {args.token}")
-    args.migrate = True
-    _serve(_run(args, settings, names))
-
-
-def _serve(main: Awaitable[None]) -> None:
-    """Run a long-lived role on uvloop where it is installed (faster sockets and
-    scheduling), else on asyncio's own loop."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)  # type: ignore[arg-type]
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)  # type: ignore[arg-type]
+        token = secrets.token_urlsafe(24)
+        settings.api_token = [token]
+        print(f"API token (generated, set WEBHOOK_ROUTER_API_TOKEN to keep one): {token}")
+    launch.run(
+        settings,
+        names,
+        health_port=args.health_port,
+        up=True,
+        demo=args.demo,
+        generated_token=token,
+    )
 
 
 def _role_command(name: str) -> Callable[[argparse.Namespace, Settings], None]:
     def command(args: argparse.Namespace, settings: Settings) -> None:
         if name == "api" and not settings.api_token:
             raise CommandError("set WEBHOOK_ROUTER_API_TOKEN: the API answers no one without it")
-        _check_listens(_listens(args, settings, [name]))
-        _serve(_run(args, settings, [name]))
+        launch.check_listens(launch.listens(settings, [name], args.health_port, False))
+        launch.run(settings, [name], health_port=args.health_port)
 
     return command
 
@@ -262,7 +130,7 @@ def cmd_engine(args: argparse.Namespace, settings: Settings) -> None:
     from webhook_router.demo import serve_engine
     from webhook_router.runtime import run_until_signal
 
-    _check_listens([_engine_listen(settings)])
+    launch.check_listens([launch.engine_listen(settings)])
 
     async def go() -> None:
         runner = await serve_engine(settings)
@@ -282,15 +150,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
-    async def go() -> list[str]:
-        await _ensure_database(settings)
-        st = await _open_store(settings)
-        try:
-            return await store.migrate(st.pool)
-        finally:
-            await st.pool.close()
-
-    applied = asyncio.run(go())
+    asyncio.run(launch.ensure_database(settings))
+    applied = _with_store(settings, lambda st: store.migrate(st.pool))
     print("applied: " + ", ".join(applied) if applied else "nothing to apply: up to date")
 
 
@@ -313,9 +174,7 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> None:
     try:
         print(asyncio.run(go()))
     except EventInvalid as exc:
-        for e in exc.errors:
-            print(f"{e['field']}: {e['message']}", file=sys.stderr)
-        raise CommandError("the event is not valid; nothing was published", EXIT_USAGE) from None
+        raise _refused(exc.errors, "the event is not valid; nothing was published") from None
     except broker.BrokerUnavailable as exc:
         raise CommandError(str(exc), EXIT_UNAVAILABLE) from None
 
@@ -325,7 +184,7 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> None:
 
 def _with_store(settings: Settings, work: Callable[[Store], Awaitable[Any]]) -> Any:
     async def go() -> Any:
-        st = await _open_store(settings)
+        st = await launch.open_store(settings)
         try:
             return await work(st)
         finally:
@@ -342,9 +201,7 @@ def _with_admin(settings: Settings, work: Callable[[Admin], Awaitable[T]]) -> T:
         try:
             return await work(admin)
         except InputInvalid as exc:
-            for e in exc.errors:
-                print(f"{e['field']}: {e['message']}", file=sys.stderr)
-            raise CommandError(f"{exc.message}; nothing was saved", EXIT_USAGE) from None
+            raise _refused(exc.errors, f"{exc.message}; nothing was saved") from None
         except (NotFound, Conflict) as exc:
             raise CommandError(str(exc)) from None
         except BrokerUnavailable as exc:
@@ -380,9 +237,7 @@ def _change(args: argparse.Namespace) -> WebhookChange:
     try:
         return WebhookChange.parse(data)
     except InputInvalid as exc:
-        for e in exc.errors:
-            print(f"{e['field']}: {e['message']}", file=sys.stderr)
-        raise CommandError("the webhook is not valid; nothing was saved", EXIT_USAGE) from None
+        raise _refused(exc.errors, f"{exc.message}; nothing was saved") from None
 
 
 async def _find_webhook(admin: Admin, space: str, kapp: str | None, name: str) -> WebhookDefinition:
@@ -424,33 +279,21 @@ def cmd_webhooks_show(args: argparse.Namespace, settings: Settings) -> None:
     _print_json({"webhook": WebhookWithSecret.of(webhook).wire()})
 
 
-def cmd_webhooks_create(args: argparse.Namespace, settings: Settings) -> None:
+def cmd_webhooks_save(args: argparse.Namespace, settings: Settings) -> None:
+    """Create, or with a current name update, then print the webhook and any warnings."""
     change = _change(args)
 
     async def work(admin: Admin) -> tuple[WebhookDefinition, list[str]]:
-        created = await admin.create_webhook(args.space, args.kapp, change, by="cli")
-        return created, admin.warnings(created)
-
-    created, warnings = _with_admin(settings, work)
-    _warn(warnings)
-    _print_json({"webhook": WebhookWithSecret.of(created).wire()})
-
-
-def _warn(warnings: Sequence[str]) -> None:
-    for warning in warnings:
-        print(f"webhook-router: warning: {warning}", file=sys.stderr)
-
-
-def cmd_webhooks_update(args: argparse.Namespace, settings: Settings) -> None:
-    change = _change(args)
-
-    async def work(admin: Admin) -> tuple[WebhookDefinition, list[str]]:
-        current = await _find_webhook(admin, args.space, args.kapp, args.current)
-        saved = await admin.update_webhook(current, change, by="cli")
+        if getattr(args, "current", None) is None:
+            saved = await admin.create_webhook(args.space, args.kapp, change, by="cli")
+        else:
+            current = await _find_webhook(admin, args.space, args.kapp, args.current)
+            saved = await admin.update_webhook(current, change, by="cli")
         return saved, admin.warnings(saved)
 
     saved, warnings = _with_admin(settings, work)
-    _warn(warnings)
+    for warning in warnings:
+        print(f"webhook-router: warning: {warning}", file=sys.stderr)
     _print_json({"webhook": WebhookWithSecret.of(saved).wire()})
 
 
@@ -635,94 +478,33 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> None:
         print("nothing to drop")
 
 
-# the parser
+# the parser: one table of commands, each with its function, help and arguments
+
+Argument = Callable[[argparse.ArgumentParser], Any]
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="webhook-router",
-        description="Platform events through RabbitMQ to webhook POSTs, every job recorded "
-        "in PostgreSQL. Settings come from WEBHOOK_ROUTER_* environment variables.",
+def arg(*flags: str, **options: Any) -> Argument:
+    return lambda p: p.add_argument(*flags, **options)
+
+
+def scoped(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--space",
+        default=Settings().default_space,
+        help="space slug (default: WEBHOOK_ROUTER_DEFAULT_SPACE)",
     )
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p.add_argument("--kapp", default=None, help="kapp slug for kapp-level webhooks")
 
-    def role(name: str, help_text: str) -> argparse.ArgumentParser:
-        r = sub.add_parser(name, help=help_text, description=help_text)
-        r.add_argument(
-            "--health-port",
-            type=int,
-            default=0,
-            help="serve /healthz and /readyz on this port (default: off)",
-        )
-        return r
 
-    up = role("up", "Migrate, then run every role and the API in one process.")
-    up.add_argument(
-        "--demo",
-        action="store_true",
-        help="also run a local workflow engine, install demo webhooks and publish sample events",
-    )
-    up.set_defaults(func=cmd_up)
-    for name, text in (
-        ("router", "Run a router: events in, deliveries out."),
-        ("worker", "Run a delivery worker: POST deliveries, report outcomes."),
-        ("recorder", "Run a recorder: write outcomes to the job log."),
-        ("api", "Run the HTTP API (ingest, webhooks, webhook jobs)."),
-    ):
-        role(name, text).set_defaults(func=_role_command(name))
+def definition(*, create: bool) -> Argument:
+    """An option per field of the webhook model (`--new-name` renames on update)."""
 
-    sub.add_parser(
-        "migrate",
-        help="Apply the database migrations (idempotent).",
-        description="Apply the database migrations (idempotent).",
-    ).set_defaults(func=cmd_migrate)
-
-    sub.add_parser(
-        "engine",
-        help="Run the demo workflow engine at WEBHOOK_ROUTER_ENGINE_URL.",
-        description="Run a small local workflow engine that answers run-tree calls like the "
-        'real one ("Initiated run #N"), at WEBHOOK_ROUTER_ENGINE_URL.',
-    ).set_defaults(func=cmd_engine)
-    demo = sub.add_parser(
-        "demo",
-        help="Install the standard webhooks in the default space and publish sample events.",
-        description="Install the standard webhooks in the default space (and kapp services) "
-        "and publish five sample events.",
-    )
-    demo.add_argument(
-        "--cli",
-        default="webhook-router",
-        metavar="COMMAND",
-        help="how the closing hint runs the CLI, e.g. 'docker compose exec api "
-        "webhook-router' (default: webhook-router)",
-    )
-    demo.set_defaults(func=cmd_demo)
-
-    pub = sub.add_parser(
-        "publish",
-        help="Publish an event from a JSON file or stdin.",
-        description="Publish an event from a JSON file or stdin; prints its "
-        "id once the broker confirmed it.",
-    )
-    pub.add_argument("file", nargs="?", default="-", help="JSON file, or - for stdin (default)")
-    pub.set_defaults(func=cmd_publish)
-
-    def scoped(parser_: argparse.ArgumentParser, settings_default: str) -> None:
-        parser_.add_argument(
-            "--space",
-            default=settings_default,
-            help="space slug (default: WEBHOOK_ROUTER_DEFAULT_SPACE)",
-        )
-        parser_.add_argument("--kapp", default=None, help="kapp slug for kapp-level webhooks")
-
-    def definition(parser_: argparse.ArgumentParser, *, create: bool) -> None:
-        """An option per field of the webhook model (`--new-name` renames on update)."""
+    def add(p: argparse.ArgumentParser) -> None:
         for field, meaning in WebhookChange.options().items():
             flag = re.sub("([A-Z])", lambda m: "-" + m.group(1).lower(), field)
             if field in WebhookChange.ENTRIES:
                 entry = WebhookChange.ENTRIES[field]
-                parser_.add_argument(
+                p.add_argument(
                     f"--{entry}",
                     dest=field,
                     metavar="'NAME: VALUE'",
@@ -731,7 +513,7 @@ def parser() -> argparse.ArgumentParser:
                     help=meaning.replace("`", "'") + f" Repeat for each {entry}; on update "
                     f"they replace all {field} (--no-{flag} removes them).",
                 )
-                parser_.add_argument(
+                p.add_argument(
                     f"--no-{flag}",
                     dest=field,
                     action="store_const",
@@ -742,7 +524,7 @@ def parser() -> argparse.ArgumentParser:
             if field in WebhookChange.WRITE_ONLY:
                 for part in WebhookChange.WRITE_ONLY[field]:
                     pem = part in FILE_FIELDS
-                    parser_.add_argument(
+                    p.add_argument(
                         f"--{flag}-{part}",
                         dest=f"{field}_{part}",
                         metavar="FILE" if pem else part.upper(),
@@ -751,7 +533,7 @@ def parser() -> argparse.ArgumentParser:
                     )
                 continue
             text = WebhookChange.takes_text(field)
-            parser_.add_argument(
+            p.add_argument(
                 "--new-name" if field == "name" and not create else f"--{flag}",
                 dest=field,
                 metavar=flag.upper().replace("-", "_"),
@@ -762,114 +544,146 @@ def parser() -> argparse.ArgumentParser:
                 + ("" if create else " Not given: unchanged."),
             )
 
-    space_default = Settings().default_space
-    wh = sub.add_parser(
-        "webhooks",
-        help="Create, update, delete, list and show webhooks.",
-        description="Create, update, delete, list and show webhooks.",
-    )
-    whs = wh.add_subparsers(dest="action", required=True, metavar="ACTION")
-    w = whs.add_parser("list", help="List the webhooks of a space or kapp.")
-    scoped(w, space_default)
-    w.add_argument("--json", action="store_true", help="print JSON")
-    w.set_defaults(func=cmd_webhooks_list)
-    w = whs.add_parser("show", help="Show one webhook, with its signing secret.")
-    scoped(w, space_default)
-    w.add_argument("name", help="the webhook's name (with --kapp for a kapp webhook)")
-    w.set_defaults(func=cmd_webhooks_show)
-    w = whs.add_parser("create", help="Create a webhook.")
-    scoped(w, space_default)
-    definition(w, create=True)
-    w.add_argument("--disabled", action="store_true", help="create it disabled")
-    w.set_defaults(func=cmd_webhooks_create)
-    w = whs.add_parser("update", help="Change some fields of a webhook.")
-    scoped(w, space_default)
-    w.add_argument("current", metavar="name", help="the webhook's name now")
-    definition(w, create=False)
-    toggle = w.add_mutually_exclusive_group()
-    toggle.add_argument(
+    return add
+
+
+def toggle(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
         "--enable", action="store_true", help="deliver its events again (clears why it was off)"
     )
-    toggle.add_argument("--disable", action="store_true", help="stop delivering its events")
-    w.set_defaults(func=cmd_webhooks_update)
-    w = whs.add_parser("delete", help="Delete a webhook.")
-    scoped(w, space_default)
-    w.add_argument("name", help="the webhook's name (with --kapp for a kapp webhook)")
-    w.set_defaults(func=cmd_webhooks_delete)
-    w = whs.add_parser(
-        "install-defaults",
-        help="Create the platform's standard webhooks (idempotent).",
-        description="Create the platform's standard webhooks: one per "
-        "space-level catalogue entry, or with --kapp one per kapp-level entry; "
-        "each POSTs to the run-tree path of its tree. Running it twice changes "
-        "nothing.",
-    )
-    scoped(w, space_default)
-    w.set_defaults(func=cmd_webhooks_install_defaults)
+    group.add_argument("--disable", action="store_true", help="stop delivering its events")
 
-    pr = sub.add_parser(
-        "prune",
-        help="Forget old webhook jobs: drop the job log's monthly partitions of events older "
-        "than --older-than.",
-        description="Drops both job tables' partitions of every month that ends before now "
-        "minus DURATION (whole months, so up to a month more is kept), deletes older rows from "
-        "the DEFAULT partitions, then refreshes the tables' planner statistics. Safe while "
-        "every role runs: writers wait at most 0.2 s at a time.",
-    )
-    pr.add_argument(
-        "--older-than",
-        metavar="DURATION",
-        required=True,
-        help="how old a job's event must be to go, e.g. 90d (units ms, s, m, h, d)",
-    )
-    pr.set_defaults(func=cmd_prune)
 
-    jb = sub.add_parser(
-        "jobs",
-        help="List, show, retry and replay webhook jobs.",
-        description="List, show, retry and replay webhook jobs.",
+HEALTH = arg(
+    "--health-port",
+    type=int,
+    default=0,
+    help="serve /healthz and /readyz on this port (default: off)",
+)
+JSON_OUT = arg("--json", action="store_true", help="print JSON")
+NAME = arg("name", help="the webhook's name (with --kapp for a kapp webhook)")
+JOB_ID = arg("id", help=JOB_ID_HELP)
+START = arg("--start", help="scheduled at or after (ISO 8601 with zone)")
+END = arg("--end", help="scheduled before (ISO 8601 with zone)")
+WEBHOOKS = "Create, update, delete, list and show webhooks."
+JOBS = "List, show, retry and replay webhook jobs."
+GROUPS = {"webhooks": WEBHOOKS, "jobs": JOBS}
+
+# command (a group's action after a space), function, help, description (None: the help),
+# arguments
+COMMANDS: tuple[tuple[str, Callable[..., Any], str, str | None, list[Argument]], ...] = (
+    ("up", cmd_up, "Migrate, then run every role and the API in one process.", None, [
+        HEALTH,
+        arg("--demo", action="store_true", help="also run a local workflow engine, install "
+            "demo webhooks and publish sample events"),
+    ]),
+    ("router", _role_command("router"), "Run a router: events in, deliveries out.", None,
+     [HEALTH]),
+    ("worker", _role_command("worker"),
+     "Run a delivery worker: POST deliveries, report outcomes.", None, [HEALTH]),
+    ("recorder", _role_command("recorder"), "Run a recorder: write outcomes to the job log.",
+     None, [HEALTH]),
+    ("api", _role_command("api"), "Run the HTTP API (ingest, webhooks, webhook jobs).", None,
+     [HEALTH]),
+    ("migrate", cmd_migrate, "Apply the database migrations (idempotent).", None, []),
+    ("engine", cmd_engine, "Run the demo workflow engine at WEBHOOK_ROUTER_ENGINE_URL.",
+     "Run a small local workflow engine that answers run-tree calls like the real one "
+     '("Initiated run #N"), at WEBHOOK_ROUTER_ENGINE_URL.', []),
+    ("demo", cmd_demo,
+     "Install the standard webhooks in the default space and publish sample events.",
+     "Install the standard webhooks in the default space (and kapp services) and publish "
+     "five sample events.", [
+        arg("--cli", default="webhook-router", metavar="COMMAND", help="how the closing hint "
+            "runs the CLI, e.g. 'docker compose exec api webhook-router' (default: "
+            "webhook-router)"),
+    ]),
+    ("publish", cmd_publish, "Publish an event from a JSON file or stdin.",
+     "Publish an event from a JSON file or stdin; prints its id once the broker confirmed it.",
+     [arg("file", nargs="?", default="-", help="JSON file, or - for stdin (default)")]),
+    ("webhooks list", cmd_webhooks_list, "List the webhooks of a space or kapp.", None,
+     [scoped, JSON_OUT]),
+    ("webhooks show", cmd_webhooks_show, "Show one webhook, with its signing secret.", None,
+     [scoped, NAME]),
+    ("webhooks create", cmd_webhooks_save, "Create a webhook.", None, [
+        scoped,
+        definition(create=True),
+        arg("--disabled", action="store_true", help="create it disabled"),
+    ]),
+    ("webhooks update", cmd_webhooks_save, "Change some fields of a webhook.", None, [
+        scoped,
+        arg("current", metavar="name", help="the webhook's name now"),
+        definition(create=False),
+        toggle,
+    ]),
+    ("webhooks delete", cmd_webhooks_delete, "Delete a webhook.", None, [scoped, NAME]),
+    ("webhooks install-defaults", cmd_webhooks_install_defaults,
+     "Create the platform's standard webhooks (idempotent).",
+     "Create the platform's standard webhooks: one per space-level catalogue entry, or with "
+     "--kapp one per kapp-level entry; each POSTs to the run-tree path of its tree. Running "
+     "it twice changes nothing.", [scoped]),
+    ("prune", cmd_prune,
+     "Forget old webhook jobs: drop the job log's monthly partitions of events older than "
+     "--older-than.",
+     "Drops both job tables' partitions of every month that ends before now minus DURATION "
+     "(whole months, so up to a month more is kept), deletes older rows from the DEFAULT "
+     "partitions, then refreshes the tables' planner statistics. Safe while every role runs: "
+     "writers wait at most 0.2 s at a time.", [
+        arg("--older-than", metavar="DURATION", required=True, help="how old a job's event "
+            "must be to go, e.g. 90d (units ms, s, m, h, d)"),
+    ]),
+    ("jobs list", cmd_jobs_list, "List jobs, newest first.", None, [
+        scoped,
+        arg("--status", help="Queued, In Progress, Complete, Failed or Cancelled"),
+        arg("--webhook", help="webhook name"),
+        arg("--parent-type", help="event type of the parent, e.g. Submission"),
+        arg("--parent-key", help="submission id, form slug, username..."),
+        START,
+        END,
+        arg("--limit", type=int, default=LIMIT_DEFAULT,
+            help=f"jobs per page, 1 to {LIMIT_MAX} (default {LIMIT_DEFAULT})"),
+        arg("--page-token", metavar="TOKEN", help="continue after the page that gave this "
+            "token (printed on stderr when there are more jobs, and as nextPageToken with "
+            "--json); keep the same filters"),
+        arg("--json", action="store_true",
+            help="print JSON, with the nextPageToken of the page"),
+    ]),
+    ("jobs show", cmd_jobs_show, "Show a job with its request, response and attempts.", None,
+     [JOB_ID, JSON_OUT]),
+    ("jobs retry", cmd_jobs_retry,
+     "Send a Failed job again through its webhook's current definition.", None, [JOB_ID]),
+    ("jobs replay", cmd_jobs_replay, "Retry every Failed job of a webhook in a time window.",
+     None, [
+        scoped,
+        arg("--webhook", required=True, help="webhook name"),
+        START,
+        END,
+        arg("--dry-run", action="store_true", help="only count what would be queued"),
+    ]),
+)  # fmt: skip
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="webhook-router",
+        description="Platform events through RabbitMQ to webhook POSTs, every job recorded "
+        "in PostgreSQL. Settings come from WEBHOOK_ROUTER_* environment variables.",
     )
-    jbs = jb.add_subparsers(dest="action", required=True, metavar="ACTION")
-    j = jbs.add_parser("list", help="List jobs, newest first.")
-    scoped(j, space_default)
-    j.add_argument("--status", help="Queued, In Progress, Complete, Failed or Cancelled")
-    j.add_argument("--webhook", help="webhook name")
-    j.add_argument("--parent-type", help="event type of the parent, e.g. Submission")
-    j.add_argument("--parent-key", help="submission id, form slug, username...")
-    j.add_argument("--start", help="scheduled at or after (ISO 8601 with zone)")
-    j.add_argument("--end", help="scheduled before (ISO 8601 with zone)")
-    j.add_argument(
-        "--limit",
-        type=int,
-        default=LIMIT_DEFAULT,
-        help=f"jobs per page, 1 to {LIMIT_MAX} (default {LIMIT_DEFAULT})",
-    )
-    j.add_argument(
-        "--page-token",
-        metavar="TOKEN",
-        help="continue after the page that gave this token (printed on stderr when there "
-        "are more jobs, and as nextPageToken with --json); keep the same filters",
-    )
-    j.add_argument(
-        "--json", action="store_true", help="print JSON, with the nextPageToken of the page"
-    )
-    j.set_defaults(func=cmd_jobs_list)
-    j = jbs.add_parser("show", help="Show a job with its request, response and attempts.")
-    j.add_argument("id", help=JOB_ID_HELP)
-    j.add_argument("--json", action="store_true", help="print JSON")
-    j.set_defaults(func=cmd_jobs_show)
-    j = jbs.add_parser(
-        "retry", help="Send a Failed job again through its webhook's current definition."
-    )
-    j.add_argument("id", help=JOB_ID_HELP)
-    j.set_defaults(func=cmd_jobs_retry)
-    j = jbs.add_parser("replay", help="Retry every Failed job of a webhook in a time window.")
-    scoped(j, space_default)
-    j.add_argument("--webhook", required=True, help="webhook name")
-    j.add_argument("--start", help="scheduled at or after (ISO 8601 with zone)")
-    j.add_argument("--end", help="scheduled before (ISO 8601 with zone)")
-    j.add_argument("--dry-run", action="store_true", help="only count what would be queued")
-    j.set_defaults(func=cmd_jobs_replay)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    groups: dict[str, Any] = {}
+    for command, func, help_text, description, arguments in COMMANDS:
+        *group, name = command.split()
+        parent = sub
+        if group:
+            if group[0] not in groups:
+                g = sub.add_parser(group[0], help=GROUPS[group[0]], description=GROUPS[group[0]])
+                groups[group[0]] = g.add_subparsers(dest="action", required=True, metavar="ACTION")
+            parent = groups[group[0]]
+        c = parent.add_parser(name, help=help_text, description=description or help_text)
+        for argument in arguments:
+            argument(c)
+        c.set_defaults(func=func)
     return p
 
 
@@ -886,7 +700,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logs.configure(settings.log_format, level)
     try:
         args.func(args, settings)
-    except CommandError as exc:
+    except (CommandError, CannotStart) as exc:
         print(f"webhook-router: {exc}", file=sys.stderr)
         sys.exit(exc.code)
     except KeyboardInterrupt:

@@ -142,8 +142,9 @@ def _event() -> Schema:
 
 
 def _wrapped(key: str, inner: Schema) -> Schema:
-    """The platform's shape `{key: {...}}` or the bare object."""
-    return {"anyOf": [_object(key, inner), inner]}
+    """The platform's shape `{key: {...}}` or the bare object, never both: a body with `key`
+    is the wrapped form and holds nothing else."""
+    return {"oneOf": [_object(key, inner), {"allOf": [inner], "not": {"required": [key]}}]}
 
 
 def _object(key: str, schema: Schema, **more: Schema) -> Schema:
@@ -166,17 +167,10 @@ def _path_parameter(name: str, description: str, schema: Schema) -> Schema:
     }
 
 
+SLUG = {"type": "string", "minLength": 1, "maxLength": SLUG_MAX}
 PARAMETERS: dict[str, Schema] = {
-    "space": _path_parameter(
-        "space",
-        "Space slug, percent-encoded.",
-        {"type": "string", "minLength": 1, "maxLength": SLUG_MAX},
-    ),
-    "kapp": _path_parameter(
-        "kapp",
-        "Kapp slug, percent-encoded.",
-        {"type": "string", "minLength": 1, "maxLength": SLUG_MAX},
-    ),
+    "space": _path_parameter("space", "Space slug, percent-encoded.", SLUG),
+    "kapp": _path_parameter("kapp", "Kapp slug, percent-encoded.", SLUG),
     "name": _path_parameter(
         "name",
         "Webhook name, percent-encoded (`/` as `%2F`, space as `%20`).",

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from webhook_router.console.app import parse_when, run_link, safe_next
+from webhook_router.console.access import safe_next
+from webhook_router.console.app import FormReader, form_time, run_link
 from webhook_router.console.chart import BOTTOM, HEIGHT, LEFT, minute_chart, nice_ceiling
 from webhook_router.console.render import pointer, space_url
 from webhook_router.console.sessions import LoginThrottle, Sessions, same_secret, token_accepted
@@ -104,14 +105,17 @@ def test_run_link_fills_the_template_and_refuses_other_schemes() -> None:
 
 
 def test_form_dates_are_utc_unless_they_say_otherwise() -> None:
-    assert parse_when("start", "2024-05-01T12:30") == datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
-    assert parse_when("start", "2024-05-01T12:30:00+02:00") == datetime(
-        2024, 5, 1, 10, 30, tzinfo=UTC
-    )
-    assert parse_when("start", "2024-05-01T12:30:00Z") == datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
-    assert parse_when("start", " ") is None
+    assert form_time("2024-05-01T12:30") == datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    assert form_time("2024-05-01T12:30:00+02:00") == datetime(2024, 5, 1, 10, 30, tzinfo=UTC)
+    assert form_time("2024-05-01T12:30:00Z") == datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
     with pytest.raises(ValueError, match="date and time"):
-        parse_when("start", "yesterday")
+        form_time("yesterday")
+    # a form reader reads an empty value as none, notes a bad one, and reads on
+    reader = FormReader({"start": " ", "end": "yesterday", "limit": "7"})
+    assert reader.get("start", form_time) is None
+    assert reader.get("end", form_time) is None
+    assert reader.get("limit", int) == 7
+    assert [(e.field, "date and time" in e.message) for e in reader.errors] == [("end", True)]
 
 
 def test_space_urls_encode_each_part() -> None:
