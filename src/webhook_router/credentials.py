@@ -71,7 +71,7 @@ def check_auth(strategy: str | None, auth: Mapping[str, str] | None) -> Errors:
     certificate and key are loaded by OpenSSL to see that they parse and belong together."""
     fields = AUTH_FIELDS.get(strategy or "")
     if fields is None:
-        if auth:
+        if auth is not None:
             shown = strategy or "null"
             return [{"field": "auth", "message": f"must be null: authStrategy {shown} takes none"}]
         return []

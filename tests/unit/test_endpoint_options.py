@@ -317,3 +317,14 @@ async def test_the_worker_sends_the_credentials_the_webhook_holds_when_it_posts(
     await worker.cache.reload()
     with pytest.raises(LookupError, match="its webhook was deleted"):
         await worker.headers_for(delivery, b"{}")
+
+
+@pytest.mark.parametrize("strategy", [None, "Signature"])
+@pytest.mark.parametrize("auth", [{}, {"token": "t"}])
+def test_a_strategy_without_credentials_refuses_any_auth_even_an_empty_one(
+    strategy: str | None, auth: dict[str, str]
+) -> None:
+    """Found by the schema fuzz: `{}` with Signature was saved although the document says
+    `auth` must be null there."""
+    [error] = check_auth(strategy, auth)
+    assert error["field"] == "auth" and error["message"].startswith("must be null")
