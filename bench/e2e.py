@@ -11,12 +11,13 @@ waited for until it is recorded Complete; then figures, and a check of the resul
 
 It makes its own database and namespace and drops them at the end.
 
-`--vs-peers` (needs the `bench` extra) runs, in each round, webhook-router's single
-scenario and the peers in bench/peers/ (FastStream with 2 processes and with 1, Celery)
-on the same N events, the same receiver and the same broker and database, each with a
-database and namespace of its own; the order rotates from round to round, since this
-machine's speed drifts. It prints each round's recorded deliveries/s, each system's
-median, and last the ratio of webhook-router's median to the best peer's.
+`--vs-peers` (needs the `bench` extra, and `rabbitmqctl` for the Celery peer's vhost)
+runs, in each round, webhook-router's single scenario and the peers in bench/peers/
+(FastStream with 2 processes and with 1, Celery) on the same N events, the same receiver
+and the same broker and database, each with a database and namespace of its own; the
+order rotates from round to round, since this machine's speed drifts. It prints each
+round's recorded deliveries/s, each system's median, and last the ratio of
+webhook-router's median to the best peer's.
 """
 
 from __future__ import annotations
@@ -429,9 +430,18 @@ async def run_peer(base: Settings, peer: str, events: int) -> Result:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     receiver_port = free_port()
     command = PEERS[peer]
+    amqp_url = base.amqp_url[0]
+    vhost = None
+    if command[0] == "celery":
+        # Celery's native delayed delivery, on with quorum queues, declares fixed names
+        # (celery_delayed_*) outside any namespace: they go in a vhost of the run's own
+        vhost = namespace
+        rabbitmqctl("add_vhost", vhost)
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        amqp_url = urlunsplit(urlsplit(amqp_url)._replace(path="/" + vhost))
     env = dict(os.environ)
     env.update(
-        PEER_AMQP_URL=base.amqp_url[0],
+        PEER_AMQP_URL=amqp_url,
         PEER_DATABASE_URL=database_url,
         PEER_NAMESPACE=namespace,
         PEER_WEBHOOK_URL=f"http://127.0.0.1:{receiver_port}{URL}",
@@ -459,7 +469,7 @@ async def run_peer(base: Settings, peer: str, events: int) -> Result:
         receiver_before = cpu_seconds(receiver.pid)
         began = time.time()
         if command[0] == "celery":
-            await publish_tasks(namespace, base.amqp_url[0], events)
+            await publish_tasks(namespace, amqp_url, events)
         else:
             await publish_events(namespace, base.amqp_url, events)
         published = time.time()
@@ -506,7 +516,14 @@ async def run_peer(base: Settings, peer: str, events: int) -> Result:
         await pool.close()
         await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         await admin.close()
-        await drop_peer_queues(base.amqp_url[0], namespace)
+        if vhost is not None:
+            rabbitmqctl("delete_vhost", vhost)
+        else:
+            await drop_peer_queues(amqp_url, namespace)
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], capture_output=True, check=True)
 
 
 async def publish_events(namespace: str, urls: list[str], events: int) -> None:
@@ -555,10 +572,8 @@ async def drop_peer_queues(url: str, namespace: str) -> None:
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
-        for name in (f"{namespace}.faststream", f"{namespace}.celery"):
-            await channel.queue_delete(name)
-        for name in (f"{namespace}.events", f"{namespace}.celery"):
-            await channel.exchange_delete(name)
+        await channel.queue_delete(f"{namespace}.faststream")
+        await channel.exchange_delete(f"{namespace}.events")
 
 
 async def wait_rows(pool: asyncpg.Pool, jobs: int, timeout: float = 900) -> None:

@@ -10,7 +10,9 @@ no retries, no batching, no signing. Both read their configuration from PEER_* v
 - faststream_app: a FastStream subscriber on a queue bound to `{namespace}.events`;
   `faststream run faststream_app:app --workers 2 --log-level warning`.
 - celery_app: a Celery task per delivery (requests POST, psycopg insert);
-  `celery -A celery_app worker --pool threads --concurrency 16 --loglevel WARNING`.
+  `celery -A celery_app worker --pool threads --concurrency 16 --loglevel WARNING`. With
+  quorum queues Celery also declares its delayed-delivery topology under fixed names
+  (`celery_delayed_*`), so the benchmark runs it in a vhost of its own.
 
 Their packages are in the `bench` extra: `pip install -e '.[bench]'`.
 """
