@@ -7,8 +7,17 @@ waited for until it is recorded Complete; then figures, and a check of the resul
     python bench/e2e.py --scenario retry --events 10000
     python bench/e2e.py --scenario latency --rate 300 --seconds 30
     python bench/e2e.py --all            # the four, with the issue's sizes
+    python bench/e2e.py --vs-peers --events 3000 --rounds 3
 
 It makes its own database and namespace and drops them at the end.
+
+`--vs-peers` (needs the `bench` extra, and `rabbitmqctl` for the Celery peer's vhost)
+runs, in each round, webhook-router's single scenario and the peers in bench/peers/
+(FastStream with 2 processes and with 1, Celery) on the same N events, the same receiver
+and the same broker and database, each with a database and namespace of its own; the
+order rotates from round to round, since this machine's speed drifts. It prints each
+round's recorded deliveries/s, each system's median, and last the ratio of
+webhook-router's median to the best peer's.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import asyncio
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -30,9 +40,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
+import orjson
 
 from webhook_router import store
-from webhook_router.events import parse_event
+from webhook_router.events import Event, parse_event
 from webhook_router.publisher import Publisher
 from webhook_router.settings import Settings
 from webhook_router.topology import Names
@@ -57,6 +68,23 @@ def env_of(settings: Settings) -> dict[str, str]:
     env["WEBHOOK_ROUTER_LOG_LEVEL"] = "warning"
     env["WEBHOOK_ROUTER_LOG_FORMAT"] = "json"
     return env
+
+
+def descendants(pid: int) -> list[int]:
+    """The process and every process it started, alive now."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
 
 
 def cpu_seconds(pid: int) -> float:
@@ -231,6 +259,10 @@ async def run(
         await asyncio.sleep(2.0)  # roles connect and declare
 
         services_before = service_cpu()
+        roles_before = {
+            role: sum(cpu_seconds(p.pid) for p in procs) for role, procs in roles.items()
+        }
+        receiver_before = cpu_seconds(receiver.pid)
         async with Publisher(settings.amqp_url, settings.namespace) as publisher:
             began = time.time()
             await publish(publisher, events, space, rate)
@@ -252,9 +284,9 @@ async def run(
         cpu = {}
         for role, procs in roles.items():
             rss[role] = max(peak_rss_mb(p.pid) for p in procs)
-            cpu[role] = sum(cpu_seconds(p.pid) for p in procs)
+            cpu[role] = sum(cpu_seconds(p.pid) for p in procs) - roles_before[role]
         cpu.update(service_cpu_since(services_before))
-        cpu["receiver"] = cpu_seconds(receiver.pid)
+        cpu["receiver"] = cpu_seconds(receiver.pid) - receiver_before
         checks = {
             "all_complete": len(rows) == jobs,
             "posts_answered_once": stats["jobs"] == jobs and stats["duplicates"] == 0,
@@ -316,30 +348,31 @@ async def wait_ready(port: int) -> None:
     raise RuntimeError("receiver did not start")
 
 
+def event(n: int, space: str) -> Event:
+    """The benchmark's n-th event, stamped now (the receiver measures latency from it)."""
+    stamp = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return parse_event(
+        {
+            "event": {
+                "id": str(uuid.uuid4()),
+                "type": "User",
+                "action": "Created",
+                "timestamp": stamp,
+            },
+            "space": {"slug": space},
+            "user": {"username": f"user-{n}"},
+        }
+    )
+
+
 async def publish(publisher: Publisher, events: int, space: str, rate: float | None) -> None:
     """Closed loop (as fast as confirms come back, 200 in flight) or open loop at `rate`."""
-
-    def event(n: int) -> Any:
-        stamp = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-        return parse_event(
-            {
-                "event": {
-                    "id": str(uuid.uuid4()),
-                    "type": "User",
-                    "action": "Created",
-                    "timestamp": stamp,
-                },
-                "space": {"slug": space},
-                "user": {"username": f"user-{n}"},
-            }
-        )
-
     if rate is None:
         window = asyncio.Semaphore(200)
 
         async def one(n: int) -> None:
             async with window:
-                await publisher.publish(event(n))
+                await publisher.publish(event(n, space))
 
         await asyncio.gather(*(one(n) for n in range(events)))
         return
@@ -349,7 +382,7 @@ async def publish(publisher: Publisher, events: int, space: str, rate: float | N
         delay = began + n / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        pending.add(asyncio.create_task(publisher.publish(event(n))))
+        pending.add(asyncio.create_task(publisher.publish(event(n, space))))
         pending = {t for t in pending if not t.done()}
     await asyncio.gather(*pending)
 
@@ -362,6 +395,234 @@ async def wait_complete(pool: asyncpg.Pool, jobs: int, timeout: float = 900) -> 
             return
         await asyncio.sleep(0.05)
     raise TimeoutError(f"only {done} of {jobs} jobs Complete after {timeout} s")
+
+
+PEERS = {
+    "faststream-2": ["faststream", "run", "faststream_app:app", "--workers", "2"],
+    "faststream-1": ["faststream", "run", "faststream_app:app", "--workers", "1"],
+    "celery": [
+        "celery",
+        "-A",
+        "celery_app",
+        "worker",
+        "--pool",
+        "threads",
+        "--concurrency",
+        "16",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ],
+}
+LOG_LEVEL = {"faststream": ["--log-level", "warning"], "celery": ["--loglevel", "WARNING"]}
+
+
+async def run_peer(base: Settings, peer: str, events: int) -> Result:
+    """One peer of bench/peers/ against N events, like `run` does webhook-router's single
+    scenario: its own database and namespace, the receiver, the figures, the checks."""
+    namespace = f"bench_{uuid.uuid4().hex[:8]}"
+    dbname = f"webhook_router_bench_{uuid.uuid4().hex[:8]}"
+    parts = urlsplit(base.database_url)
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    database_url = urlunsplit(parts._replace(path="/" + dbname))
+    admin = await asyncpg.connect(admin_url)
+    await admin.execute(f'CREATE DATABASE "{dbname}"')
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    receiver_port = free_port()
+    command = PEERS[peer]
+    amqp_url = base.amqp_url[0]
+    vhost = None
+    if command[0] == "celery":
+        # Celery's native delayed delivery, on with quorum queues, declares fixed names
+        # (celery_delayed_*) outside any namespace: they go in a vhost of the run's own
+        vhost = namespace
+        rabbitmqctl("add_vhost", vhost)
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        amqp_url = urlunsplit(urlsplit(amqp_url)._replace(path="/" + vhost))
+    env = dict(os.environ)
+    env.update(
+        PEER_AMQP_URL=amqp_url,
+        PEER_DATABASE_URL=database_url,
+        PEER_NAMESPACE=namespace,
+        PEER_WEBHOOK_URL=f"http://127.0.0.1:{receiver_port}{URL}",
+    )
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        await pool.execute((HERE / "peers" / "schema.sql").read_text())
+        receiver = subprocess.Popen(
+            [sys.executable, str(HERE / "receiver.py"), "--port", str(receiver_port)]
+        )
+        started.append(receiver)
+        executable = str(Path(sys.executable).parent / command[0])
+        system = subprocess.Popen(
+            [executable, *command[1:], *LOG_LEVEL[command[0]]],
+            cwd=HERE / "peers",
+            env=env,
+            stdout=subprocess.DEVNULL,  # Celery's banner
+        )
+        started.append(system)
+        await wait_ready(receiver_port)
+        await asyncio.sleep(4.0)  # processes start, connect and declare their queue
+
+        services_before = service_cpu()
+        before = {pid: cpu_seconds(pid) for pid in descendants(system.pid)}
+        receiver_before = cpu_seconds(receiver.pid)
+        began = time.time()
+        if command[0] == "celery":
+            await publish_tasks(namespace, amqp_url, events)
+        else:
+            await publish_events(namespace, base.amqp_url, events)
+        published = time.time()
+        await wait_rows(pool, events)
+        finished = time.time()
+
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{receiver_port}/stats") as response,
+        ):
+            stats = await response.json()
+        rows = await pool.fetch("SELECT event_at, completed_at, status FROM peer_jobs")
+        processes = descendants(system.pid)
+        cpu = {peer: sum(cpu_seconds(pid) - before.get(pid, 0.0) for pid in processes)}
+        cpu.update(service_cpu_since(services_before))
+        cpu["receiver"] = cpu_seconds(receiver.pid) - receiver_before
+        checks = {
+            "all_complete": len(rows) == events and all(r["status"] == "Complete" for r in rows),
+            "posts_answered_once": stats["jobs"] == events and stats["duplicates"] == 0,
+            "extra_posts": stats["posts"] - events,
+        }
+        return Result(
+            peer,
+            events,
+            1,
+            events,
+            published - began,
+            finished - began,
+            stats["latencies"],
+            [(r["completed_at"] - r["event_at"]).total_seconds() for r in rows],
+            {peer: sum(peak_rss_mb(pid) for pid in processes)},
+            cpu,
+            checks,
+        )
+    finally:
+        for p in reversed(started):
+            p.send_signal(signal.SIGINT if p is not started[0] else signal.SIGTERM)
+        for p in started:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        await pool.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        await admin.close()
+        if vhost is not None:
+            rabbitmqctl("delete_vhost", vhost)
+        else:
+            await drop_peer_queues(amqp_url, namespace)
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], capture_output=True, check=True)
+
+
+async def publish_events(namespace: str, urls: list[str], events: int) -> None:
+    """The events as `publish` sends them to webhook-router (persistent, confirmed, 200 in
+    flight), to the events exchange without declaring the router's queue."""
+    import aio_pika
+
+    from webhook_router import broker
+
+    connection = await broker.connect(urls, name="publisher")
+    async with connection:
+        channel = await broker.channel(connection)
+        exchange = await channel.declare_exchange(
+            f"{namespace}.events", aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        window = asyncio.Semaphore(200)
+
+        async def one(n: int) -> None:
+            async with window:
+                item = event(n, "bench")
+                await broker.publish(exchange, item.encode(), item.routing_key, message_id=item.id)
+
+        await asyncio.gather(*(one(n) for n in range(events)))
+
+
+async def publish_tasks(namespace: str, url: str, events: int, threads: int = 8) -> None:
+    """The events as Celery tasks (`send_task("deliver", [event])`, persistent, without
+    confirms: Celery's default), from `threads` threads, since Celery's client publishes
+    synchronously."""
+    sys.path.insert(0, str(HERE / "peers"))
+    from celery_app import make_app  # type: ignore[import-not-found]
+
+    client = make_app(namespace, url)
+
+    def some(first: int) -> None:
+        for n in range(first, events, threads):
+            client.send_task("deliver", [orjson.loads(event(n, "bench").encode())])
+
+    await asyncio.gather(*(asyncio.to_thread(some, first) for first in range(threads)))
+    client.close()
+
+
+async def drop_peer_queues(url: str, namespace: str) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(f"{namespace}.faststream")
+        await channel.exchange_delete(f"{namespace}.events")
+
+
+async def wait_rows(pool: asyncpg.Pool, jobs: int, timeout: float = 900) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        done = await pool.fetchval("SELECT count(*) FROM peer_jobs")
+        if done >= jobs:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"only {done} of {jobs} peer jobs recorded after {timeout} s")
+
+
+def vs_peers(base: Settings, events: int, rounds: int) -> bool:
+    """Rounds of webhook-router and each peer on the same N, the order rotated each round;
+    prints each run, each round, the medians and the ratio; whether every check held."""
+    systems = ["webhook-router", *PEERS]
+    rates: dict[str, list[float]] = {name: [] for name in systems}
+    ok = True
+    processes = {"router": 1, "worker": 1, "recorder": 1}
+    for r in range(rounds):
+        order = systems[r % len(systems) :] + systems[: r % len(systems)]
+        for name in order:
+            if name == "webhook-router":
+                spec = dict(SCENARIOS["single"], events=events)
+                result = asyncio.run(run(base, "single", processes=processes, **spec))  # type: ignore[arg-type]
+            else:
+                result = asyncio.run(run_peer(base, name, events))
+            print(f"round {r + 1}, {name}:", flush=True)
+            print(result.report(), flush=True)
+            rates[name].append(result.jobs / result.total_seconds)
+            ok &= bool(result.checks["all_complete"] and result.checks["posts_answered_once"])
+        print(
+            f"round {r + 1}: " + "  ".join(f"{name} {rates[name][-1]:,.0f}/s" for name in systems),
+            flush=True,
+        )
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    print(f"recorded deliveries/s, {events} events x 1 webhook, {rounds} rounds:")
+    for name in systems:
+        print(
+            f"  {name:15} "
+            + " ".join(f"{v:7,.0f}" for v in rates[name])
+            + f"   median {medians[name]:7,.0f}"
+        )
+    best = max(PEERS, key=lambda name: medians[name])
+    print(
+        f"ratio of medians, webhook-router / best peer ({best}): "
+        f"{medians['webhook-router'] / medians[best]:.2f}"
+    )
+    return ok
 
 
 SCENARIOS = {
@@ -385,6 +646,13 @@ def main() -> None:
     parser.add_argument("--recorders", type=int, default=1)
     parser.add_argument("--profile", type=Path, help="py-spy each role into this folder")
     parser.add_argument(
+        "--vs-peers",
+        action="store_true",
+        help="webhook-router's single scenario against the peers in bench/peers/, "
+        "in alternating rounds (needs the bench extra)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --vs-peers")
+    parser.add_argument(
         "--shards",
         type=int,
         nargs="+",
@@ -393,6 +661,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     base = Settings()
+    if args.vs_peers:
+        print(f"machine: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")
+        sys.exit(0 if vs_peers(base, args.events or 3000, args.rounds) else 1)
     processes = {"router": args.routers, "worker": args.workers, "recorder": args.recorders}
     print(
         f"machine: {os.cpu_count()} CPUs; broker {urlsplit(base.amqp_url[0]).netloc}; "
