@@ -92,9 +92,13 @@ def test_every_shell_command_is_one_this_test_knows_how_to_hold() -> None:
 
 
 def make_plan(target: str) -> str:
+    """What `make TARGET` would run, as a top-level make prints it (this suite itself runs
+    under `make test`, whose MAKEFLAGS and MAKELEVEL would add "Entering directory" lines)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     result = subprocess.run(
-        ["make", "-n", target, "VENV=/nonexistent/venv"],
+        ["make", "--no-print-directory", "-n", target, "VENV=/nonexistent/venv"],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=30,
