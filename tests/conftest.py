@@ -17,7 +17,7 @@ import os
 import shutil
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -177,8 +177,11 @@ async def database_url(services: Services) -> AsyncIterator[str]:
         await admin.close()
 
 
-async def drop_namespace(amqp_url: str, name: str, shards: int = 1) -> None:
-    """Delete every queue and exchange of a namespace."""
+async def drop_namespace(
+    amqp_url: str, name: str, shards: int = 1, schedule: Sequence[float] | None = None
+) -> None:
+    """Delete every queue and exchange of a namespace; `schedule` names its retry queues
+    (the suite's own schedule when not given)."""
     import aio_pika
 
     from webhook_router.topology import Names
@@ -188,7 +191,7 @@ async def drop_namespace(amqp_url: str, name: str, shards: int = 1) -> None:
     async with connection:
         channel = await connection.channel()
         queues = [*names.work_queues(), names.dead]
-        queues += [names.retry_queue(s) for s in TEST_SCHEDULE]
+        queues += [names.retry_queue(s) for s in (TEST_SCHEDULE if schedule is None else schedule)]
         for queue in queues:
             await channel.queue_delete(queue)
         for exchange in names.exchanges():

@@ -69,7 +69,7 @@ async def console(settings: Settings, services: Services) -> AsyncIterator[Conso
             assert stack.api_role is not None
             yield Console(stack.api_url, stack.api_role.api, stack)
     finally:
-        await drop_namespace(services.amqp_url, own.namespace)
+        await drop_namespace(services.amqp_url, own.namespace, schedule=own.schedule)
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")

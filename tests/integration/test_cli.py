@@ -97,7 +97,7 @@ async def test_up_demo_shows_complete_jobs_with_run_numbers(settings: Settings) 
         if process.returncode is None:
             process.kill()
             await process.wait()
-        await drop_namespace(own.amqp_url[0], own.namespace)
+        await drop_namespace(own.amqp_url[0], own.namespace, schedule=own.schedule)
 
 
 async def test_publish_a_sample_file_then_read_its_job(stack: Stack) -> None:

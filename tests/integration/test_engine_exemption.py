@@ -31,7 +31,7 @@ async def guarded_stack(settings: Settings) -> AsyncIterator[Stack]:
         async with open_stack(own, ("recorder", "router", "worker")) as running:
             yield running
     finally:
-        await drop_namespace(own.amqp_url[0], own.namespace)
+        await drop_namespace(own.amqp_url[0], own.namespace, schedule=own.schedule)
 
 
 def user_created(space: str) -> dict[str, Any]:

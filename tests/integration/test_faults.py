@@ -47,7 +47,7 @@ async def own_namespace(settings: Settings, **changes: Any) -> AsyncIterator[Set
     try:
         yield own
     finally:
-        await drop_namespace(own.amqp_url[0], own.namespace)
+        await drop_namespace(own.amqp_url[0], own.namespace, schedule=own.schedule)
 
 
 def user_created(space: str, n: int = 0) -> dict[str, Any]:

@@ -61,7 +61,7 @@ async def own_stack(
             yield running
             await running.idle(running.spaces, since)
     finally:
-        await drop_namespace(own.amqp_url[0], own.namespace)
+        await drop_namespace(own.amqp_url[0], own.namespace, schedule=own.schedule)
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")

@@ -109,4 +109,4 @@ async def test_one_webhook_one_shard_and_workers_drain_every_shard(settings: Set
             ), attempts
     finally:
         await runner.cleanup()
-        await drop_namespace(own.amqp_url[0], own.namespace, SHARDS)
+        await drop_namespace(own.amqp_url[0], own.namespace, SHARDS, own.schedule)
