@@ -53,6 +53,16 @@ TICK = os.sysconf("SC_CLK_TCK")
 URL = "/app/api/v1/run-tree/Kinetic%20Request%20CE/Users/Created"
 
 
+async def receiver_stats(port: int) -> dict[str, Any]:
+    """What the receiver counted: POSTs, duplicates, arrival times."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/stats") as response,
+    ):
+        stats: dict[str, Any] = await response.json()
+    return stats
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -271,11 +281,7 @@ async def run(
         await wait_complete(pool, jobs)
         finished = time.time()
 
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{receiver_port}/stats") as response,
-        ):
-            stats = await response.json()
+        stats = await receiver_stats(receiver_port)
         rows = await pool.fetch(
             "SELECT event_at, completed_at, status FROM webhook_jobs WHERE status = 'Complete'"
         )
@@ -476,11 +482,7 @@ async def run_peer(base: Settings, peer: str, events: int) -> Result:
         await wait_rows(pool, events)
         finished = time.time()
 
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{receiver_port}/stats") as response,
-        ):
-            stats = await response.json()
+        stats = await receiver_stats(receiver_port)
         rows = await pool.fetch("SELECT event_at, completed_at, status FROM peer_jobs")
         processes = descendants(system.pid)
         cpu = {peer: sum(cpu_seconds(pid) - before.get(pid, 0.0) for pid in processes)}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -207,11 +207,12 @@ def parse_event(
     raw: bytes | str | Mapping[str, Any],
     *,
     fill: bool = True,
-    default_id: str | None = None,
+    default_id: str | Callable[[], str] | None = None,
     default_timestamp: str | None = None,
 ) -> Event:
     """Validate an envelope; with `fill`, a missing `event.id`/`event.timestamp` is filled
-    in: with `default_id` (else a random UUID) and `default_timestamp` (else now).
+    in: with `default_id` (a string, or a function computed only when the id is missing;
+    else a random UUID) and `default_timestamp` (else now).
 
     Raises EventInvalid naming each bad field.
     """
@@ -228,7 +229,8 @@ def parse_event(
     filled: list[str] = []
     if fill and isinstance(header, dict):
         if "id" not in header or header["id"] is None:
-            header = {**header, "id": default_id or str(uuid.uuid4())}
+            given = default_id() if callable(default_id) else default_id
+            header = {**header, "id": given or str(uuid.uuid4())}
             filled.append("id")
         if "timestamp" not in header or header["timestamp"] is None:
             header = {**header, "timestamp": default_timestamp or now_timestamp()}

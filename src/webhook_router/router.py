@@ -120,7 +120,7 @@ class Router:
         stamped = message.timestamp
         event = parse_event(
             message.body,
-            default_id=derived_id(message.body, message.routing_key or ""),
+            default_id=lambda: derived_id(message.body, message.routing_key or ""),
             default_timestamp=iso_timestamp(stamped) if stamped is not None else None,
         )
         if "timestamp" not in event.filled or stamped is not None:
