@@ -26,11 +26,14 @@ SCRIPT = ROOT / ".ci" / "run"
 BASE_TOOLS = ("bash", "dirname", "ls")
 
 
-def dry_run(path: str) -> list[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("CI_DRY_RUN", "PATH")}
+def dry_run(path: str, cache: Path | None = None) -> list[str]:
+    """The script's output in a dry run with `path` as PATH; `cache` stands for the cache
+    promtool is unpacked into (an empty one unless given)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CI_DRY_RUN", "PATH", "PROMTOOL")}
+    cache = cache or Path(path).parent / "cache"  # beside a fresh PATH's directory
     result = subprocess.run(
         [shutil.which("bash") or "/bin/bash", str(SCRIPT)],
-        env=env | {"CI_DRY_RUN": "1", "PATH": path},
+        env=env | {"CI_DRY_RUN": "1", "PATH": path, "XDG_CACHE_HOME": str(cache)},
         cwd="/",
         capture_output=True,
         text=True,
@@ -77,15 +80,58 @@ def test_on_a_fresh_machine_it_installs_configures_and_starts_the_services(
     assert run[3][:2] == ["pg_ctlcluster", "--skip-systemctl-redirect"]
     assert run[3][3:] == ["main", "start"]
     assert run[4] == ["rabbitmq-server", "-detached"]
-    assert run[5] == [
+    tools = str(tmp_path / "cache" / "webhook-router-ci" / "prometheus")
+    assert run[5] == ["mkdir", "-p", tools]
+    assert run[6][:2] == ["sh", "-c"] and run[6][-2:] == ["unpack", tools]
+    assert "apt-get download" in run[6][2] and "dpkg-deb -x" in run[6][2]
+    assert run[7] == [
         "rabbitmq-plugins",
         "enable",
         "--quiet",
         "rabbitmq_consistent_hash_exchange",
     ]
-    assert run[6] == ["make", "test"]
-    assert len(run) == 7
+    assert run[8] == ["make", "test"]
+    assert len(run) == 9
     assert "starting PostgreSQL" in lines and "starting RabbitMQ" in lines
+
+
+def test_promtool_unpacked_once_is_not_fetched_again(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    promtool = cache / "webhook-router-ci" / "prometheus" / "usr" / "bin" / "promtool"
+    promtool.parent.mkdir(parents=True)
+    promtool.write_text("#!/bin/sh\n")
+    promtool.chmod(0o755)
+    lines = dry_run(fresh_path(tmp_path), cache)
+    assert "unpacking promtool from Debian's prometheus package" not in lines
+    assert not [c for c in commands(lines) if c[0] in ("mkdir", "sh")]
+
+
+def test_the_printed_unpack_command_takes_promtool_out_of_a_package(tmp_path: Path) -> None:
+    """The unpack command the dry run prints, run with a stand-in `apt-get download` that
+    makes a small .deb holding a promtool (the real download is what CI itself runs)."""
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("dpkg-deb is not installed")
+    unpack = next(c for c in commands(dry_run(fresh_path(tmp_path))) if c[0] == "sh")
+    package = tmp_path / "package"
+    (package / "DEBIAN").mkdir(parents=True)
+    (package / "DEBIAN" / "control").write_text(
+        "Package: prometheus\nVersion: 1\nArchitecture: all\nMaintainer: x <x@x>\n"
+        "Description: stand-in\n"
+    )
+    (package / "usr" / "bin").mkdir(parents=True)
+    (package / "usr" / "bin" / "promtool").write_text("#!/bin/sh\necho promtool\n")
+    (package / "usr" / "bin" / "promtool").chmod(0o755)
+    bin_ = tmp_path / "tools"
+    bin_.mkdir()
+    apt_get = bin_ / "apt-get"  # stands in for the network download only
+    apt_get.write_text(f"#!/bin/sh\nexec dpkg-deb -b {package} prometheus_1_all.deb >/dev/null\n")
+    apt_get.chmod(0o755)
+    tools = Path(unpack[-1])
+    tools.mkdir(parents=True)
+    path = f"{bin_}:{os.environ['PATH']}"
+    subprocess.run(unpack, check=True, timeout=30, env=os.environ | {"PATH": path})
+    assert (tools / "usr" / "bin" / "promtool").is_file()
+    assert not list(tools.glob("*.deb"))
 
 
 def test_the_printed_pg_hba_edit_lets_postgres_in_over_loopback_first(tmp_path: Path) -> None:
@@ -131,10 +177,10 @@ def test_only_what_is_missing_is_installed(tmp_path: Path) -> None:
     shutil.which("pg_isready") is None or shutil.which("rabbitmq-server") is None,
     reason="this machine has no PostgreSQL or RabbitMQ installed",
 )
-def test_on_a_machine_that_runs_them_it_only_runs_the_suite() -> None:
+def test_on_a_machine_that_runs_them_it_only_runs_the_suite(tmp_path: Path) -> None:
     if not (reachable("postgresql://127.0.0.1:5432") and reachable("amqp://127.0.0.1:5672")):
         pytest.skip("PostgreSQL or RabbitMQ is installed here but not running")
-    lines = dry_run(os.environ["PATH"])
+    lines = dry_run(os.environ["PATH"], tmp_path)
     printed = " ".join(lines)
     assert "postgresql" not in printed and "rabbitmq-server" not in printed
     assert "starting" not in printed
