@@ -13,6 +13,7 @@ engine's host or its very address.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -290,12 +291,16 @@ class GuardedResolver(AbstractResolver):
         await self._resolver.close()
 
 
-def _legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
-    """Decode numeric IPv4 spellings other than a dotted quad (`2130706433`, `127.1`, octal).
+_NUMERIC_PART = re.compile(r"0[xX][0-9a-fA-F]*|[0-9]+")
+
+
+def legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """Decode numeric IPv4 spellings other than a dotted quad (`2130706433`, `127.1`, octal
+    `017700000001`, hex `0x7f.1`).
 
     The system resolver accepts them, so they must be judged by the address they mean.
     """
-    if not host or not host.replace(".", "").isdigit():
+    if not host or not all(_NUMERIC_PART.fullmatch(part) for part in host.split(".")):
         return None
     try:
         ipaddress.IPv4Address(host)
@@ -337,7 +342,7 @@ class GuardedConnector(aiohttp.TCPConnector):
     async def _resolve_host(
         self, host: str, port: int, traces: Sequence[Trace] | None = None
     ) -> list[ResolveResult]:
-        legacy = _legacy_ipv4(host)
+        legacy = legacy_ipv4(host)
         if legacy is not None:
             self.policy.check(host, str(legacy))
             return [

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from webhook_router.ssrf import AddressPolicy, TargetRefused, _legacy_ipv4
+from webhook_router.ssrf import AddressPolicy, TargetRefused, legacy_ipv4
 from webhook_router.webhooks import literal_host
 
 LOOPBACK_NAMES = ("127.0.0.1", "::1")
@@ -27,7 +27,7 @@ def _addresses(host: str) -> list[str]:
         return [str(ipaddress.ip_address(name.split("%", 1)[0]))]
     except ValueError:
         pass
-    legacy = _legacy_ipv4(name)  # 127.1, 2130706433, 0x7f.1: what the guard decodes them to
+    legacy = legacy_ipv4(name)  # 127.1, 2130706433, 0x7f.1: what the guard decodes them to
     return [str(legacy)] if legacy is not None else []
 
 

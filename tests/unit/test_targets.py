@@ -3,8 +3,11 @@ address guard will make of a host written out in it (targets), without resolving
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
+from webhook_router.ssrf import legacy_ipv4
 from webhook_router.targets import refusal, warnings
 from webhook_router.webhooks import literal_host, url_shape_problem
 
@@ -61,6 +64,10 @@ def test_a_host_is_literal_only_when_written_out_whole() -> None:
         ("http://api.localhost/x", "127.0.0.1", "loopback"),
         ("http://127.1/x", "127.0.0.1", "loopback"),
         ("http://2130706433/x", "127.0.0.1", "loopback"),
+        ("http://017700000001/x", "127.0.0.1", "loopback"),
+        ("http://0x7f.1/x", "127.0.0.1", "loopback"),
+        ("http://0X7F000001/x", "127.0.0.1", "loopback"),
+        ("http://0xa.0x1.2.3/x", "10.1.2.3", "private"),
         ("http://[::1]/x", "::1", "loopback"),
         ("http://[::ffff:127.0.0.1]/x", "::ffff:7f00:1", "loopback"),
         ("http://10.1.2.3/x", "10.1.2.3", "private"),
@@ -83,3 +90,28 @@ def test_allowed_networks_names_and_paths_are_not_told() -> None:
     assert warnings("http://8.8.8.8/x", []) == []
     assert warnings("/x", []) == []
     assert warnings("http://${values('host')}/x", []) == []
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        ("127.1", "127.0.0.1"),
+        ("0x7f.1", "127.0.0.1"),
+        ("0x7f.0.0.1", "127.0.0.1"),
+        ("017700000001", "127.0.0.1"),
+        ("2130706433", "127.0.0.1"),
+        ("127.0.0.1", None),  # a dotted quad is an address already, not a legacy spelling
+        ("0x7g.1", None),
+        ("127.1.", None),
+        ("example.com", None),
+        ("cafe", None),
+        ("", None),
+    ],
+)
+def test_legacy_spellings_decode_to_what_the_system_resolver_makes_of_them(
+    host: str, address: str | None
+) -> None:
+    decoded = legacy_ipv4(host)
+    assert (str(decoded) if decoded else None) == address
+    if address is not None:  # the C library's own reading, which getaddrinfo shares
+        assert socket.inet_ntoa(socket.inet_aton(host)) == address
