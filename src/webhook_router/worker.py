@@ -395,6 +395,8 @@ class Worker:
                 content = await self._read(response)
         except LookupError as exc:
             error, refused = f"not sent: {exc}", True
+        except aiohttp.ConnectionTimeoutError:  # before TimeoutError: it is one
+            error = f"connect timed out after {self.settings.connect_timeout:g}s"
         except TimeoutError:
             error = f"timed out after {self.settings.request_timeout:g}s"
         except aiohttp.ClientError as exc:
