@@ -356,11 +356,7 @@ class Api:
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         space, kapp = self._scope(request)
-        q = JobQuery.parse(request.query)
-        fields = q.model_dump(exclude={"page_token"})
-        page = await self.admin.jobs(
-            JobFilter(space=space, kapp=kapp, after=q.page_token, **fields)
-        )
+        page = await self.admin.jobs(JobFilter.of(JobQuery.parse(request.query), space, kapp))
         jobs = [j.wire() for j in page.jobs]
         return json_response({"webhookJobs": jobs, "nextPageToken": page.next_token})
 

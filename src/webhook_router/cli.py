@@ -27,11 +27,10 @@ from webhook_router.models import (
     InputInvalid,
     Job,
     JobDetail,
+    JobQuery,
     Webhook,
     WebhookChange,
     WebhookWithSecret,
-    decode_token,
-    parse_status,
     parse_time,
 )
 from webhook_router.replay import ReplayResult
@@ -315,29 +314,32 @@ def cmd_webhooks_install_defaults(args: argparse.Namespace, settings: Settings) 
     print(f"created {len(created)} webhooks" + (": " + ", ".join(created) if created else ""))
 
 
+def _flag(field: str) -> str:
+    """The command-line option of a query parameter: parentType -> --parent-type."""
+    return "--" + re.sub(r"[A-Z]", lambda m: "-" + m.group().lower(), field)
+
+
 def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> None:
-    try:
-        status = parse_status(args.status) if args.status else None
-    except ValueError as exc:
-        raise CommandError(f"--status {exc}", EXIT_USAGE) from None
-    if not 1 <= args.limit <= LIMIT_MAX:
-        raise CommandError(f"--limit must be from 1 to {LIMIT_MAX}: {args.limit}", EXIT_USAGE)
-    try:
-        after = None if args.page_token is None else decode_token(args.page_token)
-    except ValueError as exc:
-        raise CommandError(f"--page-token {exc}: {args.page_token!r}", EXIT_USAGE) from None
-    f = JobFilter(
-        space=args.space,
-        kapp=args.kapp,
-        status=status,
-        webhook=args.webhook,
-        parent_type=args.parent_type,
-        parent_key=args.parent_key,
-        start=_time("--start", args.start),
-        end=_time("--end", args.end),
-        limit=args.limit,
-        after=after,
-    )
+    given = {
+        "status": args.status,
+        "webhook": args.webhook,
+        "parentType": args.parent_type,
+        "parentKey": args.parent_key,
+        "start": args.start,
+        "end": args.end,
+        "limit": str(args.limit),
+        "pageToken": args.page_token,
+    }
+    try:  # the API's own reading of the same query
+        query = JobQuery.parse({k: v for k, v in given.items() if v is not None})
+    except InputInvalid as exc:
+        problems = []
+        for e in exc.errors:
+            message = re.sub(r"\b(parentType|parentKey)\b", lambda m: _flag(m[1]), e["message"])
+            value = given.get(e["field"])
+            problems.append(f"{_flag(e['field'])} {message}" + (f": {value!r}" if value else ""))
+        raise CommandError("; ".join(problems), EXIT_USAGE) from None
+    f = JobFilter.of(query, args.space, args.kapp)
     page = _with_admin(settings, lambda a: a.jobs(f))
     jobs = page.jobs
     if args.json:

@@ -19,7 +19,7 @@ import asyncpg
 import orjson
 
 from webhook_router.jobs import Outcome, Status
-from webhook_router.models import BRIEF_JOB_COLUMNS, JOB_COLUMNS, Attempt, Job
+from webhook_router.models import BRIEF_JOB_COLUMNS, JOB_COLUMNS, Attempt, Job, JobQuery
 from webhook_router.signing import generate_secret
 from webhook_router.webhooks import Webhook
 
@@ -93,6 +93,12 @@ class JobFilter:
     end: datetime | None = None
     limit: int = 25
     after: tuple[datetime, str] | None = None
+
+    @classmethod
+    def of(cls, query: JobQuery, space: str, kapp: str | None = None) -> JobFilter:
+        """What a job list query (API or CLI) asks for, in a space, or in one of its kapps."""
+        fields = query.model_dump(exclude={"page_token"})
+        return cls(space=space, kapp=kapp, after=query.page_token, **fields)
 
 
 def _conditions(f: JobFilter, *, with_status: bool = True) -> tuple[list[str], list[Any]]:

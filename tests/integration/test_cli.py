@@ -318,7 +318,24 @@ async def test_jobs_list_says_there_is_more_and_how_to_get_it(stack: Stack) -> N
     code, _, err = await cli(stack.settings, "jobs", "list", "--page-token", "nope")
     assert code == 2 and "--page-token is not a token this API gave: 'nope'" in err
     code, _, err = await cli(stack.settings, "jobs", "list", "--limit", "0")
-    assert code == 2 and "--limit must be from 1 to 1000: 0" in err
+    assert code == 2 and "--limit must be an integer from 1 to 1000: '0'" in err
+
+
+async def test_jobs_list_reads_its_options_as_the_api_reads_its_query(stack: Stack) -> None:
+    """The CLI's filters go through the API's query model: the same refusals, each naming
+    the option, all of them at once."""
+    code, _, err = await cli(
+        stack.settings, "jobs", "list", "--status", "done", "--start", "yesterday"
+    )
+    assert code == 2
+    assert "--status " in err and ": 'done'" in err
+    assert "--start " in err and ": 'yesterday'" in err
+    code, _, err = await cli(stack.settings, "jobs", "list", "--parent-type", "Submission")
+    assert code == 2 and "--parent-type and --parent-key go together" in err
+    code, _, err = await cli(
+        stack.settings, "jobs", "list", "--parent-type", "Nope", "--parent-key", "x"
+    )
+    assert code == 2 and "--parent-type must be a catalogue type: 'Nope'" in err
 
 
 async def test_jobs_show_labels_and_counts_attempts_as_the_console_does(stack: Stack) -> None:
