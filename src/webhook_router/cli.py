@@ -219,6 +219,10 @@ def _time(option: str, text: str | None) -> datetime | None:
         raise CommandError(f"{option} {exc}: {text!r}", EXIT_USAGE) from None
 
 
+CLEARED = object()
+"""What a `--no-...` option stores: the field is set to null."""
+
+
 def _change(args: argparse.Namespace) -> WebhookChange:
     """The webhook fields given on the command line (options named after the model's)."""
     data = {k: v for k in WebhookChange.options() if (v := getattr(args, k, None)) is not None}
@@ -229,6 +233,9 @@ def _change(args: argparse.Namespace) -> WebhookChange:
         given = {p: getattr(args, f"{key}_{p}") for p in parts}
         if any(v is not None for v in given.values()):
             data[key] = {p: v for p, v in given.items() if v is not None}
+    for key, value in data.items():
+        if value is CLEARED:
+            data[key] = None
     if getattr(args, "disabled", False) or getattr(args, "disable", False):
         data["enabled"] = False
     if getattr(args, "enable", False):
@@ -503,7 +510,7 @@ def definition(*, create: bool) -> Argument:
 
     def add(p: argparse.ArgumentParser) -> None:
         for field, meaning in WebhookChange.options().items():
-            flag = re.sub("([A-Z])", lambda m: "-" + m.group(1).lower(), field)
+            flag = _flag(field).removeprefix("--")
             if field in WebhookChange.ENTRIES:
                 entry = WebhookChange.ENTRIES[field]
                 p.add_argument(
@@ -524,6 +531,14 @@ def definition(*, create: bool) -> Argument:
                 )
                 continue
             if field in WebhookChange.WRITE_ONLY:
+                if not create and field in WebhookChange.NULLABLE:
+                    p.add_argument(
+                        f"--no-{flag}",
+                        dest=field,
+                        action="store_const",
+                        const=CLEARED,
+                        help=f"forget the stored {field} credentials",
+                    )
                 for part in WebhookChange.WRITE_ONLY[field]:
                     pem = part in FILE_FIELDS
                     p.add_argument(
@@ -535,6 +550,14 @@ def definition(*, create: bool) -> Argument:
                     )
                 continue
             text = WebhookChange.takes_text(field)
+            if not create and field in WebhookChange.NULLABLE:
+                p.add_argument(
+                    f"--no-{flag}",
+                    dest=field,
+                    action="store_const",
+                    const=CLEARED,
+                    help=f"set {field} to null",
+                )
             p.add_argument(
                 "--new-name" if field == "name" and not create else f"--{flag}",
                 dest=field,

@@ -366,3 +366,13 @@ async def test_the_cli_sets_headers_and_credentials_and_never_prints_them(
     assert json.loads(out)["webhook"]["headers"] == {} and shows_no_secret(json.loads(out))
     basic = await stack.store.get_webhook(space, None, "h")
     assert basic is not None and basic.auth == {"username": "router", "password": "s3cret-pässword"}
+
+    # back to no strategy and no credentials: the nullable fields have --no-... options
+    code, out, err = await cli(
+        stack.settings,
+        *("webhooks", "update", *scope, "h", "--no-auth-strategy", "--no-auth"),
+    )
+    assert code == 0, err
+    assert json.loads(out)["webhook"]["authStrategy"] is None
+    plain = await stack.store.get_webhook(space, None, "h")
+    assert plain is not None and plain.auth_strategy is None and plain.auth is None
