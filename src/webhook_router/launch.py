@@ -2,7 +2,8 @@
 
 Invariants: every port the process will listen on is checked before anything else happens
 (nothing is migrated, declared or consumed when one is busy), and a refusal names the
-setting or option that chose the port; a port given twice is refused the same way. The
+setting or option that chose the port; a port given twice is refused the same way, and so
+is one taken between the check and the listen (CannotListen). The
 database is created and migrated only when asked (`up`). A role whose background task died
 stops the whole process (CannotStart, exit 1) rather than leaving it half-alive.
 """
@@ -142,7 +143,14 @@ def run(
     """Run the named roles until a signal (check their ports first: `check_listens`). `up`
     migrates first and, unless `demo` runs the demo beside them, says where the console is
     once they are ready."""
-    run_forever(_run(settings, names, health_port, up, demo, generated_token))
+    from webhook_router.runtime import CannotListen
+
+    try:
+        run_forever(_run(settings, names, health_port, up, demo, generated_token))
+    except CannotListen as exc:
+        chosen = listens(settings, names, health_port, demo)
+        given = [setting for _, port, setting in chosen if port == exc.port]
+        raise CannotStart(f"{exc.message}: change {given[0]}" if given else exc.message) from None
 
 
 async def _run(
@@ -164,19 +172,19 @@ async def _run(
         log.info("migrations applied", applied=applied)
     roles = build_roles(names, settings, st)
     health = None
-    if health_port:
-        from webhook_router.metrics import QueueDepths
-
-        depths = QueueDepths(settings.names, settings.schedule)
-        health = await serve(health_app(roles, depths), settings.api_host, health_port)
     beside: asyncio.Task[Any] | None = None
-    if demo:
-        from webhook_router.demo import run_demo
-
-        beside = asyncio.create_task(run_demo(settings, st, roles, cli_command()))
-    elif up:
-        beside = asyncio.create_task(_announce(roles, settings, generated_token))
     try:
+        if health_port:
+            from webhook_router.metrics import QueueDepths
+
+            depths = QueueDepths(settings.names, settings.schedule)
+            health = await serve(health_app(roles, depths), settings.api_host, health_port)
+        if demo:
+            from webhook_router.demo import run_demo
+
+            beside = asyncio.create_task(run_demo(settings, st, roles, cli_command()))
+        elif up:
+            beside = asyncio.create_task(_announce(roles, settings, generated_token))
         await run_roles(roles, drain=settings.drain_timeout, stop=asyncio.Event())
     except RoleDied as exc:
         raise CannotStart(f"stopped: a background task died ({exc})") from None

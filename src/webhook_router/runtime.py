@@ -81,10 +81,24 @@ def unbindable(host: str | None, port: int) -> OSError | None:
     return None
 
 
+class CannotListen(OSError):
+    """A port that could not be listened on, though it was free when checked (taken in
+    between): said in one line, not as a traceback."""
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        self.host, self.port = host, port
+        self.message = f"cannot listen on {host or '*'}:{port} ({error.strerror or error})"
+        super().__init__(error.errno, self.message)
+
+
 async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise CannotListen(host, port, exc) from None
     return runner
 
 

@@ -148,6 +148,42 @@ async def test_a_role_with_its_health_port_busy_starts_nothing(
     await nothing_started(services, fresh)
 
 
+RUN_WITHOUT_CHECK = """
+import sys
+from webhook_router import launch
+from webhook_router.settings import Settings
+try:
+    launch.run(Settings(), ["api"], up=True)
+except launch.CannotStart as exc:
+    print(f"webhook-router: {exc}", file=sys.stderr)
+    sys.exit(exc.code)
+"""
+
+
+async def test_a_port_taken_after_the_check_stops_in_one_line(
+    fresh: Settings, busy_port: int
+) -> None:
+    """What a port taken between the check and the listen does: `launch.run` without the
+    CLI's check, so the listen itself meets the busy port."""
+    busy = fresh.model_copy(update={"api_port": busy_port})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        RUN_WITHOUT_CHECK,
+        env=env_of(busy),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _, err = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 1
+    one_line_naming(err.decode(), "WEBHOOK_ROUTER_API_PORT", busy_port)
+
+
 async def test_one_port_given_twice_is_refused(services: Services, fresh: Settings) -> None:
     code, _, err = await run(fresh, "up", "--health-port", str(fresh.api_port))
     assert code == 2
