@@ -68,6 +68,12 @@ async def test_a_reader_sees_no_edit_retry_or_secret_controls_and_cannot_use_the
         assert 'method="post" class="webhook"' not in html
         status, html, _ = await client.get(f"spaces/{space}/jobs/{job_id}")
         assert status == 200 and "Failed" in html and 'id="retry"' not in html
+        status, body, _ = await client.post(
+            "check",
+            json={"kind": "url", "text": "/x"},
+            headers={"X-CSRF-Token": client.csrf, "Accept": "application/json"},
+        )
+        assert status == 200 and '"ok":true' in body, "the page's URL check reads, changes nothing"
 
         csrf = {"csrf": client.csrf}
         for path, data in (

@@ -9,7 +9,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from webhook_router.admin import Admin
 from webhook_router.api import Api, _guarded
+from webhook_router.console.access import PUBLIC_ROUTES
+from webhook_router.console.app import ROUTE_RIGHTS, console_app
 from webhook_router.openapi import OPERATIONS, Operation
 from webhook_router.rights import Principal, Right, Role, right_of
 from webhook_router.settings import Settings
@@ -35,6 +38,17 @@ def test_every_operation_that_needs_a_token_declares_its_right() -> None:
     assert undeclared == []
     assert right_of("listWebhooksOfKappInSpace") is Right.READ
     assert right_of("deadLettersSomething") is None
+
+
+def test_every_console_route_that_needs_a_session_declares_its_right() -> None:
+    settings = Settings(api_token=["unit-token"])
+    store = MemoryStore()
+    app = console_app(Admin(settings, store), store, settings, Principals(store, []))
+    names = {name for name in app.router.named_resources()} | {
+        route.name for route in app.router.routes() if route.name
+    }
+    assert "bulk_retry" in names and "logout" in names
+    assert sorted(names - PUBLIC_ROUTES - set(ROUTE_RIGHTS)) == []
 
 
 def test_roles_hold_their_rights_and_spaces_bound_them() -> None:

@@ -68,7 +68,7 @@ ROUTE_RIGHTS: dict[str, Right | None] = {
     "logout": ANY_TOKEN,
     "home": Right.READ,
     "go": Right.READ,
-    "check": Right.WRITE,
+    "check": Right.READ,
     "jobs": Right.READ,
     "job": Right.READ,
     "retry": Right.WRITE,
