@@ -4,9 +4,11 @@ metrics and the OpenAPI document.
 Paths and JSON follow the platform's Core API (`/app/api/v1/webhooks`,
 `/app/api/v1/kapps/{kapp}/webhookJobs`, ...); every path also exists under
 `/app/api/v1/spaces/{space}/`, the short form acting on the default space. The routes are
-the table in `openapi`; each handler parses its input with the resource models, calls one
-admin action (admin.py) and answers the model's JSON. A method a path does not declare gets
-405 with the declared ones in `Allow`; a query parameter an operation does not take, 422.
+the table in `openapi`, each registered behind its right (rights.py: 403 without it, 404 for
+a space the token does not reach); each handler parses its input with the resource models,
+calls one admin action (admin.py) as the token's principal and answers the model's JSON.
+A method a path does not declare gets 405 with the declared ones in `Allow`; a query
+parameter an operation does not take, 422.
 """
 
 from __future__ import annotations
