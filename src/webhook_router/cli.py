@@ -121,7 +121,11 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
 def _role_command(name: str) -> Callable[[argparse.Namespace, Settings], None]:
     def command(args: argparse.Namespace, settings: Settings) -> None:
         if name == "api" and not settings.api_token:
-            raise CommandError("set WEBHOOK_ROUTER_API_TOKEN: the API answers no one without it")
+            print(
+                "webhook-router: warning: WEBHOOK_ROUTER_API_TOKEN is empty: the API accepts "
+                "only tokens made with `webhook-router tokens create`",
+                file=sys.stderr,
+            )
         launch.check_listens(launch.listens(settings, [name], args.health_port, False))
         launch.run(settings, [name], health_port=args.health_port)
 

@@ -9,11 +9,14 @@ import time
 import uuid
 from typing import Any
 
+import aiohttp
 import pytest
 
 from webhook_router.admin import Admin
 from webhook_router.rights import Role
 
+from ..conftest import eventually, free_port
+from ..support.processes import role_process
 from .conftest import Stack
 from .test_api import NOWHERE, USERS_TREE, call, enc, prefix, user_created
 from .test_cli import cli
@@ -278,3 +281,32 @@ async def test_the_tokens_commands_make_list_and_revoke(stack: Stack) -> None:
     code, listed, _ = await cli(own, "tokens", "list", "--json")
     [shown] = [t for t in json.loads(listed)["tokens"] if t["name"] == name]
     assert shown["revokedAt"] and shown["spaces"] == [space] and token not in listed
+
+
+async def test_the_api_runs_without_settings_tokens_and_takes_the_stored_ones(
+    stack: Stack,
+) -> None:
+    space = stack.space()
+    reader = await make_token(stack, Role.READER, space)
+    port = free_port()
+    own = stack.settings.model_copy(update={"api_token": [], "api_port": port})
+    async with role_process(own, "api") as process:
+        assert process.stderr is not None
+        first = await asyncio.wait_for(process.stderr.readline(), 30)
+        assert b"WEBHOOK_ROUTER_API_TOKEN is empty" in first and b"tokens create" in first
+        base = f"http://127.0.0.1:{port}"
+
+        async def answers() -> bool:
+            try:
+                async with aiohttp.ClientSession() as http, http.get(base + "/healthz") as r:
+                    return r.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        assert await eventually(answers, timeout=30)
+        jobs = base + prefix(space, None) + "/webhookJobs"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(jobs, headers={"Authorization": f"Bearer {reader}"}) as ok:
+                assert ok.status == 200
+            async with http.get(jobs) as refused:
+                assert refused.status == 401
