@@ -727,7 +727,8 @@ COMMANDS: tuple[tuple[str, Callable[..., Any], str, str | None, list[Argument]],
      "without secrets, jobs and metrics; publisher: POST events) for some spaces or every "
      "space. Prints the token once on stdout; only its hash is stored.", [
         arg("--name", required=True, help="a name for it, unique (shown in logs and lists)"),
-        arg("--role", required=True, choices=[r.value for r in Role]),
+        arg("--role", required=True, choices=[r.value for r in Role],
+            help="admin, reader or publisher (docs/security.md)"),
         arg("--space", action="append", metavar="SLUG", help="a space it reaches; repeat for "
             "more (default: every space)"),
     ]),
