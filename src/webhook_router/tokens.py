@@ -81,11 +81,11 @@ class Principals:
         if len(self._cache) >= CACHE_MAX:
             self._prune(now)
         self._cache[digest] = (now, principal)
-        if principal is not None and now - self._touched.get(principal.name, -TOUCH_SECONDS) >= (
-            TOUCH_SECONDS
-        ):
-            self._touched[principal.name] = now
-            await self.store.touch_api_token(principal.name, datetime.now(UTC))
+        if principal is not None:
+            last = self._touched.get(principal.name)
+            if last is None or now - last >= TOUCH_SECONDS:
+                self._touched[principal.name] = now
+                await self.store.touch_api_token(principal.name, datetime.now(UTC))
         return principal
 
     def _prune(self, now: float) -> None:
