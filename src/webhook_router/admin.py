@@ -20,17 +20,21 @@ from aio_pika.abc import AbstractRobustConnection
 from webhook_router import targets
 from webhook_router.credentials import check_auth
 from webhook_router.models import (
+    SLUG_MAX,
     InputInvalid,
     Job,
     JobDetail,
     WebhookChange,
     decode_token,
     encode_token,
+    text_problem,
 )
 from webhook_router.replay import ReplayRefused, ReplayResult, replay_failed, replay_job
+from webhook_router.rights import Role, TokenInfo
 from webhook_router.service import link
 from webhook_router.settings import Settings
 from webhook_router.store import JobFilter, Store
+from webhook_router.tokens import name_problem, new_token, token_hash
 from webhook_router.topology import Topology
 from webhook_router.webhooks import Webhook, WebhookInvalid, check_definition
 
@@ -55,6 +59,10 @@ class Conflict(ValueError):
 
 class BrokerUnavailable(ConnectionError):
     """No broker: nothing was queued."""
+
+
+def _slug_problem(slug: str) -> str | None:
+    return "must not be empty" if not slug.strip() else text_problem(slug, SLUG_MAX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +231,34 @@ class Admin:
             by=by,
         )
         return rotated
+
+    # API tokens
+
+    async def create_token(
+        self, name: str, role: Role, spaces: list[str], *, by: str
+    ) -> tuple[TokenInfo, str]:
+        """A new token and its only copy in clear: the store keeps its hash."""
+        if problem := name_problem(name):
+            raise InputInvalid("the token is not valid", [{"field": "name", "message": problem}])
+        bad = [{"field": "space", "message": p} for s in spaces if (p := _slug_problem(s))]
+        if bad:
+            raise InputInvalid("the token is not valid", bad)
+        token = new_token()
+        made = await self.store.insert_api_token(name, role, sorted(set(spaces)), token_hash(token))
+        if made is None:
+            raise Conflict(f"a token named {name!r} exists (revoked ones keep their name)")
+        log.info("api token created", token=name, role=role.value, spaces=made.spaces, by=by)
+        return made, token
+
+    async def tokens(self) -> list[TokenInfo]:
+        return await self.store.list_api_tokens()
+
+    async def revoke_token(self, name: str, *, by: str) -> TokenInfo:
+        revoked = await self.store.revoke_api_token(name)
+        if revoked is None:
+            raise NotFound(f"no live token named {name!r}")
+        log.info("api token revoked", token=name, by=by)
+        return revoked
 
     # jobs
 

@@ -4,16 +4,17 @@ metrics and the OpenAPI document.
 Paths and JSON follow the platform's Core API (`/app/api/v1/webhooks`,
 `/app/api/v1/kapps/{kapp}/webhookJobs`, ...); every path also exists under
 `/app/api/v1/spaces/{space}/`, the short form acting on the default space. The routes are
-the table in `openapi`; each handler parses its input with the resource models, calls one
-admin action (admin.py) and answers the model's JSON. A method a path does not declare gets
-405 with the declared ones in `Allow`; a query parameter an operation does not take, 422.
+the table in `openapi`, each registered behind its right (rights.py: 403 without it, 404 for
+a space the token does not reach); each handler parses its input with the resource models,
+calls one admin action (admin.py) as the token's principal and answers the model's JSON.
+A method a path does not declare gets 405 with the declared ones in `Allow`; a query
+parameter an operation does not take, 422.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,9 +44,11 @@ from webhook_router.models import (
 )
 from webhook_router.openapi import OPERATIONS, PUBLIC_PATHS, Operation, document
 from webhook_router.publisher import Publisher
+from webhook_router.rights import Principal, Right, missing_right, right_of
 from webhook_router.service import SideTasks
 from webhook_router.settings import Settings
 from webhook_router.store import JobFilter, Store
+from webhook_router.tokens import PRINCIPAL, Principals
 from webhook_router.topology import Topology
 from webhook_router.webhooks import Webhook as WebhookDefinition
 
@@ -64,6 +67,8 @@ DATABASE_UNAVAILABLE = (
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UUID_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 """A job id in a path; anything else there is another resource (`replay`) or none."""
+NOTHING_HERE = "nothing here"
+"""The 404 of a space the token does not reach: the same whatever the space holds."""
 CONSOLE = "/console"
 """Where the jobs console is mounted; it signs its users in itself and answers in HTML."""
 
@@ -106,6 +111,32 @@ def _openapi_body() -> bytes:
     return orjson.dumps(document())
 
 
+def principal_of(request: web.Request) -> Principal:
+    return request[PRINCIPAL]  # the auth middleware sets it on every non-public request
+
+
+def _guarded(op: Operation, default_space: str, handler: Handler) -> Handler:
+    """The handler behind the operation's right (rights.py), checked before anything else:
+    an operation with no declared right is refused to everyone; a token without the right
+    gets 403 naming it; a space the token does not reach, 404 as if it held nothing."""
+    if op.public:
+        return handler
+    right = right_of(op.operation_id)
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        principal = principal_of(request)
+        if right is None:
+            log.error("operation without a declared right refused", operation=op.operation_id)
+            raise ApiError(403, f"no right is declared for {op.operation_id}: refused to all")
+        if not principal.may(right):
+            raise ApiError(403, missing_right(right, principal))
+        if op.scoped and not principal.reaches(request.match_info.get("space", default_space)):
+            raise ApiError(404, NOTHING_HERE)
+        return await handler(request)
+
+    return checked
+
+
 def _only_query(op: Operation, handler: Handler) -> Handler:
     """The handler, refusing query parameters the operation does not take."""
 
@@ -129,7 +160,7 @@ class Api:
         self.store = store
         self.admin = Admin(settings, store)
         self.publisher = Publisher(settings.amqp_url, settings.namespace)
-        self.tokens = [t.encode() for t in settings.api_token]
+        self.principals = Principals(store, settings.api_token)
         self.depths = metrics.QueueDepths(settings.names, settings.schedule)
         self._prometheus = metrics.handler(self._refresh_depths)
 
@@ -149,8 +180,12 @@ class Api:
         app = web.Application(middlewares=[self._measure, self._errors, self._auth])
         for op in OPERATIONS:
             path = op.path.replace("{id}", "{id:" + UUID_PATTERN + "}")
-            app.router.add_route(op.method, path, _only_query(op, getattr(self, op.handler)))
-        app.add_subapp("/console/", console_app(self.admin, self.store, self.settings))
+            handler = _only_query(op, getattr(self, op.handler))
+            app.router.add_route(
+                op.method, path, _guarded(op, self.settings.default_space, handler)
+            )
+        console = console_app(self.admin, self.store, self.settings, self.principals)
+        app.add_subapp("/console/", console)
         return app
 
     # middlewares
@@ -176,13 +211,14 @@ class Api:
         if request.path in PUBLIC_PATHS or is_console(request.path):
             return await handler(request)
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        given = token.strip().encode("utf-8", "replace")
-        if scheme.lower() != "bearer" or not any(
-            hmac.compare_digest(given, t) for t in self.tokens
-        ):
+        principal = None
+        if scheme.lower() == "bearer":
+            principal = await self.principals.of_token(token.strip())
+        if principal is None:
             response = error(401, "a valid bearer token is required")
             response.headers["WWW-Authenticate"] = "Bearer"
             return response
+        request[PRINCIPAL] = principal
         return await handler(request)
 
     @web.middleware
@@ -283,7 +319,9 @@ class Api:
 
     async def ingest(self, request: web.Request) -> web.Response:
         try:
-            event = await read_event(request, self.settings.body_timeout)
+            event = await read_event(
+                request, self.settings.body_timeout, publisher=principal_of(request)
+            )
         except BodyRefused as exc:
             raise ApiError(exc.status, exc.message, exc.errors) from None
         try:
@@ -321,12 +359,17 @@ class Api:
         return await self.admin.find_webhook(space, kapp, self._path(request, "name", NAME_MAX))
 
     async def get_webhook(self, request: web.Request) -> web.Response:
-        return json_response({"webhook": webhook_json(await self._find(request), with_secret=True)})
+        """With its secret for a token that may read secrets, without for a reader."""
+        secrets = principal_of(request).may(Right.SECRETS)
+        webhook = webhook_json(await self._find(request), with_secret=secrets)
+        return json_response({"webhook": webhook})
 
     async def create_webhook(self, request: web.Request) -> web.Response:
         space, kapp = self._scope(request)
         change = WebhookChange.parse(await self._body(request, "webhook"))
-        created = await self.admin.create_webhook(space, kapp, change, by="api")
+        created = await self.admin.create_webhook(
+            space, kapp, change, by=principal_of(request).actor
+        )
         return json_response(self._saved(created), 201)
 
     def _saved(self, webhook: WebhookDefinition) -> dict[str, Any]:
@@ -338,18 +381,20 @@ class Api:
     async def update_webhook(self, request: web.Request) -> web.Response:
         current = await self._find(request)
         change = WebhookChange.parse(await self._body(request, "webhook"))
-        saved = await self.admin.update_webhook(current, change, by="api")
+        saved = await self.admin.update_webhook(current, change, by=principal_of(request).actor)
         return json_response(self._saved(saved))
 
     async def delete_webhook(self, request: web.Request) -> web.Response:
         webhook = await self._find(request)
-        await self.admin.delete_webhook(webhook, by="api")
+        await self.admin.delete_webhook(webhook, by=principal_of(request).actor)
         return json_response({"webhook": webhook_json(webhook)})
 
     async def rotate_secret(self, request: web.Request) -> web.Response:
         webhook = await self._find(request)
         body = parse_input(SecretRotation, await self._json(request, empty_ok=True))
-        rotated = await self.admin.rotate_secret(webhook, body.grace_seconds, by="api")
+        rotated = await self.admin.rotate_secret(
+            webhook, body.grace_seconds, by=principal_of(request).actor
+        )
         return json_response({"webhook": webhook_json(rotated, with_secret=True)})
 
     # jobs
@@ -367,7 +412,7 @@ class Api:
     async def update_job(self, request: web.Request) -> web.Response:
         job = await self.admin.find_job(request.match_info["id"], *self._scope(request))
         parse_input(JobRetry, await self._body(request, "webhookJob"), "only a retry can be asked")
-        result = await self.admin.retry_job(job, by="api")
+        result = await self.admin.retry_job(job, by=principal_of(request).actor)
         body = job.wire() | {"status": result.status, "url": result.url}
         return json_response({"webhookJob": body})
 
@@ -376,7 +421,11 @@ class Api:
         replay = parse_input(Replay, await self._json(request), "the replay is not valid")
         webhook = await self.admin.find_webhook(space, kapp, replay.webhook)
         queued = await self.admin.replay(
-            webhook, start=replay.start, end=replay.end, dry_run=replay.dry_run, by="api"
+            webhook,
+            start=replay.start,
+            end=replay.end,
+            dry_run=replay.dry_run,
+            by=principal_of(request).actor,
         )
         return json_response({"queued": queued, "dryRun": replay.dry_run})
 

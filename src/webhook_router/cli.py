@@ -1,4 +1,5 @@
-"""`webhook-router`: run the roles, migrate, publish, manage webhooks and read jobs."""
+"""`webhook-router`: run the roles, migrate, publish, manage webhooks and API tokens, and
+read jobs."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from webhook_router.models import (
     parse_time,
 )
 from webhook_router.replay import ReplayResult
+from webhook_router.rights import Role, TokenInfo, space_list
 from webhook_router.settings import Settings
 from webhook_router.store import JobFilter, Store
 from webhook_router.webhooks import Webhook as WebhookDefinition
@@ -118,7 +120,11 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
 def _role_command(name: str) -> Callable[[argparse.Namespace, Settings], None]:
     def command(args: argparse.Namespace, settings: Settings) -> None:
         if name == "api" and not settings.api_token:
-            raise CommandError("set WEBHOOK_ROUTER_API_TOKEN: the API answers no one without it")
+            print(
+                "webhook-router: warning: WEBHOOK_ROUTER_API_TOKEN is empty: the API accepts "
+                "only tokens made with `webhook-router tokens create`",
+                file=sys.stderr,
+            )
         launch.check_listens(launch.listens(settings, [name], args.health_port, False))
         launch.run(settings, [name], health_port=args.health_port)
 
@@ -469,6 +475,61 @@ def cmd_jobs_replay(args: argparse.Namespace, settings: Settings) -> None:
     print(f"{'would queue' if args.dry_run else 'queued'} {count} failed jobs")
 
 
+def cmd_tokens_create(args: argparse.Namespace, settings: Settings) -> None:
+    made, token = _with_admin(
+        settings,
+        lambda a: a.create_token(args.name, Role(args.role), args.space or [], by="cli"),
+    )
+    spaces = space_list(frozenset(made.spaces) or None)
+    print(
+        f"token {made.name} ({made.role.value} of {spaces}); shown this once, keep it:",
+        file=sys.stderr,
+    )
+    print(token)
+
+
+def _token_json(t: TokenInfo) -> dict[str, Any]:
+    def when(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "name": t.name,
+        "role": t.role.value,
+        "spaces": t.spaces,
+        "createdAt": when(t.created_at),
+        "lastUsedAt": when(t.last_used_at),
+        "revokedAt": when(t.revoked_at),
+    }
+
+
+def cmd_tokens_list(args: argparse.Namespace, settings: Settings) -> None:
+    tokens = _with_admin(settings, lambda a: a.tokens())
+    if args.json:
+        _print_json({"tokens": [_token_json(t) for t in tokens]})
+        return
+
+    def when(value: datetime | None) -> str:
+        return f"{value:%Y-%m-%d %H:%M:%S}" if value else "-"
+
+    rows = [
+        [
+            t.name,
+            t.role.value,
+            ",".join(t.spaces) or "*",
+            when(t.created_at),
+            when(t.last_used_at),
+            when(t.revoked_at),
+        ]
+        for t in tokens
+    ]
+    _table(rows, ["NAME", "ROLE", "SPACES", "CREATED", "LAST USED", "REVOKED"])
+
+
+def cmd_tokens_revoke(args: argparse.Namespace, settings: Settings) -> None:
+    _with_admin(settings, lambda a: a.revoke_token(args.name, by="cli"))
+    print(f"revoked {args.name}")
+
+
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> None:
     from webhook_router.durations import parse_duration
     from webhook_router.retention import PruneBlocked, prune
@@ -593,7 +654,8 @@ START = arg("--start", help="scheduled at or after (ISO 8601 with zone)")
 END = arg("--end", help="scheduled before (ISO 8601 with zone)")
 WEBHOOKS = "Create, update, delete, list and show webhooks."
 JOBS = "List, show, retry and replay webhook jobs."
-GROUPS = {"webhooks": WEBHOOKS, "jobs": JOBS}
+TOKENS = "Create, list and revoke the API's tokens (roles and spaces: docs/security.md)."
+GROUPS = {"webhooks": WEBHOOKS, "jobs": JOBS, "tokens": TOKENS}
 
 # command (a group's action after a space), function, help, description (None: the help),
 # arguments
@@ -685,6 +747,22 @@ COMMANDS: tuple[tuple[str, Callable[..., Any], str, str | None, list[Argument]],
         END,
         arg("--dry-run", action="store_true", help="only count what would be queued"),
     ]),
+    ("tokens create", cmd_tokens_create, "Make an API token; prints it once.",
+     "Make an API token with a role (admin: everything in its spaces; reader: GET webhooks "
+     "without secrets, jobs and metrics; publisher: POST events) for some spaces or every "
+     "space. Prints the token once on stdout; only its hash is stored.", [
+        arg("--name", required=True, help="a name for it, unique (shown in logs and lists)"),
+        arg("--role", required=True, choices=[r.value for r in Role],
+            help="admin, reader or publisher (docs/security.md)"),
+        arg("--space", action="append", metavar="SLUG", help="a space it reaches; repeat for "
+            "more (default: every space)"),
+    ]),
+    ("tokens list", cmd_tokens_list,
+     "List the API tokens: name, role, spaces, created, last used, revoked (never the token).",
+     None, [JSON_OUT]),
+    ("tokens revoke", cmd_tokens_revoke,
+     "Revoke an API token: refused everywhere within a second.", None,
+     [arg("name", help="the token's name")]),
 )  # fmt: skip
 
 

@@ -4,7 +4,8 @@ A body is read within a deadline: a client that sends less than its Content-Leng
 trickles it, is answered 400 when the deadline passes, never left hanging. Everything wrong
 with an event's body is named here as a 4xx (400 for the body as a whole: not UTF-8 JSON,
 not an object, nested deeper than the broker's encoder goes, cut short; 413 over the size
-limit, raised by aiohttp; 422 naming each field) before the broker is asked anything, so a
+limit, raised by aiohttp; 422 naming each field; 403 for a space the publishing token does
+not reach) before the broker is asked anything, so a
 503 from ingest always means the broker, and a bad request never costs another its publish.
 """
 
@@ -18,6 +19,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from webhook_router.events import Event, EventInvalid, parse_event
+from webhook_router.rights import Principal
 
 DEPTH_MAX = 254
 """Deepest nesting of objects and arrays an event may have (the event itself is level 1):
@@ -89,14 +91,17 @@ async def read_object(
     return parse_object(raw)
 
 
-async def read_event(request: web.Request, deadline: float) -> Event:
+async def read_event(request: web.Request, deadline: float, *, publisher: Principal) -> Event:
     """The event a request carries, validated and known to encode again for the broker;
-    BodyRefused naming what is wrong otherwise."""
+    BodyRefused naming what is wrong otherwise, and 403 for an event of a space the
+    publishing token does not reach (it may publish, so the space is no secret to it)."""
     data = await read_object(request, deadline)
     try:
         event = parse_event(data)
     except EventInvalid as exc:
         raise BodyRefused(422, "the event is not valid", exc.errors) from None
+    if not publisher.reaches(event.space):
+        raise BodyRefused(403, f"this token may not publish events of space {event.space!r}")
     try:
         event.encode()
     except orjson.JSONEncodeError as exc:

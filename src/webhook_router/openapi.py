@@ -20,6 +20,7 @@ from pydantic.json_schema import models_json_schema
 from webhook_router import __version__, models
 from webhook_router.catalogue import CATALOGUE, Level
 from webhook_router.models import ACTIONS, NAME_MAX, SLUG_MAX, TYPES
+from webhook_router.rights import right_of
 
 V1 = "/app/api/v1"
 OPENAPI_PATH = f"{V1}/openapi.json"
@@ -211,6 +212,8 @@ class Operation:
     body: Schema | None = None
     body_required: bool = True
     public: bool = False
+    scoped: bool = False
+    """Acts on the space of its path (the default space for the short paths)."""
 
     @property
     def query(self) -> frozenset[str]:
@@ -228,7 +231,8 @@ def _answer(description: str, schema: Schema | None = None, media: str = JSON) -
 ERRORS = {
     "400": "The body is not a JSON object.",
     "401": "No valid bearer token.",
-    "404": "Nothing of that name or id here.",
+    "403": "The token's role lacks the right this operation needs; `error` names it.",
+    "404": "Nothing of that name or id here, or a space the token does not reach.",
     "409": "It clashes with what is stored.",
     "413": "The body is too large.",
     "422": "A field or parameter is not valid; `errors` names each.",
@@ -270,6 +274,7 @@ SAVED = _object(
         "that its URL's host is an address the delivery guard refuses. Empty if nothing.",
     },
 )
+MAYBE_SECRET = _object("webhook", {"anyOf": [ref("WebhookWithSecret"), ref("Webhook")]})
 FOUND = "401 404 422 503"
 SCOPED: tuple[tuple[str, str, str, str, str, str, Schema, Any], ...] = (
     # method, path in the scope, handler, operation id, summary (of {words}), tag, answers, body
@@ -287,8 +292,9 @@ SCOPED: tuple[tuple[str, str, str, str, str, str, Schema, Any], ...] = (
         None,  # per level: see _operations
     ),
     (
-        "GET", "/webhooks/{name}", "get_webhook", "getWebhook", "One webhook, with its secret.",
-        "webhooks", _answers("200", "The webhook.", SECRET, FOUND), None,
+        "GET", "/webhooks/{name}", "get_webhook", "getWebhook",
+        "One webhook, with its secret for a token that may read secrets.", "webhooks",
+        _answers("200", "The webhook.", MAYBE_SECRET, FOUND), None,
     ),
     (
         "PUT", "/webhooks/{name}", "update_webhook", "updateWebhook",
@@ -402,6 +408,7 @@ def _operations() -> list[Operation]:
                 _operation(
                     method, base + path, handler, op_id + suffix, summary.format(words=words),
                     tag, answers, body=body, body_required=handler != "rotate_secret",
+                    scoped=True,
                 )
             )  # fmt: skip
     return ops
@@ -424,6 +431,10 @@ def _operation_object(op: Operation) -> Schema:
         data["requestBody"] = {"required": op.body_required, "content": {JSON: {"schema": op.body}}}
     if op.public:
         data["security"] = []
+    else:
+        right = right_of(op.operation_id)
+        data["x-right"] = right.value if right else None
+        data["responses"] = op.responses | {"403": _answer(ERRORS["403"], ref("Error"))}
     return data
 
 
@@ -440,8 +451,9 @@ def document() -> Schema:
             "version": __version__,
             "description": "Webhooks and webhook jobs in the workflow platform's shapes, "
             "event ingest, health and metrics. Every path but /healthz, /readyz and this "
-            "document needs `Authorization: Bearer <token>`. The short paths act on the "
-            "default space; `/app/api/v1/spaces/{space}/...` on any.",
+            "document needs `Authorization: Bearer <token>`; `x-right` names the right each "
+            "operation needs (docs/security.md). The short paths act on the default space; "
+            "`/app/api/v1/spaces/{space}/...` on any.",
         },
         "paths": paths,
         "components": {

@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8080, description="Port the API listens on.")
     api_token: Annotated[list[str], NoDecode] = Field(
         default=[],
-        description="Bearer tokens the API accepts, comma-separated; `up` makes one if empty.",
+        description="Bearer tokens the API accepts as admins of every space, comma-separated "
+        "(for set-up: `tokens create` makes the others); `up` makes one if empty.",
     )
     default_space: str = Field(
         default="default", description="Space of the API's short paths and of CLI commands."

@@ -20,6 +20,7 @@ import orjson
 
 from webhook_router.jobs import Outcome, Status
 from webhook_router.models import BRIEF_JOB_COLUMNS, JOB_COLUMNS, Attempt, Job, JobQuery
+from webhook_router.rights import Principal, Role, TokenInfo
 from webhook_router.signing import generate_secret
 from webhook_router.webhooks import Webhook
 
@@ -68,6 +69,17 @@ def webhook_of(row: asyncpg.Record) -> Webhook:
         disabled_reason=row["disabled_reason"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+    )
+
+
+def token_info_of(row: asyncpg.Record) -> TokenInfo:
+    return TokenInfo(
+        name=row["name"],
+        role=Role(row["role"]),
+        spaces=list(row["spaces"]),
+        created_at=row["created_at"],
+        last_used_at=row["last_used_at"],
+        revoked_at=row["revoked_at"],
     )
 
 
@@ -315,6 +327,35 @@ class Store:
 
     async def delete_webhook(self, webhook_id: str) -> None:
         await self.pool.execute(Q["delete_webhook"], uuid.UUID(webhook_id))
+
+    # API tokens
+
+    async def insert_api_token(
+        self, name: str, role: Role, spaces: Sequence[str], digest: bytes
+    ) -> TokenInfo | None:
+        """The new token, or None when the name is taken (revoked tokens keep theirs)."""
+        row = await self.pool.fetchrow(
+            Q["insert_api_token"], name, role.value, list(spaces), digest
+        )
+        return token_info_of(row) if row else None
+
+    async def list_api_tokens(self) -> list[TokenInfo]:
+        return [token_info_of(r) for r in await self.pool.fetch(Q["list_api_tokens"])]
+
+    async def revoke_api_token(self, name: str) -> TokenInfo | None:
+        """The token as revoked now, or None when no live token has that name."""
+        row = await self.pool.fetchrow(Q["revoke_api_token"], name)
+        return token_info_of(row) if row else None
+
+    async def api_token_by_hash(self, digest: bytes) -> Principal | None:
+        row = await self.pool.fetchrow(Q["api_token_by_hash"], digest)
+        if row is None:
+            return None
+        spaces = frozenset(row["spaces"]) or None
+        return Principal(row["name"], Role(row["role"]), spaces)
+
+    async def touch_api_token(self, name: str, when: datetime) -> None:
+        await self.pool.execute(Q["touch_api_token"], name, when)
 
     # the job log
 

@@ -21,6 +21,7 @@ from aio_pika.abc import AbstractExchange, AbstractQueue
 
 from webhook_router.jobs import RANK, Outcome, Status
 from webhook_router.models import Attempt, Job
+from webhook_router.rights import Principal, Role, TokenInfo
 from webhook_router.signing import generate_secret
 from webhook_router.store import JobFilter, Store
 from webhook_router.topology import Names, Topology
@@ -92,6 +93,7 @@ class MemoryStore(Store):
         self.jobs: dict[str, tuple[Job, tuple[int, int, int]]] = {}
         self.attempts: dict[str, list[Attempt]] = {}
         self.revision = 0
+        self.tokens: dict[str, tuple[TokenInfo, bytes]] = {}
 
     # webhooks
 
@@ -180,6 +182,38 @@ class MemoryStore(Store):
         self.webhooks[webhook.id] = saved
         self._changed()
         return saved
+
+    # API tokens
+
+    async def insert_api_token(
+        self, name: str, role: Role, spaces: Sequence[str], digest: bytes
+    ) -> TokenInfo | None:
+        if name in self.tokens:
+            return None
+        info = TokenInfo(name, role, list(spaces), datetime.now(UTC), None, None)
+        self.tokens[name] = (info, digest)
+        return info
+
+    async def list_api_tokens(self) -> list[TokenInfo]:
+        return [info for _, (info, _) in sorted(self.tokens.items())]
+
+    async def revoke_api_token(self, name: str) -> TokenInfo | None:
+        info, digest = self.tokens.get(name, (None, b""))
+        if info is None or info.revoked_at is not None:
+            return None
+        revoked = replace(info, revoked_at=datetime.now(UTC))
+        self.tokens[name] = (revoked, digest)
+        return revoked
+
+    async def api_token_by_hash(self, digest: bytes) -> Principal | None:
+        for info, stored in self.tokens.values():
+            if stored == digest and info.revoked_at is None:
+                return Principal(info.name, info.role, frozenset(info.spaces) or None)
+        return None
+
+    async def touch_api_token(self, name: str, when: datetime) -> None:
+        info, digest = self.tokens[name]
+        self.tokens[name] = (replace(info, last_used_at=when), digest)
 
     async def rotate_secret(self, webhook_id: str, grace_seconds: float) -> Webhook | None:
         current = self.webhooks.get(webhook_id)

@@ -10,7 +10,7 @@ from webhook_router.console.access import safe_next
 from webhook_router.console.app import FormReader, form_time, run_link
 from webhook_router.console.chart import BOTTOM, HEIGHT, LEFT, minute_chart, nice_ceiling
 from webhook_router.console.render import pointer, space_url
-from webhook_router.console.sessions import LoginThrottle, Sessions, same_secret, token_accepted
+from webhook_router.console.sessions import Devices, LoginThrottle, Sessions, same_secret
 from webhook_router.expressions import ExpressionSyntaxError, compile_filter, compile_url
 from webhook_router.store import like_escape
 
@@ -28,7 +28,7 @@ class Clock:
 def test_a_session_expires_after_its_lifetime_and_ids_are_unguessable() -> None:
     clock = Clock()
     sessions = Sessions(lifetime=60, clock=clock)
-    one, two = sessions.create(), sessions.create()
+    one, two = sessions.create(b"h"), sessions.create(b"h")
     assert one.id != two.id and one.csrf != two.csrf and one.csrf != one.id
     assert len(one.id) >= 40 and len(one.csrf) >= 40
     assert sessions.get(one.id) is one
@@ -37,30 +37,25 @@ def test_a_session_expires_after_its_lifetime_and_ids_are_unguessable() -> None:
     clock.now += 1
     assert sessions.get(one.id) is None
     assert sessions.get(None) is None and sessions.get("") is None
-    sessions.create()
+    sessions.create(b"h")
     assert len(sessions) == 1, "a login prunes the expired sessions"
 
 
 def test_a_dropped_session_is_gone() -> None:
     sessions = Sessions()
-    session = sessions.create()
+    session = sessions.create(b"h")
     sessions.drop(session.id)
     assert sessions.get(session.id) is None
 
 
 def test_flashes_show_once() -> None:
-    session = Sessions().create()
+    session = Sessions().create(b"h")
     session.flash("ok", "saved")
     assert session.take_flashes() == [("ok", "saved")]
     assert session.take_flashes() == []
 
 
-def test_tokens_and_secrets_compare_exactly() -> None:
-    tokens = [b"alpha", b"beta"]
-    assert token_accepted("beta", tokens)
-    assert not token_accepted("bet", tokens)
-    assert not token_accepted("", tokens)
-    assert not token_accepted("alpha", [])
+def test_secrets_compare_exactly() -> None:
     assert same_secret("x", "x") and not same_secret(None, "x") and not same_secret("y", "x")
 
 
@@ -77,6 +72,30 @@ def test_throttle_blocks_after_the_limit_then_forgets() -> None:
     throttle.failed("1.2.3.4")
     throttle.succeeded("1.2.3.4")
     assert not throttle.blocked("1.2.3.4")
+
+
+def test_the_throttle_prunes_keys_whose_failures_are_past_the_window() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(limit=3, window=60, clock=clock)
+    for n in range(100):
+        throttle.failed(f"address:10.0.0.{n}")
+    assert len(throttle) == 100
+    clock.now += 61
+    throttle.failed("address:10.0.1.1")
+    assert len(throttle) == 1, "a failure prunes every key whose last failure left the window"
+
+
+def test_a_known_device_keeps_its_id_and_is_forgotten_after_its_lifetime() -> None:
+    clock = Clock()
+    devices = Devices(lifetime=100, clock=clock)
+    one = devices.remember(None)
+    assert devices.known(one) and not devices.known("made-up") and not devices.known(None)
+    assert devices.remember(one) == one, "a known browser keeps its id"
+    assert devices.remember("made-up") != "made-up", "an id the console never gave is replaced"
+    clock.now += 101
+    assert not devices.known(one)
+    devices.remember(None)
+    assert len(devices) == 1, "a login prunes the devices past their lifetime"
 
 
 @pytest.mark.parametrize(

@@ -1,17 +1,20 @@
 """Who may use the console: logging in and out, and the guard in front of every page.
 
-Invariants: no page or action runs without a session opened with one of the API's tokens
-(a page without one goes to the login form, anything else gets 401); no POST runs without
-its session's CSRF token (403); a login form is accepted only with the nonce of its own
-SameSite=Strict cookie, so no other site can log a browser in; an address that sent too
-many wrong tokens is refused (429) before its token is even compared. Every answer carries
-the security headers (a strict Content-Security-Policy, no framing, no caching).
+Invariants: no page or action runs without a session opened with a live API token (a page
+without one goes to the login form, anything else gets 401; a session whose token was
+revoked is closed on its next request); no POST runs without its session's CSRF token
+(403); a login form is accepted only with the nonce of its own SameSite=Strict cookie, so
+no other site can log a browser in; a browser that sent too many wrong tokens is refused
+(429) before its token is even compared: counted by its device cookie if it logged in here
+before, else by its address, so others' wrong guesses never lock out a known browser. Every
+answer carries the security headers (a strict Content-Security-Policy, no framing, no
+caching).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -23,13 +26,16 @@ from webhook_router.console.render import PREFIX
 from webhook_router.console.sessions import (
     COOKIE,
     COOKIE_PATH,
+    DEVICE_COOKIE,
     LOGIN_COOKIE,
+    Devices,
     LoginThrottle,
     Session,
     Sessions,
     same_secret,
-    token_accepted,
 )
+from webhook_router.rights import Principal
+from webhook_router.tokens import PRINCIPAL, Principals, token_hash
 
 log = structlog.get_logger(__name__)
 
@@ -72,10 +78,11 @@ def form_text(form: Any, key: str) -> str | None:
 class Access:
     """The console's sessions, its login throttle and the handlers that open and close them."""
 
-    def __init__(self, tokens: Sequence[str], render: Render) -> None:
-        self.tokens = [t.encode() for t in tokens]
+    def __init__(self, principals: Principals, render: Render) -> None:
+        self.principals = principals
         self.sessions = Sessions()
         self.throttle = LoginThrottle()
+        self.devices = Devices()
         self.render = render
 
     def add_routes(self, app: web.Application) -> None:
@@ -93,6 +100,11 @@ class Access:
         assert session is not None, "the guard lets no request through without a session"
         return session
 
+    @staticmethod
+    def principal(request: web.Request) -> Principal | None:
+        """Who the session acts as (set by the guard); None on the public pages."""
+        return request.get(PRINCIPAL)
+
     @web.middleware
     async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route.name
@@ -102,6 +114,14 @@ class Access:
         wants_json = route in JSON_ROUTES or request.headers.get("Accept", "").startswith(
             "application/json"
         )
+        if session is not None:
+            principal = await self.principals.of_hash(session.token_hash)
+            if principal is None:
+                log.info("console session closed: its token was revoked")
+                self.sessions.drop(session.id)
+                session = None
+            else:
+                request[PRINCIPAL] = principal
         if session is None:
             if request.method in SAFE_METHODS and not wants_json:
                 raise web.HTTPSeeOther(f"{PREFIX}/login?" + urlencode({"next": request.path_qs}))
@@ -167,26 +187,32 @@ class Access:
         form = await request.post()
         target = safe_next(form_text(form, "next"))
         address = request.remote or "unknown"
+        device = request.cookies.get(DEVICE_COOKIE)
+        key = f"device:{device}" if self.devices.known(device) else f"address:{address}"
         if not same_secret(form_text(form, "nonce"), request.cookies.get(LOGIN_COOKIE, "")):
             return self._login_form(
                 request, target, 403, "The login form expired: log in again from this page."
             )
-        if self.throttle.blocked(address):
+        if self.throttle.blocked(key):
             log.warning("console login refused: too many wrong tokens", address=address)
             return self._login_form(
                 request, target, 429, "Too many wrong tokens: wait a few minutes, then try again."
             )
-        if not token_accepted(form_text(form, "token") or "", self.tokens):
-            self.throttle.failed(address)
+        digest = token_hash(form_text(form, "token") or "")
+        principal = await self.principals.of_hash(digest) if form_text(form, "token") else None
+        if principal is None:
+            self.throttle.failed(key)
             log.info("console login refused: wrong token", address=address)
             return self._login_form(request, target, 401, "That token is not one the API accepts.")
-        self.throttle.succeeded(address)
+        self.throttle.succeeded(key)
         if (previous := self.session(request)) is not None:
             self.sessions.drop(previous.id)
-        session = self.sessions.create()
-        log.info("console login", address=address)
+        session = self.sessions.create(digest)
+        log.info("console login", address=address, token=principal.name)
         response = web.HTTPSeeOther(target)
         self._cookie(request, response, COOKIE, session.id, int(self.sessions.lifetime))
+        known = self.devices.remember(device)
+        self._cookie(request, response, DEVICE_COOKIE, known, int(self.devices.lifetime))
         response.del_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
         raise response
 

@@ -2,7 +2,9 @@
 
 Server-rendered HTML (Jinja2, autoescaped) with a little vanilla JavaScript for live refresh
 and checking filters and URLs as they are typed. Mounted by the API under `/console/`;
-every page and action needs a session opened with one of the API's tokens (access.py).
+every page and action needs a session opened with an API token (access.py), and the right
+ROUTE_RIGHTS declares for it, in a space the token reaches (rights.py): a reader's pages
+show no edit, retry or secret controls, and the server refuses those actions too.
 Built from the admin actions, the store (for what pages only read) and the settings: every
 change goes through admin.py, as the API's and the CLI's do.
 """
@@ -39,11 +41,16 @@ from webhook_router.models import (
     text_problem,
 )
 from webhook_router.models import Webhook as WebhookView
+from webhook_router.rights import Principal, Right, missing_right
 from webhook_router.settings import Settings
 from webhook_router.store import JobFilter, Store
+from webhook_router.tokens import Principals
 from webhook_router.webhooks import AUTH_STRATEGIES, Webhook, url_shape_problem
 
 log = structlog.get_logger(__name__)
+
+NOTHING_HERE = "There is nothing here."
+"""The 404 of a space the token does not reach: the same whatever the space holds."""
 
 T = TypeVar("T")
 
@@ -55,9 +62,37 @@ CHECK_LIMIT = 10_000
 BROKER_WAIT = 15.0
 
 
-def console_app(admin: Admin, store: Store, settings: Settings) -> web.Application:
+ANY_TOKEN = None
+"""A route every logged-in token may use (logging out)."""
+ROUTE_RIGHTS: dict[str, Right | None] = {
+    "logout": ANY_TOKEN,
+    "home": Right.READ,
+    "go": Right.READ,
+    "check": Right.READ,
+    "jobs": Right.READ,
+    "job": Right.READ,
+    "retry": Right.WRITE,
+    "webhooks": Right.READ,
+    "new_webhook": Right.WRITE,
+    "create_webhook": Right.WRITE,
+    "webhook": Right.READ,
+    "save_webhook": Right.WRITE,
+    "enable": Right.WRITE,
+    "rotate": Right.WRITE,
+    "overview": Right.READ,
+    "bulk": Right.WRITE,
+    "bulk_confirm": Right.WRITE,
+    "bulk_retry": Right.WRITE,
+}
+"""The right each route of the console needs, by route name; a route missing here is
+refused to every token (the login routes and static files are public: access.py)."""
+
+
+def console_app(
+    admin: Admin, store: Store, settings: Settings, principals: Principals
+) -> web.Application:
     """The console as an application to mount with `app.add_subapp("/console/", ...)`."""
-    return Console(admin, store, settings).app()
+    return Console(admin, store, settings, principals).app()
 
 
 class FormError(ValueError):
@@ -136,16 +171,18 @@ def run_link(template: str | None, run_id: str | None) -> str | None:
 class Console:
     """The console's state (sessions, templates) and its handlers."""
 
-    def __init__(self, admin: Admin, store: Store, settings: Settings) -> None:
+    def __init__(
+        self, admin: Admin, store: Store, settings: Settings, principals: Principals
+    ) -> None:
         self.admin = admin
         self.settings = settings
         self.store = store
-        self.access = Access(settings.api_token, self.render)
+        self.access = Access(principals, self.render)
         self.assets = Assets()
         self.env = environment(self.assets)
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self.access.guard, self._not_found])
+        app = web.Application(middlewares=[self.access.guard, self._not_found, self._rights])
         self.access.add_routes(app)
         r = app.router
         r.add_get("/", self.home, name="home")
@@ -179,6 +216,33 @@ class Console:
                 request, "error.html", status=404, space=space, title="Not found", message=str(exc)
             )
 
+    @web.middleware
+    async def _rights(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The route's right (ROUTE_RIGHTS), then the space of its path: one the token
+        does not reach is a 404, the same page as a space with nothing in it."""
+        principal = self.access.principal(request)
+        if principal is None:  # a public route: the guard let it through without a session
+            return await handler(request)
+        route = request.match_info.route.name or ""
+        if route not in ROUTE_RIGHTS:
+            return self._refused(request, "no right is declared for this page: refused to all")
+        right = ROUTE_RIGHTS[route]
+        if right is not None and not principal.may(right):
+            return self._refused(request, f"Refused: {missing_right(right, principal)}.")
+        space = request.match_info.get("space")
+        if space is not None and not principal.reaches(space):
+            raise NotFound(NOTHING_HERE)
+        return await handler(request)
+
+    def _refused(self, request: web.Request, message: str) -> web.Response:
+        wants_json = request.headers.get("Accept", "").startswith("application/json")
+        return self.access.refuse(request, 403, message, wants_json)
+
+    def principal(self, request: web.Request) -> Principal:
+        principal = self.access.principal(request)
+        assert principal is not None, "the guard sets it on every page but the public ones"
+        return principal
+
     # rendering and answering
 
     def render(
@@ -191,10 +255,13 @@ class Console:
         **context: Any,
     ) -> web.Response:
         session = self.access.session(request)
+        principal = self.access.principal(request)
         html = self.env.get_template(template).render(
             space=space,
             csrf=session.csrf if session else "",
             logged_in=session is not None,
+            can_write=principal is not None and principal.may(Right.WRITE),
+            can_see_secrets=principal is not None and principal.may(Right.SECRETS),
             flashes=session.take_flashes() if session else [],
             **context,
         )
@@ -205,7 +272,7 @@ class Console:
     ) -> web.Response:
         """A page of the space of the path, with the spaces to switch to."""
         space = request.match_info["space"]
-        known = await self.store.known_spaces()
+        known = self.principal(request).visible(await self.store.known_spaces())
         spaces = known if space in known else sorted([*known, space])
         return self.render(request, template, status=status, space=space, spaces=spaces, **context)
 
@@ -220,7 +287,12 @@ class Console:
         return web.HTTPSeeOther(space_url(request.match_info["space"], *path, **query))
 
     async def home(self, request: web.Request) -> web.StreamResponse:
-        raise web.HTTPSeeOther(space_url(self.settings.default_space, "jobs"))
+        """The jobs of the default space, or of the first space the token reaches."""
+        principal = self.principal(request)
+        space = self.settings.default_space
+        if not principal.reaches(space) and principal.spaces:
+            space = sorted(principal.spaces)[0]
+        raise web.HTTPSeeOther(space_url(space, "jobs"))
 
     async def go(self, request: web.Request) -> web.StreamResponse:
         space = clean(request.query.get("space")) or self.settings.default_space
@@ -363,7 +435,7 @@ class Console:
         here = ("jobs", str(row.id))
         try:
             async with asyncio.timeout(BROKER_WAIT):
-                result = await self.admin.retry_job(row, by="console")
+                result = await self.admin.retry_job(row, by=self.principal(request).actor)
         except (BrokerUnavailable, TimeoutError):
             message = "The broker is unavailable: the job was not retried."
             raise self.back(request, "error", message, *here) from None
@@ -483,10 +555,14 @@ class Console:
             if current is None:
                 space, kapp = request.match_info["space"], values["kapp"] or None
                 change = self._change(values)
-                saved = await self.admin.create_webhook(space, kapp, change, by="console")
+                saved = await self.admin.create_webhook(
+                    space, kapp, change, by=self.principal(request).actor
+                )
             else:
                 values["kapp"] = current.kapp or ""
-                saved = await self.admin.update_webhook(current, self._change(values), by="console")
+                saved = await self.admin.update_webhook(
+                    current, self._change(values), by=self.principal(request).actor
+                )
         except (InputInvalid, Conflict) as exc:
             return await self._edit_page(request, values, current, exc)
         session = self.session(request)
@@ -499,13 +575,15 @@ class Console:
         current = await self._webhook(request)
         form = await request.post()
         enabled = form_text(form, "enabled") == "true"
-        saved = await self.admin.set_enabled(current, enabled, by="console")
+        saved = await self.admin.set_enabled(current, enabled, by=self.principal(request).actor)
         message = f"Webhook {saved.name} {'enabled' if enabled else 'disabled'}."
         path = ["webhooks"] if form_text(form, "back") == "list" else ["webhooks", saved.id]
         raise self.back(request, "ok", message, *path)
 
     async def rotate(self, request: web.Request) -> web.StreamResponse:
-        saved = await self.admin.rotate_secret(await self._webhook(request), None, by="console")
+        saved = await self.admin.rotate_secret(
+            await self._webhook(request), None, by=self.principal(request).actor
+        )
         message = "New signing secret."
         if until := saved.previous_secret_until:
             message += (
@@ -573,10 +651,16 @@ class Console:
         return webhook, start, end, errors
 
     async def _replay_failed(
-        self, webhook: Webhook, start: datetime | None, end: datetime | None, dry: bool
+        self,
+        request: web.Request,
+        webhook: Webhook,
+        start: datetime | None,
+        end: datetime | None,
+        dry: bool,
     ) -> int:
+        by = self.principal(request).actor
         async with asyncio.timeout(BROKER_WAIT):
-            return await self.admin.replay(webhook, start=start, end=end, dry_run=dry, by="console")
+            return await self.admin.replay(webhook, start=start, end=end, dry_run=dry, by=by)
 
     async def bulk_confirm(self, request: web.Request) -> web.Response:
         space = request.match_info["space"]
@@ -585,7 +669,7 @@ class Console:
         if webhook is None or errors:
             return await self._bulk_page(request, values, errors)
         try:
-            count = await self._replay_failed(webhook, start, end, dry=True)
+            count = await self._replay_failed(request, webhook, start, end, dry=True)
         except Exception as exc:  # any broker failure: nothing can be queued
             log.warning("console bulk retry: broker unavailable", error=repr(exc))
             message = "The broker is unavailable: nothing can be queued now."
@@ -616,7 +700,7 @@ class Console:
             message = "; ".join(f"{k}: {v}" for k, v in errors.items())
             raise self.back(request, "error", message, "retry", **values)
         try:
-            count = await self._replay_failed(webhook, start, end, dry=False)
+            count = await self._replay_failed(request, webhook, start, end, dry=False)
         except Exception as exc:  # any broker failure: what was published stays queued
             log.warning("console bulk retry failed", error=repr(exc))
             message = "The broker is unavailable: some jobs may not be queued."

@@ -1,7 +1,8 @@
 """Console sessions: a random id in a cookie, the session itself kept in this process.
 
-An admin logs in with one of the API's bearer tokens; the token is checked once and never
-stored in the browser. Each session carries its own CSRF token, checked on every POST.
+A user logs in with an API token; the token is never stored in the browser, and the session
+keeps only its hash, looked up again on every request, so revoking the token ends its
+sessions within a second. Each session carries its own CSRF token, checked on every POST.
 Sessions live in memory: a restart logs everyone out, and several API processes behind one
 address need sticky sessions (docs/console.md).
 """
@@ -11,11 +12,14 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 COOKIE = "console_session"
 LOGIN_COOKIE = "console_login"
+DEVICE_COOKIE = "console_device"
+DEVICE_LIFETIME = 90 * 86400.0
+"""Seconds a browser that logged in is known by its device cookie (docs/security.md)."""
 COOKIE_PATH = "/console/"
 LIFETIME = 8 * 3600.0
 """Seconds a session lasts from its login, whatever the activity."""
@@ -26,6 +30,8 @@ class Session:
     id: str
     csrf: str
     expires: float
+    token_hash: bytes
+    """The SHA-256 of the token it was opened with: who it acts as is looked up by it."""
     flashes: list[tuple[str, str]] = field(default_factory=list)
 
     def flash(self, kind: str, message: str) -> None:
@@ -47,12 +53,13 @@ class Sessions:
         self.clock = clock
         self._by_id: dict[str, Session] = {}
 
-    def create(self) -> Session:
+    def create(self, token_hash: bytes) -> Session:
         self.prune()
         session = Session(
             id=secrets.token_urlsafe(32),
             csrf=secrets.token_urlsafe(32),
             expires=self.clock() + self.lifetime,
+            token_hash=token_hash,
         )
         self._by_id[session.id] = session
         return session
@@ -80,20 +87,16 @@ class Sessions:
         return len(self._by_id)
 
 
-def token_accepted(given: str, tokens: Sequence[bytes]) -> bool:
-    """Whether `given` is one of the API's tokens, compared in constant time."""
-    if not given:
-        return False
-    raw = given.encode()
-    return any(hmac.compare_digest(raw, token) for token in tokens)
-
-
 def same_secret(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
 class LoginThrottle:
-    """Refuses logins from an address after `limit` wrong tokens within `window` seconds."""
+    """Refuses logins under a key after `limit` wrong tokens within `window` seconds.
+
+    The console keys a browser it knows (one that logged in before, by its device cookie)
+    apart from its address: wrong tokens sent by others from the same address never lock
+    it out. Entries older than the window are pruned as failures come in."""
 
     def __init__(
         self,
@@ -106,21 +109,60 @@ class LoginThrottle:
         self.clock = clock
         self._failures: dict[str, list[float]] = {}
 
-    def _recent(self, address: str) -> list[float]:
+    def _recent(self, key: str) -> list[float]:
         since = self.clock() - self.window
-        kept = [t for t in self._failures.get(address, []) if t > since]
+        kept = [t for t in self._failures.get(key, []) if t > since]
         if kept:
-            self._failures[address] = kept
+            self._failures[key] = kept
         else:
-            self._failures.pop(address, None)
+            self._failures.pop(key, None)
         return kept
 
-    def blocked(self, address: str) -> bool:
-        return len(self._recent(address)) >= self.limit
+    def blocked(self, key: str) -> bool:
+        return len(self._recent(key)) >= self.limit
 
-    def failed(self, address: str) -> None:
-        self._recent(address)
-        self._failures.setdefault(address, []).append(self.clock())
+    def failed(self, key: str) -> None:
+        self.prune()
+        self._failures.setdefault(key, []).append(self.clock())
 
-    def succeeded(self, address: str) -> None:
-        self._failures.pop(address, None)
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+    def prune(self) -> None:
+        """Forget every key whose last failure is older than the window."""
+        since = self.clock() - self.window
+        for key in [k for k, times in self._failures.items() if times[-1] <= since]:
+            del self._failures[key]
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+
+class Devices:
+    """Browsers that logged in, by the random id of their device cookie, each forgotten
+    `lifetime` seconds after its last login."""
+
+    def __init__(
+        self, lifetime: float = DEVICE_LIFETIME, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.lifetime = lifetime
+        self.clock = clock
+        self._expiry: dict[str, float] = {}
+
+    def known(self, device: str | None) -> bool:
+        return device is not None and self._expiry.get(device, 0.0) > self.clock()
+
+    def remember(self, device: str | None) -> str:
+        """The device's id (a new one for a browser not known), good for another lifetime."""
+        self.prune()
+        kept = device if device is not None and self.known(device) else secrets.token_urlsafe(24)
+        self._expiry[kept] = self.clock() + self.lifetime
+        return kept
+
+    def prune(self) -> None:
+        now = self.clock()
+        for key in [k for k, expiry in self._expiry.items() if expiry <= now]:
+            del self._expiry[key]
+
+    def __len__(self) -> int:
+        return len(self._expiry)

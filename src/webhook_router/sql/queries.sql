@@ -57,6 +57,28 @@ WHERE id = $1 AND enabled;
 -- name: delete_webhook
 DELETE FROM webhooks WHERE id = $1;
 
+-- name: insert_api_token
+INSERT INTO api_tokens (name, role, spaces, token_sha256)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (name) DO NOTHING
+RETURNING name, role, spaces, created_at, last_used_at, revoked_at;
+
+-- name: list_api_tokens
+SELECT name, role, spaces, created_at, last_used_at, revoked_at
+FROM api_tokens ORDER BY name;
+
+-- name: revoke_api_token
+UPDATE api_tokens SET revoked_at = now()
+WHERE name = $1 AND revoked_at IS NULL
+RETURNING name, role, spaces, created_at, last_used_at, revoked_at;
+
+-- name: api_token_by_hash
+-- A token that is not revoked, by the SHA-256 of the token (its unique index).
+SELECT name, role, spaces FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL;
+
+-- name: touch_api_token
+UPDATE api_tokens SET last_used_at = $2 WHERE name = $1;
+
 -- name: record_jobs
 -- One statement per batch: column arrays, one element per job (each job once per batch).
 INSERT INTO webhook_jobs AS j (
