@@ -1,0 +1,226 @@
+"""Dead letters on the real services: moved from the `dead` queue into the dead_letters
+table by the recorder, listed, shown and requeued through the API and the CLI, and sent
+back to where they died."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+
+from webhook_router import broker
+from webhook_router.admin import Admin
+from webhook_router.deadletters import ID_HEADER, REQUEUED_HEADER, DeadLetter, DeadLetterFilter
+from webhook_router.jobs import Delivery, Status
+from webhook_router.models import decode_token
+from webhook_router.settings import Settings
+from webhook_router.store import Store
+
+from ..conftest import eventually
+from .conftest import Stack
+from .test_cli import cli
+from .test_delivery import find_dead, receiver, user_created
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(90)]
+
+
+async def test_a_failing_delivery_is_dead_lettered_listed_and_delivered_once_requeued(
+    stack: Stack,
+) -> None:
+    """An endpoint that fails every attempt: its delivery is dead-lettered by the worker,
+    listed with its reason by the API and the CLI; once the endpoint is fixed, the requeue
+    sends it back to the deliveries exchange and it arrives."""
+    fixed = False
+    arrived: list[dict[str, Any]] = []
+
+    async def endpoint(request: web.Request) -> web.Response:
+        if not fixed:
+            return web.Response(status=500, text="down for now")
+        arrived.append(await request.json())
+        return web.json_response({"ok": True})
+
+    space = stack.space()
+    async with receiver(endpoint) as url:
+        hook = await stack.webhook(space, type="User", event="Created", url=url + "/hook")
+        await stack.publisher.publish(user_created(space))
+        [job] = await stack.settled(space, 1, timeout=30)
+        assert job["status"] == Status.FAILED
+        dead = await find_dead(stack, str(job["id"]))
+        assert dead is not None
+        assert dead.role == "worker" and dead.webhook_id == hook.id
+
+        status, listed = await stack.api(
+            "GET", "/app/api/v1/deadLetters?role=worker&reason=gave%20up&limit=1000"
+        )
+        assert status == 200, listed
+        [mine] = [d for d in listed["deadLetters"] if d["id"] == dead.id]
+        assert set(mine) >= {"id", "role", "reason", "deadAt", "eventId", "webhook", "preview"}
+        assert "gave up after" in mine["reason"]
+        assert mine["webhook"] == {"id": hook.id, "name": hook.name}
+        assert mine["eventId"] == job["event_id"]
+
+        code, out, err = await cli(stack.settings, "dead", "list", "--role", "worker", "--json")
+        assert code == 0, err
+        assert dead.id in [d["id"] for d in orjson.loads(out)["deadLetters"]]
+        code, out, err = await cli(stack.settings, "dead", "show", dead.id)
+        assert code == 0, err
+        assert "gave up after" in out and job["event_id"] in out
+
+        status, shown = await stack.api("GET", f"/app/api/v1/deadLetters/{dead.id}")
+        assert status == 200
+        whole = shown["deadLetter"]
+        assert Delivery.decode(whole["body"].encode()).job_id == str(job["id"])
+        assert whole["headers"]["x-failed-in"] == "worker"
+
+        fixed = True
+        status, requeued = await stack.api("POST", f"/app/api/v1/deadLetters/{dead.id}/requeue")
+        assert status == 200, requeued
+        assert requeued["deadLetter"]["requeueCount"] == 1
+        assert requeued["deadLetter"]["requeuedAt"] is not None
+
+        async def complete() -> bool:
+            rows = await stack.jobs(space)
+            return bool(rows) and rows[0]["status"] == Status.COMPLETE
+
+        assert await eventually(complete, timeout=20), await stack.jobs(space)
+    assert len(arrived) == 1
+    assert arrived[0]["space"]["slug"] == space
+
+
+async def test_a_bad_event_is_listed_by_the_router_and_dies_again_as_a_new_dead_letter(
+    stack: Stack,
+) -> None:
+    """The router refuses an event without a space; requeued (by filters), it goes back to
+    the events exchange with its routing key, the router refuses it again, and that death
+    is a new row that names the one it was requeued from."""
+    marker = uuid.uuid4().hex
+    body = orjson.dumps({"event": {"type": "User", "action": "Created", "id": marker}})
+    topology = stack.router.topology
+    assert topology is not None
+    await broker.publish(topology.events, body, "user.created", message_id=f"bad-{marker}")
+    first = await find_dead(stack, f"bad-{marker}")
+    assert first is not None
+    assert first.role == "router" and first.routing_key == "user.created"
+    assert first.event_id == marker
+
+    status, listed = await stack.api("GET", "/app/api/v1/deadLetters?role=router&limit=1000")
+    assert status == 200
+    assert first.id in [d["id"] for d in listed["deadLetters"]]
+
+    selection = {"role": "router", "start": first.dead_at.isoformat()}
+    status, answer = await stack.api("POST", "/app/api/v1/deadLetters/requeue", json=selection)
+    assert status == 200, answer
+    assert answer["requeued"] >= 1
+
+    async def again() -> DeadLetter | None:
+        rows = await stack.store.pool.fetch(
+            "SELECT id FROM dead_letters WHERE message_id = $1 AND id <> $2",
+            f"bad-{marker}",
+            uuid.UUID(first.id),
+        )
+        return await stack.store.get_dead_letter(str(rows[0]["id"])) if rows else None
+
+    second = await eventually(again, timeout=15)
+    assert second is not None, "the requeued event did not reach the router again"
+    assert second.headers[REQUEUED_HEADER] == first.id
+    assert second.body == first.body
+    stored = await stack.store.get_dead_letter(first.id)
+    assert stored is not None and stored.requeue_count == 1
+    # a requeue by filters sends back only what was never requeued
+    status, answer = await stack.api(
+        "POST", "/app/api/v1/deadLetters/requeue", json={"reason": marker}
+    )
+    assert (status, answer) == (200, {"requeued": 0})
+
+
+async def test_a_redelivered_dead_letter_is_stored_once_and_any_body_is_kept_whole(
+    stack: Stack,
+) -> None:
+    """The same message in the dead queue twice (a redelivery) is one row, keyed by the id
+    its role stamped; a message the broker dead-lettered without one is keyed by its bytes
+    and headers. A body of NUL, bytes that are not UTF-8 and a megabyte is kept exactly."""
+    topology = stack.router.topology
+    assert topology is not None
+    poison = b"\x00\xff\xfe" + b"x" * 1_000_000 + b"\x00"
+    stamped = str(uuid.uuid4())
+    headers = {"x-failed-in": "worker", "x-reason": "bad delivery: \x00 in it", ID_HEADER: stamped}
+    unstamped = f"broker-{uuid.uuid4().hex}"
+    death = {"x-death": [{"queue": stack.settings.names.router, "reason": "delivery_limit"}]}
+    for _ in range(2):
+        await broker.publish(topology.dead, poison, "", message_id="poison", headers=headers)
+        await broker.publish(topology.dead, b"[]", "", message_id=unstamped, headers=death)
+
+    async def stored() -> list[Any]:
+        rows = await stack.store.pool.fetch(
+            "SELECT id, role, reason, body, preview FROM dead_letters"
+            " WHERE id = $1 OR message_id = $2",
+            uuid.UUID(stamped),
+            unstamped,
+        )
+        return list(rows) if len(rows) >= 2 else []
+
+    assert await eventually(stored, timeout=15)
+    # both copies of each consumed (the queue empty, a second for the last in hand)
+    assert await eventually(lambda: _dead_queue_empty(stack), timeout=15)
+    await asyncio.sleep(1.0)
+    rows = await stored()
+    assert len(rows) == 2, rows
+    by_id = {str(r["id"]): r for r in rows}
+    assert bytes(by_id[stamped]["body"]) == poison
+    assert "\x00" not in by_id[stamped]["reason"] and "\x00" not in by_id[stamped]["preview"]
+    [broker_made] = [r for r in rows if str(r["id"]) != stamped]
+    assert broker_made["role"] == "router"
+    assert "delivery_limit" in broker_made["reason"]
+
+
+async def _dead_queue_empty(stack: Stack) -> bool:
+    topology = stack.recorder.topology
+    assert topology is not None
+    declared = await topology.dead_queue.declare()
+    return declared.message_count == 0
+
+
+async def test_filters_and_pages(st: Store, settings: Settings) -> None:
+    """Role and reason text (any case, wildcards literal), a time window and pages that
+    follow one another without a gap or a repeat."""
+    role = f"test-{uuid.uuid4().hex[:8]}"
+    start = datetime(2031, 1, 1, tzinfo=UTC)
+    reasons = ["Boom 50%", "boom_x", "other", "BOOM again", "quiet"]
+    ids = []
+    for i, reason in enumerate(reasons):
+        letter = DeadLetter(
+            id=str(uuid.uuid4()),
+            role=role,
+            reason=reason,
+            dead_at=start + timedelta(minutes=i),
+            preview="",
+            body=b"{}",
+        )
+        assert await st.keep_dead_letter(letter)
+        assert not await st.keep_dead_letter(letter)  # stored once
+        ids.append(letter.id)
+    admin = Admin(settings, st)
+    seen = []
+    token = None
+    while True:
+        page = await admin.dead_letters(DeadLetterFilter(role=role, limit=2, after=token))
+        seen += [d.id for d in page.dead_letters]
+        if page.next_token is None:
+            break
+        token = decode_token(page.next_token)
+    assert seen == list(reversed(ids))
+
+    async def reasons_of(**filters: Any) -> list[str]:
+        page = await admin.dead_letters(DeadLetterFilter(role=role, **filters))
+        return [d.reason for d in page.dead_letters]
+
+    assert await reasons_of(reason="boom") == ["BOOM again", "boom_x", "Boom 50%"]
+    assert await reasons_of(reason="50%") == ["Boom 50%"]
+    assert await reasons_of(reason="m_") == ["boom_x"]
+    window = {"start": start + timedelta(minutes=1), "end": start + timedelta(minutes=3)}
+    assert await reasons_of(**window) == ["other", "boom_x"]
