@@ -313,8 +313,11 @@ def requeue_plan(names: Names, letter: DeadLetter) -> Requeue:
         if isinstance(data, dict | list):
             items = data if isinstance(data, list) else [data]
             body = orjson.dumps([_again(item) for item in items])
-        key = names.delivery_key(letter.webhook_id or "") if letter.webhook_id else ""
-        return Requeue("deliveries", key or (letter.routing_key or ""), body, headers)
+        if letter.webhook_id is not None:
+            key = names.delivery_key(letter.webhook_id)
+        else:
+            key = letter.routing_key or ""
+        return Requeue("deliveries", key, body, headers)
     raise NotRequeued(f"no role {letter.role!r} to send it back to")
 
 
