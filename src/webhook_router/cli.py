@@ -545,7 +545,8 @@ def cmd_dead_requeue(args: argparse.Namespace, settings: Settings) -> None:
             )
 
         letter = _with_admin(settings, one)
-        print(f"dead letter {letter.id} requeued ({letter.requeue_count} times in all)")
+        times = "time" if letter.requeue_count == 1 else "times"
+        print(f"dead letter {letter.id} requeued ({letter.requeue_count} {times} in all)")
         return
     if not filtered and not args.all:
         raise CommandError(
