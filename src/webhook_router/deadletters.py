@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -329,23 +329,37 @@ class Shelf(Protocol):
         """Store the row unless it is there; whether it was new."""
 
 
+class KeeperStopped(Exception):
+    """The keeper stopped while it waited for the database."""
+
+
 class DeadLetterKeeper:
     """Moves the `dead` queue into the `dead_letters` table, one message at a time: each
     acknowledged only after its row is committed; while the database is away it waits,
     the message unacknowledged (and, the broker's prefetch being spent, the rest queued)."""
 
     def __init__(
-        self, store: Shelf, names: Names, unavailable: tuple[type[BaseException], ...]
+        self, store: Shelf, names: Names, refused: Callable[[BaseException], bool]
     ) -> None:
+        """`refused`: whether an error is the database refusing the row's values (else it
+        is taken for the database being away, and waited out)."""
         self.store = store
         self.names = names
-        self.unavailable = unavailable
+        self.refused = refused
         self.database_ok = True
+        self.stopped = False
+
+    def stop(self) -> None:
+        """Stop waiting for the database: what is in hand stays unacknowledged and goes
+        back to the queue with the connection."""
+        self.stopped = True
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         letter = read(self.names, message.body, message.headers, message_id=message.message_id)
         try:
             await self.keep(letter)
+        except KeeperStopped:
+            return
         except Exception:
             log.exception("dead letter not stored, left in the queue", id=letter.id)
             await asyncio.sleep(1.0)
@@ -363,18 +377,21 @@ class DeadLetterKeeper:
             try:
                 stored = await self.store.keep_dead_letter(letter)
                 break
-            except self.unavailable as exc:
+            except Exception as exc:
+                if self.refused(exc):
+                    if not letter.headers:
+                        raise
+                    log.warning("dead letter refused, stored without headers", error=repr(exc))
+                    note = f"{letter.reason} (headers not stored: {exc!r})"
+                    letter = replace(letter, headers={}, reason=text(note))
+                    continue
+                if self.stopped:
+                    raise KeeperStopped from None
                 if self.database_ok:
                     log.warning("database unavailable, holding dead letters", error=repr(exc))
                 self.database_ok = False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-            except Exception as exc:
-                if not letter.headers:
-                    raise
-                log.warning("dead letter refused, stored without headers", error=repr(exc))
-                note = f"{letter.reason} (headers not stored: {exc!r})"
-                letter = replace(letter, headers={}, reason=text(note))
         self.database_ok = True
         if stored:
             log.info(

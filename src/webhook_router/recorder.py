@@ -96,7 +96,7 @@ class Recorder:
         self.topology: Topology | None = None
         self._consumer_tag: str | None = None
         self._dead_tag: str | None = None
-        self.keeper = DeadLetterKeeper(store, self.names, UNAVAILABLE)
+        self.keeper = DeadLetterKeeper(store, self.names, refused)
         self._buffer: Batch = []
         self._buffered = 0
         self._arrived = asyncio.Event()
@@ -130,6 +130,7 @@ class Recorder:
                 if tag is not None
             ]
             await broker.cancel(consumers)
+        self.keeper.stop()
         self._stopping = True
         self.side.retire()
         self._arrived.set()

@@ -9,22 +9,33 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aio_pika
+import asyncpg
 import orjson
 import pytest
 from aiohttp import web
 
-from webhook_router import broker
+from webhook_router import broker, store
 from webhook_router.admin import Admin
-from webhook_router.deadletters import ID_HEADER, REQUEUED_HEADER, DeadLetter, DeadLetterFilter
+from webhook_router.deadletters import (
+    ID_HEADER,
+    REQUEUED_HEADER,
+    DeadLetter,
+    DeadLetterFilter,
+    dead_headers,
+)
 from webhook_router.jobs import Delivery, Status
 from webhook_router.models import decode_token
+from webhook_router.runtime import serve
 from webhook_router.settings import Settings
 from webhook_router.store import Store
 
-from ..conftest import eventually
-from .conftest import Stack
+from ..conftest import eventually, free_port
+from ..support.processes import PrivatePostgres, rabbitmqctl
+from .conftest import Stack, open_stack
 from .test_cli import cli
 from .test_delivery import find_dead, receiver, user_created
+from .test_faults import own_namespace
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(90)]
 
@@ -224,3 +235,134 @@ async def test_filters_and_pages(st: Store, settings: Settings) -> None:
     assert await reasons_of(reason="m_") == ["boom_x"]
     window = {"start": start + timedelta(minutes=1), "end": start + timedelta(minutes=3)}
     assert await reasons_of(**window) == ["other", "boom_x"]
+
+
+async def test_dead_letters_wait_in_the_queue_while_postgres_is_down(settings: Settings) -> None:
+    """With PostgreSQL stopped, dead letters stay in the `dead` queue (none acknowledged);
+    once it is back every one of them is stored, once."""
+    count = 20
+    pg = PrivatePostgres(free_port())
+    pg.init()
+    pg.start()
+    try:
+        admin = await asyncpg.connect(pg.url)
+        await admin.execute("CREATE DATABASE router")
+        await admin.close()
+        database_url = pg.url.rsplit("/", 1)[0] + "/router"
+        pool = await store.connect(database_url)
+        await store.migrate(pool)
+        await pool.close()
+        async with (
+            own_namespace(settings, database_url=database_url) as own,
+            open_stack(own, ("recorder",)) as st,
+        ):
+            topology = st.recorder.topology
+            assert topology is not None
+            pg.stop()
+            for n in range(count):
+                headers = dead_headers("router", f"bad event {n}", "user.created")
+                await broker.publish(topology.dead, b"{}", "", message_id=f"m{n}", headers=headers)
+            assert await eventually(lambda: _keeper_waits(st), timeout=30)
+
+            async def all_in_queue() -> bool:
+                return await _in_queue(own) == count
+
+            assert await eventually(all_in_queue, timeout=20), await _in_queue(own)
+            pg.start()
+
+            async def all_stored() -> bool:
+                try:
+                    stored = await st.store.pool.fetchval("SELECT count(*) FROM dead_letters")
+                except Exception:  # the pool reconnecting
+                    return False
+                return bool(stored == count)
+
+            assert await eventually(all_stored, timeout=60)
+            assert await eventually(lambda: _queue_empty(own), timeout=30)
+    finally:
+        pg.remove()
+
+
+async def _keeper_waits(st: Stack) -> bool:
+    return not st.recorder.keeper.database_ok
+
+
+async def _in_queue(settings: Settings) -> int:
+    """Messages of the dead queue, ready or held unacknowledged by a consumer (from the
+    broker's own count, through a connection of the test's own)."""
+    connection = await aio_pika.connect(settings.amqp_url[0])
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(
+            settings.names.dead, passive=True, arguments={"x-queue-type": "quorum"}
+        )
+        ready = queue.declaration_result.message_count
+    return ready + await _unacknowledged(settings)
+
+
+async def _unacknowledged(settings: Settings) -> int:
+    """Messages the recorder holds unacknowledged on the dead queue: what the broker says
+    through rabbitmqctl."""
+    out = await asyncio.to_thread(
+        rabbitmqctl, "list_queues", "name", "messages_unacknowledged", "--no-table-headers"
+    )
+    for line in out.splitlines():
+        name, _, unacked = line.partition("\t")
+        if name.strip() == settings.names.dead:
+            return int(unacked.strip())
+    return 0
+
+
+async def _queue_empty(settings: Settings) -> bool:
+    return await _in_queue(settings) == 0
+
+
+async def test_an_event_too_large_is_delivered_once_the_limit_is_raised_and_it_is_requeued(
+    settings: Settings,
+) -> None:
+    """A router refusal fixed by configuration: an event whose deliveries do not fit in
+    WEBHOOK_ROUTER_MAX_MESSAGE_BYTES is dead-lettered; with the limit raised (the roles
+    started again), requeuing it delivers it to the receiver."""
+    arrived: list[int] = []
+
+    async def count(request: web.Request) -> web.Response:
+        arrived.append(len(await request.read()))
+        return web.json_response({"ok": True})
+
+    small = 1024 * 1024
+    app = web.Application(client_max_size=8 * small)
+    app.router.add_post("/hook", count)
+    port = free_port()
+    runner = await serve(app, "127.0.0.1", port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _too_large_then_requeued(settings, small, url)
+    finally:
+        await runner.cleanup()
+    assert len(arrived) == 1 and arrived[0] > small
+
+
+async def _too_large_then_requeued(settings: Settings, small: int, url: str) -> None:
+    async with own_namespace(settings, max_message_bytes=small) as own:
+        async with open_stack(own) as st:
+            space = st.space()
+            await st.webhook(space, type="User", event="Created", url=url + "/hook")
+            event = user_created(space)
+            event["event"]["id"] = f"large-{space}"
+            event["user"]["notes"] = "n" * (small + 1000)
+            await broker.publish(
+                st.router.topology.events,  # type: ignore[union-attr]
+                orjson.dumps(event),
+                "user.created",
+                message_id=f"large-{space}",
+            )
+            dead = await find_dead(st, f"large-{space}")
+            assert dead is not None and "too large to deliver" in dead.reason
+            assert await st.jobs(space) == []
+        raised = own.model_copy(update={"max_message_bytes": 4 * small})
+        async with open_stack(raised) as st:
+            await st.synced()
+            status, answer = await st.api("POST", f"/app/api/v1/deadLetters/{dead.id}/requeue")
+            assert status == 200, answer
+            [job] = await st.settled(space, 1, timeout=30)
+            assert job["status"] == Status.COMPLETE, job["summary"]
