@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import aio_pika
 import asyncpg
@@ -142,10 +143,17 @@ async def test_a_bad_event_is_listed_by_the_router_and_dies_again_as_a_new_dead_
     assert second.body == first.body
     stored = await stack.store.get_dead_letter(first.id)
     assert stored is not None and stored.requeue_count == 1
-    # a requeue by filters sends back only what was never requeued
-    status, answer = await stack.api(
-        "POST", "/app/api/v1/deadLetters/requeue", json={"reason": marker}
-    )
+    # a requeue by filters sends back only what was never requeued: the window of the first
+    # death selects it, and it was requeued
+    window = {
+        "role": "router",
+        "start": first.dead_at.isoformat(),
+        "end": (first.dead_at + timedelta(microseconds=1)).isoformat(),
+    }
+    query = "&".join(f"{k}={quote(v)}" for k, v in window.items())
+    status, listed = await stack.api("GET", f"/app/api/v1/deadLetters?{query}")
+    assert [d["id"] for d in listed["deadLetters"]] == [first.id]
+    status, answer = await stack.api("POST", "/app/api/v1/deadLetters/requeue", json=window)
     assert (status, answer) == (200, {"requeued": 0})
 
 
@@ -366,3 +374,35 @@ async def _too_large_then_requeued(settings: Settings, small: int, url: str) -> 
             assert status == 200, answer
             [job] = await st.settled(space, 1, timeout=30)
             assert job["status"] == Status.COMPLETE, job["summary"]
+
+
+async def test_the_api_says_no_clearly(stack: Stack) -> None:
+    """Bad parameters and bodies are 422 naming the field; an unknown id 404; a dead letter
+    with no role to send it back to 409, and it stays as it was."""
+    status, answer = await stack.api("GET", "/app/api/v1/deadLetters?colour=red")
+    unknown_parameter = [{"field": "colour", "message": "unknown parameter"}]
+    assert (status, answer["errors"]) == (422, unknown_parameter)
+    status, answer = await stack.api("GET", "/app/api/v1/deadLetters?limit=0&start=later")
+    assert status == 422
+    assert {e["field"] for e in answer["errors"]} == {"limit", "start"}
+    unknown = uuid.uuid4()
+    assert (await stack.api("GET", f"/app/api/v1/deadLetters/{unknown}"))[0] == 404
+    assert (await stack.api("POST", f"/app/api/v1/deadLetters/{unknown}/requeue"))[0] == 404
+    status, answer = await stack.api(
+        "POST", "/app/api/v1/deadLetters/requeue", json={"role": 3, "what": 1}
+    )
+    assert status == 422
+    assert {e["field"] for e in answer["errors"]} == {"role", "what"}
+
+    topology = stack.router.topology
+    assert topology is not None
+    marker = f"orphan-{uuid.uuid4().hex}"
+    await broker.publish(topology.dead, b"{}", "", message_id=marker, headers={})
+    orphan = await find_dead(stack, marker)
+    assert orphan is not None and orphan.role == "unknown"
+    status, answer = await stack.api("POST", f"/app/api/v1/deadLetters/{orphan.id}/requeue")
+    assert status == 409 and "cannot be requeued" in answer["error"]
+    stored = await stack.store.get_dead_letter(orphan.id)
+    assert stored is not None and stored.requeue_count == 0
+    code, _, err = await cli(stack.settings, "dead", "requeue")
+    assert code == 2 and "--all" in err
