@@ -17,8 +17,14 @@ from datetime import datetime
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 
-from webhook_router import targets
+from webhook_router import broker, targets
 from webhook_router.credentials import check_auth
+from webhook_router.deadletters import (
+    DeadLetter,
+    DeadLetterFilter,
+    NotRequeued,
+    requeue_plan,
+)
 from webhook_router.models import (
     SLUG_MAX,
     InputInvalid,
@@ -69,6 +75,16 @@ def _slug_problem(slug: str) -> str | None:
 class JobPage:
     jobs: list[Job]
     next_token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterPage:
+    dead_letters: list[DeadLetter]
+    next_token: str | None
+
+
+REQUEUE_PAGE = 200
+"""Dead letters read at a time by a requeue by filters."""
 
 
 class Admin:
@@ -326,3 +342,71 @@ class Admin:
             by=by,
         )
         return queued
+
+    # dead letters
+
+    async def dead_letters(self, query: DeadLetterFilter) -> DeadLetterPage:
+        """A page of dead letters, newest first, and the token of the next one (None on the
+        last page)."""
+        found = await self.store.dead_letters(replace(query, limit=query.limit + 1))
+        page = found[: query.limit]
+        more = len(found) > query.limit
+        return DeadLetterPage(page, encode_token(page[-1].dead_at, page[-1].id) if more else None)
+
+    async def find_dead_letter(
+        self, letter_id: str, spaces: frozenset[str] | None = None
+    ) -> DeadLetter:
+        """The dead letter, if it is of one of `spaces` (None: of any space, or of none)."""
+        letter = await self.store.get_dead_letter(letter_id)
+        if letter is None or not DeadLetterFilter(spaces=spaces).reaches(letter):
+            raise NotFound(f"no dead letter {letter_id!r}")
+        return letter
+
+    async def requeue_dead_letter(self, letter: DeadLetter, *, by: str) -> DeadLetter:
+        """Send a dead letter back to where it died (the exchange of the role that failed
+        it, with its routing key) and note it; it may be sent back again."""
+        try:
+            plan = requeue_plan(self.settings.names, letter)
+        except NotRequeued as exc:
+            raise Conflict(f"the dead letter cannot be requeued: {exc}", reason=str(exc)) from None
+        topology = await self._publishing("the requeue")
+        exchange = getattr(topology, plan.exchange)
+        try:
+            await broker.publish(
+                exchange,
+                plan.body,
+                plan.routing_key,
+                message_id=letter.message_id,
+                headers=plan.headers,
+            )
+        except Exception as exc:  # not confirmed: it may not be queued, it is not marked
+            log.warning("requeue failed: broker unavailable", id=letter.id, error=repr(exc))
+            raise BrokerUnavailable("the broker did not confirm the requeue") from None
+        marked = await self.store.mark_dead_letter_requeued(letter.id)
+        log.info("dead letter requeued", id=letter.id, role=letter.role, to=exchange.name, by=by)
+        if marked is None:  # deleted meanwhile: it was sent all the same
+            return letter
+        return replace(letter, requeued_at=marked[0], requeue_count=marked[1])
+
+    async def requeue_dead_letters(self, query: DeadLetterFilter, *, by: str) -> int:
+        """Send back every dead letter the filters select that was never requeued; returns
+        how many. One that cannot be requeued (no role to send it to) is skipped."""
+        requeued = 0
+        after = None
+        while True:
+            page = await self.store.dead_letters(
+                replace(query, not_requeued=True, limit=REQUEUE_PAGE, after=after)
+            )
+            for brief in page:
+                letter = await self.store.get_dead_letter(brief.id)
+                if letter is None:
+                    continue
+                try:
+                    await self.requeue_dead_letter(letter, by=by)
+                except Conflict:
+                    continue
+                requeued += 1
+            if len(page) < REQUEUE_PAGE:
+                log.info("dead letters requeued", requeued=requeued, by=by)
+                return requeued
+            after = (page[-1].dead_at, page[-1].id)

@@ -27,10 +27,16 @@ from webhook_router import metrics
 from webhook_router.admin import Admin, BrokerUnavailable, Conflict, NotFound
 from webhook_router.catalogue import Level, events_at, types_at
 from webhook_router.console import console_app
+from webhook_router.deadletters import DeadLetter as DeadLetterRow
+from webhook_router.deadletters import DeadLetterFilter
 from webhook_router.ingest import BodyRefused, read_event, read_object
 from webhook_router.models import (
     NAME_MAX,
     SLUG_MAX,
+    DeadLetter,
+    DeadLetterDetail,
+    DeadLetterQuery,
+    DeadLetterSelection,
     InputInvalid,
     JobQuery,
     JobRetry,
@@ -428,6 +434,44 @@ class Api:
             by=principal_of(request).actor,
         )
         return json_response({"queued": queued, "dryRun": replay.dry_run})
+
+    # dead letters
+
+    # dead letters: those of the token's spaces (one of no known space: every-space tokens)
+
+    async def list_dead_letters(self, request: web.Request) -> web.Response:
+        q = DeadLetterQuery.parse(request.query)
+        fields = q.model_dump(exclude={"page_token"})
+        spaces = principal_of(request).spaces
+        page = await self.admin.dead_letters(
+            DeadLetterFilter(after=q.page_token, spaces=spaces, **fields)
+        )
+        letters = [DeadLetter.of(d).wire() for d in page.dead_letters]
+        return json_response({"deadLetters": letters, "nextPageToken": page.next_token})
+
+    async def _dead_letter(self, request: web.Request) -> DeadLetterRow:
+        return await self.admin.find_dead_letter(
+            request.match_info["id"], principal_of(request).spaces
+        )
+
+    async def get_dead_letter(self, request: web.Request) -> web.Response:
+        letter = await self._dead_letter(request)
+        return json_response({"deadLetter": DeadLetterDetail.of(letter).wire()})
+
+    async def requeue_dead_letter(self, request: web.Request) -> web.Response:
+        letter = await self._dead_letter(request)
+        requeued = await self.admin.requeue_dead_letter(letter, by=principal_of(request).actor)
+        return json_response({"deadLetter": DeadLetterDetail.of(requeued).wire()})
+
+    async def requeue_dead_letters(self, request: web.Request) -> web.Response:
+        body = await self._json(request, empty_ok=True)
+        selection = parse_input(DeadLetterSelection, body, "the filters are not valid")
+        principal = principal_of(request)
+        count = await self.admin.requeue_dead_letters(
+            DeadLetterFilter(spaces=principal.spaces, **selection.model_dump()),
+            by=principal.actor,
+        )
+        return json_response({"requeued": count})
 
 
 class ApiRole:

@@ -10,6 +10,7 @@ import re
 import secrets
 import string
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -20,11 +21,14 @@ import structlog
 from webhook_router import __version__, broker, launch, logs, store
 from webhook_router.admin import REQUIRED, Admin, BrokerUnavailable, Conflict, NotFound
 from webhook_router.credentials import AUTH_FIELDS, FILE_FIELDS
+from webhook_router.deadletters import DeadLetter, DeadLetterFilter
 from webhook_router.events import EventInvalid
 from webhook_router.launch import EXIT_UNAVAILABLE, EXIT_USAGE, CannotStart
 from webhook_router.models import (
     LIMIT_DEFAULT,
     LIMIT_MAX,
+    DeadLetterDetail,
+    DeadLetterQuery,
     InputInvalid,
     Job,
     JobDetail,
@@ -34,6 +38,7 @@ from webhook_router.models import (
     WebhookWithSecret,
     parse_time,
 )
+from webhook_router.models import DeadLetter as DeadLetterOut
 from webhook_router.replay import ReplayResult
 from webhook_router.rights import Role, TokenInfo, space_list
 from webhook_router.settings import Settings
@@ -332,19 +337,14 @@ def _flag(field: str) -> str:
     return "--" + re.sub(r"[A-Z]", lambda m: "-" + m.group().lower(), field)
 
 
-def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> None:
-    given = {
-        "status": args.status,
-        "webhook": args.webhook,
-        "parentType": args.parent_type,
-        "parentKey": args.parent_key,
-        "start": args.start,
-        "end": args.end,
-        "limit": str(args.limit),
-        "pageToken": args.page_token,
-    }
-    try:  # the API's own reading of the same query
-        query = JobQuery.parse({k: v for k, v in given.items() if v is not None})
+Q = TypeVar("Q")
+
+
+def _parsed(parse: Callable[[Mapping[str, str]], Q], given: Mapping[str, str | None]) -> Q:
+    """Options read by the API's own query model (`parse`): the same refusals, each naming
+    its option and the value given, all at once."""
+    try:
+        return parse({k: v for k, v in given.items() if v is not None})
     except InputInvalid as exc:
         problems = []
         for e in exc.errors:
@@ -352,6 +352,22 @@ def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> None:
             value = given.get(e["field"])
             problems.append(f"{_flag(e['field'])} {message}" + (f": {value!r}" if value else ""))
         raise CommandError("; ".join(problems), EXIT_USAGE) from None
+
+
+def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> None:
+    query = _parsed(
+        JobQuery.parse,
+        {
+            "status": args.status,
+            "webhook": args.webhook,
+            "parentType": args.parent_type,
+            "parentKey": args.parent_key,
+            "start": args.start,
+            "end": args.end,
+            "limit": str(args.limit),
+            "pageToken": args.page_token,
+        },
+    )
     f = JobFilter.of(query, args.space, args.kapp)
     page = _with_admin(settings, lambda a: a.jobs(f))
     jobs = page.jobs
@@ -530,6 +546,90 @@ def cmd_tokens_revoke(args: argparse.Namespace, settings: Settings) -> None:
     print(f"revoked {args.name}")
 
 
+def _dead_selection(args: argparse.Namespace) -> dict[str, str | None]:
+    return {"role": args.role, "reason": args.reason, "start": args.start, "end": args.end}
+
+
+def _dead_id(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise CommandError(f"{text!r} is not a dead letter id", EXIT_USAGE) from None
+
+
+def cmd_dead_list(args: argparse.Namespace, settings: Settings) -> None:
+    given = _dead_selection(args) | {"limit": str(args.limit), "pageToken": args.page_token}
+    query = _parsed(DeadLetterQuery.parse, given)
+    f = DeadLetterFilter(after=query.page_token, **query.model_dump(exclude={"page_token"}))
+    page = _with_admin(settings, lambda a: a.dead_letters(f))
+    letters = [DeadLetterOut.of(d).wire() for d in page.dead_letters]
+    if args.json:
+        _print_json({"deadLetters": letters, "nextPageToken": page.next_token})
+        return
+    if page.next_token is not None:
+        print(
+            f"webhook-router: more dead letters than these {len(letters)}; for the next page, "
+            f"run the same command with --page-token {page.next_token}",
+            file=sys.stderr,
+        )
+    _table(
+        [
+            [
+                d["id"],
+                d["deadAt"],
+                d["role"],
+                d["reason"][:80],
+                d["eventId"],
+                d["webhook"]["name"] if d["webhook"] else None,
+                d["requeueCount"] or "",
+            ]
+            for d in letters
+        ],
+        ["ID", "DEAD AT", "ROLE", "REASON", "EVENT", "WEBHOOK", "REQUEUED"],
+    )
+
+
+def cmd_dead_show(args: argparse.Namespace, settings: Settings) -> None:
+    letter_id = _dead_id(args.id)
+    letter = DeadLetterDetail.of(
+        _with_admin(settings, lambda a: a.find_dead_letter(letter_id))
+    ).wire()
+    if args.json:
+        _print_json({"deadLetter": letter})
+        return
+    for key, value in letter.items():
+        if key not in ("body", "bodyBase64", "preview", "headers"):
+            print(f"{key + ':':<14} {'' if value is None else value}")
+    print("\nheaders:\n" + json.dumps(letter["headers"], indent=2, ensure_ascii=False))
+    print("\nbody:\n" + _pretty(letter["body"]))
+
+
+def cmd_dead_requeue(args: argparse.Namespace, settings: Settings) -> None:
+    filtered = any(getattr(args, k) is not None for k in ("role", "reason", "start", "end"))
+    if args.id is not None:
+        if filtered or args.all:
+            raise CommandError("give a dead letter id or filters, not both", EXIT_USAGE)
+        letter_id = _dead_id(args.id)
+
+        async def one(admin: Admin) -> DeadLetter:
+            return await admin.requeue_dead_letter(
+                await admin.find_dead_letter(letter_id), by="cli"
+            )
+
+        letter = _with_admin(settings, one)
+        times = "time" if letter.requeue_count == 1 else "times"
+        print(f"dead letter {letter.id} requeued ({letter.requeue_count} {times} in all)")
+        return
+    if not filtered and not args.all:
+        raise CommandError(
+            "give a dead letter id, filters, or --all to requeue every dead letter", EXIT_USAGE
+        )
+    query = _parsed(DeadLetterQuery.parse, _dead_selection(args))
+    f = DeadLetterFilter(**query.model_dump(exclude={"page_token", "limit"}))
+    count = _with_admin(settings, lambda a: a.requeue_dead_letters(f, by="cli"))
+    print(f"requeued {count} dead letters")
+
+
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> None:
     from webhook_router.durations import parse_duration
     from webhook_router.retention import PruneBlocked, prune
@@ -652,10 +752,15 @@ NAME = arg("name", help="the webhook's name (with --kapp for a kapp webhook)")
 JOB_ID = arg("id", help=JOB_ID_HELP)
 START = arg("--start", help="scheduled at or after (ISO 8601 with zone)")
 END = arg("--end", help="scheduled before (ISO 8601 with zone)")
+DEAD_ROLE = arg("--role", help="the role that failed it: router, worker, recorder (or broker)")
+DEAD_REASON = arg("--reason", help="text the reason contains, in any case")
+DEAD_START = arg("--start", help="dead at or after (ISO 8601 with zone)")
+DEAD_END = arg("--end", help="dead before (ISO 8601 with zone)")
 WEBHOOKS = "Create, update, delete, list and show webhooks."
 JOBS = "List, show, retry and replay webhook jobs."
 TOKENS = "Create, list and revoke the API's tokens (roles and spaces: docs/security.md)."
-GROUPS = {"webhooks": WEBHOOKS, "jobs": JOBS, "tokens": TOKENS}
+DEAD = "List, show and requeue dead letters (messages a role could not handle)."
+GROUPS = {"webhooks": WEBHOOKS, "jobs": JOBS, "dead": DEAD, "tokens": TOKENS}
 
 # command (a group's action after a space), function, help, description (None: the help),
 # arguments
@@ -763,6 +868,33 @@ COMMANDS: tuple[tuple[str, Callable[..., Any], str, str | None, list[Argument]],
     ("tokens revoke", cmd_tokens_revoke,
      "Revoke an API token: refused everywhere within a second.", None,
      [arg("name", help="the token's name")]),
+    ("dead list", cmd_dead_list, "List dead letters, newest first.", None, [
+        DEAD_ROLE,
+        DEAD_REASON,
+        DEAD_START,
+        DEAD_END,
+        arg("--limit", type=int, default=LIMIT_DEFAULT,
+            help=f"dead letters per page, 1 to {LIMIT_MAX} (default {LIMIT_DEFAULT})"),
+        arg("--page-token", metavar="TOKEN", help="continue after the page that gave this "
+            "token (printed on stderr when there are more, and as nextPageToken with --json); "
+            "keep the same filters"),
+        arg("--json", action="store_true",
+            help="print JSON, with the nextPageToken of the page"),
+    ]),
+    ("dead show", cmd_dead_show, "Show a dead letter whole: reason, headers and body.", None,
+     [arg("id", help="the dead letter's id"), JSON_OUT]),
+    ("dead requeue", cmd_dead_requeue,
+     "Send dead letters back to where they died: one by id, or every one the filters select "
+     "that was never requeued.", None, [
+        arg("id", nargs="?", default=None, help="the dead letter's id (else give filters or "
+            "--all)"),
+        DEAD_ROLE,
+        DEAD_REASON,
+        DEAD_START,
+        DEAD_END,
+        arg("--all", action="store_true", help="with no id nor filter: every dead letter "
+            "never requeued"),
+    ]),
 )  # fmt: skip
 
 

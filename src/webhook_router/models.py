@@ -1,5 +1,6 @@
-"""The admin resources as the API shows them: webhooks, jobs, attempts and the bodies that
-change them, each one pydantic model that is at once validator, serializer and schema.
+"""The admin resources as the API shows them: webhooks, jobs, attempts, dead letters and
+the bodies that change them, each one pydantic model that is at once validator, serializer
+and schema.
 
 Names on the wire are the platform's camelCase (aliases); attributes stay snake_case. A
 model's JSON schema is what the OpenAPI document publishes, so the document and the checks
@@ -34,6 +35,7 @@ from pydantic_core import PydanticCustomError
 
 from webhook_router.catalogue import CATALOGUE
 from webhook_router.credentials import AUTH_FIELDS, FILE_FIELDS, LIMITS, STRATEGIES
+from webhook_router.deadletters import DeadLetter as DeadLetterRow
 from webhook_router.jobs import Status
 from webhook_router.webhooks import Webhook as WebhookDefinition
 from webhook_router.wording import plain
@@ -541,6 +543,57 @@ class JobQuery(_Input):
         return parsed
 
 
+class DeadLetterSelection(_Input):
+    """Which dead letters: the list's filters, and the body of a requeue by filters."""
+
+    role: Annotated[
+        Text | None,
+        Field(description="The role that failed them: router, worker, recorder (or broker)."),
+    ] = None
+    reason: Annotated[Text | None, Field(description="Text the reason contains, in any case.")] = (
+        None
+    )
+    start: Annotated[
+        Timestamp | None,
+        Field(description="deadAt at or after (inclusive), RFC 3339 with a zone."),
+    ] = None
+    end: Annotated[
+        Timestamp | None,
+        Field(description="deadAt before (exclusive), RFC 3339 with a zone."),
+    ] = None
+
+
+class DeadLetterQuery(DeadLetterSelection):
+    """The dead letter list's query parameters; the OpenAPI document lists them from this
+    model."""
+
+    limit: Annotated[
+        int,
+        BeforeValidator(_limit),
+        WithJsonSchema(
+            {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX, "default": LIMIT_DEFAULT}
+        ),
+        Field(description="Dead letters per page."),
+    ] = LIMIT_DEFAULT
+    page_token: Annotated[
+        tuple[datetime, str] | None,
+        BeforeValidator(_page_token),
+        WithJsonSchema(TEXT_SCHEMA),
+        Field(description="The nextPageToken of the previous page (same filters)."),
+    ] = None
+
+    @classmethod
+    def parse(cls, query: Mapping[str, str]) -> DeadLetterQuery:
+        try:
+            return cls.model_validate(dict(query))
+        except ValidationError as exc:
+            errors = [
+                e if e["message"] != "unknown field" else e | {"message": "unknown parameter"}
+                for e in field_errors(exc)
+            ]
+            raise InputInvalid("bad query parameters", errors) from None
+
+
 class InputInvalid(ValueError):
     """Input that cannot be used: the message, and the fields at fault."""
 
@@ -686,6 +739,67 @@ BRIEF_JOB_COLUMNS = ", ".join(
     c for c in JOB_COLUMNS.split(", ") if c not in ("request_content", "response_content")
 )
 """What a page of many jobs needs: every column but the request and response contents."""
+
+
+class DeadLetterWebhook(_Output):
+    id: str
+    name: str | None
+
+
+class DeadLetter(_Output):
+    """A dead letter in a list."""
+
+    id: uuid.UUID
+    role: Annotated[str, Field(description="The role that could not handle the message.")]
+    reason: str
+    dead_at: datetime
+    event_id: Annotated[str | None, Field(description="The event it is (or is about).")]
+    webhook: Annotated[
+        DeadLetterWebhook | None,
+        Field(description="The webhook it was for, when it was a delivery or an outcome."),
+    ]
+    preview: Annotated[
+        str, Field(description="The body's first characters as text (NUL as U+FFFD).")
+    ]
+    requeued_at: Annotated[
+        datetime | None, Field(description="When it was last sent back; null: never.")
+    ]
+    requeue_count: int
+
+    @classmethod
+    def of(cls, letter: DeadLetterRow) -> DeadLetter:
+        return cls.model_validate(cls._fields(letter))
+
+    @classmethod
+    def _fields(cls, letter: DeadLetterRow) -> dict[str, Any]:
+        fields = {k: getattr(letter, k) for k in cls.model_fields if hasattr(letter, k)}
+        hook = None
+        if letter.webhook_id is not None:
+            hook = {"id": letter.webhook_id, "name": letter.webhook_name}
+        return fields | {"webhook": hook}
+
+
+class DeadLetterDetail(DeadLetter):
+    """A dead letter whole: the message as it died."""
+
+    space: str | None
+    routing_key: Annotated[str | None, Field(description="The routing key it was sent with.")]
+    message_id: str | None
+    headers: Annotated[dict[str, Any], Field(description="Its AMQP headers, as JSON.")]
+    body: Annotated[str, Field(description="The body as UTF-8 text (bytes that are not: U+FFFD).")]
+    body_base64: Annotated[str, Field(description="The body's exact bytes, base64.")]
+    body_bytes: int
+
+    @classmethod
+    def of(cls, letter: DeadLetterRow) -> DeadLetterDetail:
+        return cls.model_validate(
+            cls._fields(letter)
+            | {
+                "body": letter.body.decode("utf-8", errors="replace"),
+                "body_base64": base64.b64encode(letter.body).decode(),
+                "body_bytes": len(letter.body),
+            }
+        )
 
 
 class ErrorItem(_Output):

@@ -24,6 +24,7 @@ from webhook_router.rights import right_of
 
 V1 = "/app/api/v1"
 OPENAPI_PATH = f"{V1}/openapi.json"
+DEAD_LETTERS = f"{V1}/deadLetters"
 JSON = "application/json"
 Schema = dict[str, Any]
 REF = "#/components/schemas/{model}"
@@ -37,7 +38,13 @@ def _component_schemas() -> dict[str, Schema]:
     """Every model's JSON schema, inputs as validated and answers as serialized."""
     chosen: list[tuple[type[BaseModel], Any]] = [
         (m, "validation")
-        for m in (models.WebhookChange, models.SecretRotation, models.JobRetry, models.Replay)
+        for m in (
+            models.WebhookChange,
+            models.SecretRotation,
+            models.JobRetry,
+            models.Replay,
+            models.DeadLetterSelection,
+        )
     ] + [
         (m, "serialization")
         for m in (
@@ -46,6 +53,8 @@ def _component_schemas() -> dict[str, Schema]:
             models.Job,
             models.JobDetail,
             models.Attempt,
+            models.DeadLetter,
+            models.DeadLetterDetail,
             models.Error,
         )
     ]
@@ -178,6 +187,7 @@ PARAMETERS: dict[str, Schema] = {
         {"type": "string", "minLength": 1, "maxLength": NAME_MAX},
     ),
     "id": _path_parameter("id", "Webhook job id.", {"type": "string", "format": "uuid"}),
+    "letter": _path_parameter("id", "Dead letter id.", {"type": "string", "format": "uuid"}),
     "level": _path_parameter(
         "level", "Space or kapp.", {"type": "string", "enum": [level.value for level in Level]}
     ),
@@ -358,8 +368,12 @@ def _operation(
     **more: Any,
 ) -> Operation:
     parameters = [PARAMETERS[n] for n in PARAMETERS if "{" + n + "}" in path]
+    if path.startswith(DEAD_LETTERS):
+        parameters = [PARAMETERS["letter"]] if "{id}" in path else []
     if path.endswith("/webhookJobs") and method == "GET":
         parameters += _query(models.JobQuery)
+    if path == DEAD_LETTERS and method == "GET":
+        parameters += _query(models.DeadLetterQuery)
     return Operation(
         method, path, handler, operation_id, summary, tag, responses, parameters, **more
     )
@@ -399,6 +413,32 @@ def _operations() -> list[Operation]:
         ops.append(
             _operation("GET", path, handler, f"webhook{what.title()}", summary, "meta", answers)
         )
+    letter = _object("deadLetter", ref("DeadLetterDetail"))
+    ops += [
+        _operation("GET", DEAD_LETTERS, "list_dead_letters", "listDeadLetters",
+                   "Dead letters (messages a role could not handle), newest deadAt first, a "
+                   "page at a time.", "deadLetters",
+                   _answers("200", "A page of dead letters; nextPageToken is null on the last "
+                            "page.", _object("deadLetters", _list("DeadLetter"),
+                                             nextPageToken={"type": ["string", "null"]}),
+                            "401 422 503")),
+        _operation("GET", f"{DEAD_LETTERS}/{{id}}", "get_dead_letter", "getDeadLetter",
+                   "One dead letter, with the whole message.", "deadLetters",
+                   _answers("200", "The dead letter.", letter, FOUND)),
+        _operation("POST", f"{DEAD_LETTERS}/{{id}}/requeue", "requeue_dead_letter",
+                   "requeueDeadLetter",
+                   "Send a dead letter back to where it died (the exchange of the role that "
+                   "failed it, with its routing key).", "deadLetters",
+                   _answers("200", "The dead letter, marked requeued.", letter,
+                            "409 " + FOUND, e409="No role to send it back to.")),
+        _operation("POST", f"{DEAD_LETTERS}/requeue", "requeue_dead_letters",
+                   "requeueDeadLetters",
+                   "Send back every dead letter the filters select that was never requeued.",
+                   "deadLetters",
+                   _answers("200", "How many were sent back.",
+                            _object("requeued", {"type": "integer"}), "400 401 422 503"),
+                   body=ref("DeadLetterSelection"), body_required=False),
+    ]  # fmt: skip
     for base, suffix, words in _scopes():
         level = "Kapp" if "{kapp}" in base else "Space"
         for method, path, handler, op_id, summary, tag, answers, body in SCOPED:

@@ -15,6 +15,11 @@ job and status without request, answer or headers, the summary saying why) is re
 too, so that its job does not stay behind; when even that is refused (a key or time the
 log cannot hold), the dead letter is all there is.
 
+The recorder also keeps the dead letters: it moves the `dead` queue into the
+`dead_letters` table (deadletters.py). It is the role that writes to PostgreSQL and already
+waits out the database's absences; the queue stays the buffer meanwhile, and every
+deployment runs a recorder, so no dead letter waits for a role nobody started.
+
 Side effects of a committed batch (disabling a webhook that answered 410) are retried;
 if they still fail, the batch's messages are given back (nacked and requeued), never left
 unsettled for a later multiple-ack to swallow: their outcomes are recorded again (which
@@ -31,6 +36,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from webhook_router import acks, broker, metrics
+from webhook_router.deadletters import DeadLetterKeeper
 from webhook_router.jobs import Outcome, without_contents
 from webhook_router.service import (
     SideTasks,
@@ -89,6 +95,8 @@ class Recorder:
         self.connection: AbstractRobustConnection | None = None
         self.topology: Topology | None = None
         self._consumer_tag: str | None = None
+        self._dead_tag: str | None = None
+        self.keeper = DeadLetterKeeper(store, self.names, refused)
         self._buffer: Batch = []
         self._buffered = 0
         self._arrived = asyncio.Event()
@@ -105,14 +113,24 @@ class Recorder:
         self._flusher = self.side.start(self._flush_loop(), "recorder-flush")
         self._partitioner = self.side.start(self._partition_loop(), "partitions")
         self._consumer_tag = await self.topology.record.consume(self.on_outcome)
+        self._dead_tag = await self.topology.dead_queue.consume(self.keeper.on_message)
         log.info("recorder started", queue=self.names.record)
 
     def ready(self) -> bool:
         return broker.connected(self.connection) and self.side.alive
 
     async def stop(self, deadline: float) -> None:
-        if self.topology is not None and self._consumer_tag is not None:
-            await broker.cancel([(self.topology.record, self._consumer_tag)])
+        if self.topology is not None:
+            consumers = [
+                (queue, tag)
+                for queue, tag in (
+                    (self.topology.record, self._consumer_tag),
+                    (self.topology.dead_queue, self._dead_tag),
+                )
+                if tag is not None
+            ]
+            await broker.cancel(consumers)
+        self.keeper.stop()
         self._stopping = True
         self.side.retire()
         self._arrived.set()

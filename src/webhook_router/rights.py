@@ -55,6 +55,10 @@ OPERATION_RIGHTS: dict[str, Right] = {
     "replayWebhookJobs": Right.WRITE,
     "getWebhookJob": Right.READ,
     "retryWebhookJob": Right.WRITE,
+    "listDeadLetters": Right.READ,
+    "getDeadLetter": Right.READ,
+    "requeueDeadLetter": Right.WRITE,
+    "requeueDeadLetters": Right.WRITE,
 }
 """The right each operation needs, by operation id without its scope suffix (`InSpace`,
 `OfKapp`, `OfKappInSpace`: one entry covers the four scopes of an operation)."""

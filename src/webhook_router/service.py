@@ -18,6 +18,7 @@ import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 
 from webhook_router import broker, metrics
+from webhook_router.deadletters import dead_headers
 from webhook_router.jobs import Unreadable
 from webhook_router.settings import Settings
 from webhook_router.topology import Topology, declare
@@ -127,9 +128,7 @@ async def dead_letter(
     The caller acknowledges the original only after this returns (the copy is confirmed).
     """
     headers = dict(message.headers or {})
-    headers.update({"x-reason": reason[:1000], "x-failed-in": role})
-    if message.routing_key:
-        headers["x-routing-key"] = message.routing_key
+    headers.update(dead_headers(role, reason, message.routing_key))
     await broker.publish(dead, message.body, "", message_id=message.message_id, headers=headers)
     metrics.dead_lettered(role)
     log.warning("dead-lettered", role=role, reason=reason, message_id=message.message_id)
@@ -146,9 +145,7 @@ async def dead_letter_item(
 ) -> None:
     """Park one item of a batch message alone (as a message of one item) in the
     dead-letter queue, with the reason; its neighbours are handled without it."""
-    headers = {"x-reason": reason[:1000], "x-failed-in": role}
-    if routing_key:
-        headers["x-routing-key"] = routing_key
+    headers = dead_headers(role, reason, routing_key)
     await broker.publish(dead, orjson.dumps([item]), "", message_id=message_id, headers=headers)
     metrics.dead_lettered(role)
     log.warning("item dead-lettered", role=role, reason=reason, message_id=message_id)

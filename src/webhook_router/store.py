@@ -1,4 +1,5 @@
-"""PostgreSQL: migrations, webhooks and the job log. The only module that speaks SQL.
+"""PostgreSQL: migrations, webhooks, the job log and the dead letters. The only module that
+speaks SQL.
 
 Static queries live by name in sql/queries.sql; the job list and its counts, whose filters
 vary, are put together here from fixed fragments, never from user text.
@@ -18,6 +19,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import asyncpg
 import orjson
 
+from webhook_router.deadletters import DeadLetter, DeadLetterFilter
 from webhook_router.jobs import Outcome, Status
 from webhook_router.models import BRIEF_JOB_COLUMNS, JOB_COLUMNS, Attempt, Job, JobQuery
 from webhook_router.rights import Principal, Role, TokenInfo
@@ -540,3 +542,51 @@ class Store:
         partition but never the partitioned tables themselves, whose statistics the views'
         plans rely on."""
         await self.pool.execute(Q["analyze_job_log"])
+
+    # dead letters
+
+    async def keep_dead_letter(self, letter: DeadLetter) -> bool:
+        """Store a dead letter unless its id is stored; whether it was new."""
+        status = await self.pool.execute(
+            Q["keep_dead_letter"],
+            uuid.UUID(letter.id),
+            letter.role,
+            letter.reason,
+            letter.dead_at,
+            letter.event_id,
+            letter.webhook_id,
+            letter.webhook_name,
+            letter.space,
+            letter.routing_key,
+            letter.message_id,
+            letter.headers,
+            letter.body,
+            letter.preview,
+        )
+        return bool(status == "INSERT 0 1")
+
+    async def dead_letters(self, f: DeadLetterFilter) -> list[DeadLetter]:
+        """A page of dead letters, newest first, without bodies or headers."""
+        after_at, after_id = f.after if f.after is not None else (None, None)
+        rows = await self.pool.fetch(
+            Q["list_dead_letters"],
+            f.role,
+            like_escape(f.reason) if f.reason is not None else None,
+            f.start,
+            f.end,
+            after_at,
+            after_id,
+            f.not_requeued,
+            f.limit,
+            None if f.spaces is None else sorted(f.spaces),
+        )
+        return [DeadLetter.of(r) for r in rows]
+
+    async def get_dead_letter(self, letter_id: str) -> DeadLetter | None:
+        row = await self.pool.fetchrow(Q["get_dead_letter"], uuid.UUID(letter_id))
+        return DeadLetter.of(row) if row is not None else None
+
+    async def mark_dead_letter_requeued(self, letter_id: str) -> tuple[datetime, int] | None:
+        """Note that a dead letter was sent back: when, and how many times in all."""
+        row = await self.pool.fetchrow(Q["mark_dead_letter_requeued"], uuid.UUID(letter_id))
+        return (row["requeued_at"], row["requeue_count"]) if row is not None else None

@@ -49,6 +49,7 @@ from webhook_router.credentials import (
     CredentialsInvalid,
     authorization,
 )
+from webhook_router.deadletters import dead_headers
 from webhook_router.isolation import AT_LIMIT, EndpointGuard, endpoint_of
 from webhook_router.jobs import (
     Attempt,
@@ -283,7 +284,9 @@ class Worker:
                     delivery.encode(),
                     "",
                     message_id=delivery.job_id,
-                    headers={"x-reason": decision.summary, "x-failed-in": self.name},
+                    headers=dead_headers(
+                        self.name, decision.summary, self.names.delivery_key(delivery.webhook_id)
+                    ),
                 )
             )
         await asyncio.gather(*publishes)

@@ -11,13 +11,13 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
-import aio_pika
 import aiohttp
 import pytest
 from aiohttp import web
 from standardwebhooks import Webhook as StandardWebhook
 
 from webhook_router import metrics
+from webhook_router.deadletters import DeadLetter
 from webhook_router.jobs import Delivery
 from webhook_router.settings import Settings
 from webhook_router.ssrf import AddressPolicy, guarded_connector
@@ -97,27 +97,18 @@ async def test_an_always_failing_endpoint_fails_after_the_schedule_and_is_dead_l
     assert Delivery.decode(dead.body).job_id == str(job["id"])
 
 
-async def find_dead(stack: Stack, message_id: str) -> aio_pika.abc.AbstractIncomingMessage | None:
-    """Take the dead letter with this message id out of the dead-letter queue."""
-    connection = await aio_pika.connect(stack.settings.amqp_url[0])
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue(stack.router.names.dead)
+async def find_dead(stack: Stack, message_id: str, timeout: float = 10) -> DeadLetter | None:
+    """The dead letter with this message id, once the recorder moved it from the
+    dead-letter queue into the dead_letters table."""
 
-        async def find() -> aio_pika.abc.AbstractIncomingMessage | None:
-            seen = []
-            found = None
-            while (message := await queue.get(no_ack=False, fail=False)) is not None:
-                if message.message_id == message_id:
-                    await message.ack()
-                    found = message
-                    break
-                seen.append(message)
-            for m in seen:
-                await m.nack(requeue=True)
-            return found
+    async def find() -> DeadLetter | None:
+        letter_id = await stack.store.pool.fetchval(
+            "SELECT id FROM dead_letters WHERE message_id = $1 ORDER BY dead_at DESC LIMIT 1",
+            message_id,
+        )
+        return None if letter_id is None else await stack.store.get_dead_letter(str(letter_id))
 
-        return await eventually(find, timeout=10)
+    return await eventually(find, timeout=timeout)
 
 
 async def test_gone_fails_and_disables_the_webhook(stack: Stack) -> None:

@@ -8,8 +8,8 @@ from urllib.parse import quote
 
 import pytest
 
-from ..conftest import eventually
 from .conftest import Stack, event_for
+from .test_delivery import find_dead
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(60)]
 
@@ -170,8 +170,6 @@ async def test_a_webhook_changed_while_running_governs_the_next_event(stack: Sta
 async def test_bad_events_are_dead_lettered_and_the_next_is_delivered(
     stack: Stack, body: bytes, reason: str
 ) -> None:
-    import aio_pika
-
     from webhook_router import broker
 
     space = stack.space()
@@ -189,21 +187,7 @@ async def test_bad_events_are_dead_lettered_and_the_next_is_delivered(
     await stack.publisher.publish(submission(space))
     await stack.settled(space, 1)
 
-    connection = await aio_pika.connect(stack.settings.amqp_url[0])
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue(stack.router.names.dead)
-
-        async def find() -> aio_pika.abc.AbstractIncomingMessage | None:
-            while (message := await queue.get(no_ack=False, fail=False)) is not None:
-                if message.message_id == f"bad-{space}":
-                    await message.ack()
-                    return message
-                await message.nack(requeue=True)
-                return None
-            return None
-
-        found = await eventually(find, timeout=10)
+    found = await find_dead(stack, f"bad-{space}")
     assert found is not None
     assert reason in str(found.headers["x-reason"])
     assert found.headers["x-failed-in"] == "router"

@@ -34,6 +34,7 @@ from webhook_router.worker import Worker
 from ..conftest import drop_namespace, eventually, free_port
 from ..support.processes import env_of
 from .conftest import Stack, answer_app, event_for, open_stack
+from .test_delivery import find_dead
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(90)]
 
@@ -276,20 +277,12 @@ async def test_a_poison_delivery_stops_after_the_delivery_limit_and_is_dead_lett
             [job] = await st.settled(space, 1)
             assert job["status"] == "Complete", "the good delivery behind the poison stalled"
 
-            connection = await aio_pika.connect(st.settings.amqp_url[0])
-            async with connection:
-                channel = await connection.channel()
-                dead = await channel.get_queue(st.router.names.dead)
-
-                async def dead_lettered() -> aio_pika.abc.AbstractIncomingMessage | None:
-                    message = await dead.get(no_ack=True, fail=False)
-                    return message if message and message.message_id == poison_id else None
-
-                found = await eventually(dead_lettered, timeout=30)
+            found = await find_dead(st, poison_id, timeout=30)
             assert found is not None, f"not dead-lettered after {tries.get(poison_id)} tries"
             assert Delivery.decode_batch(found.body) == [poison]
             [death] = found.headers["x-death"]
             assert death["reason"] == "delivery_limit"
+            assert found.role == "worker" and "delivery_limit" in found.reason
             # given DELIVERY_LIMIT times again after the first, then stopped
             assert tries[poison_id] == DELIVERY_LIMIT + 1
         finally:

@@ -7,12 +7,14 @@ import asyncio
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
 
 from webhook_router.admin import Admin
+from webhook_router.deadletters import DeadLetter
 from webhook_router.rights import Role
 
 from ..conftest import eventually, free_port
@@ -38,6 +40,10 @@ ROLES_ALLOWED: dict[str, set[Role]] = {
     "replayWebhookJobs": {Role.ADMIN},
     "getWebhookJob": {Role.ADMIN, Role.READER},
     "retryWebhookJob": {Role.ADMIN},
+    "listDeadLetters": {Role.ADMIN, Role.READER},
+    "getDeadLetter": {Role.ADMIN, Role.READER},
+    "requeueDeadLetter": {Role.ADMIN},
+    "requeueDeadLetters": {Role.ADMIN},
 }
 """Who may call each operation, by operation id without its scope suffix: written here,
 apart from the code's table, so the two must agree. An operation of the document missing
@@ -184,6 +190,58 @@ async def test_a_token_of_one_space_reaches_nothing_of_another(stack: Stack) -> 
     assert listed.status == 200 and listed.body["webhookJobs"] == []
     [row] = await stack.jobs(theirs)
     assert (row["status"], row["replay"]) == ("Failed", 0), "nothing of theirs was retried"
+
+
+async def test_dead_letters_are_seen_and_requeued_only_within_the_token_s_spaces(
+    stack: Stack,
+) -> None:
+    """A dead letter of space B is nothing to a token of space A: not listed, 404 when
+    named, not requeued one by one nor by filters. One of no known space is only for a
+    token of every space."""
+    mine, theirs = stack.space(), stack.space()
+    stamp = datetime.now(UTC)
+    letters = {
+        space: DeadLetter(
+            id=str(uuid.uuid4()),
+            role="router",
+            reason=f"isolation test {stamp.isoformat()}",
+            dead_at=stamp,
+            preview="{}",
+            space=space,
+            routing_key="user.created",
+            body=b"{}",
+        )
+        for space in (mine, theirs, None)
+    }
+    for letter in letters.values():
+        assert await stack.store.keep_dead_letter(letter)
+    window = f"start={enc(stamp.isoformat())}&reason={enc(letters[mine].reason)}"
+    admin_of_mine = await make_token(stack, Role.ADMIN, mine)
+
+    listed = await call(stack, "GET", f"/app/api/v1/deadLetters?{window}", token=admin_of_mine)
+    assert listed.status == 200, listed.body
+    assert [d["id"] for d in listed.body["deadLetters"]] == [letters[mine].id]
+    for out_of_reach in (letters[theirs], letters[None]):
+        one = f"/app/api/v1/deadLetters/{out_of_reach.id}"
+        for method, path in (("GET", one), ("POST", one + "/requeue")):
+            answer = await call(stack, method, path, json={}, token=admin_of_mine)
+            assert answer.status == 404, (method, path, answer.body)
+    requeued = await call(
+        stack,
+        "POST",
+        "/app/api/v1/deadLetters/requeue",
+        json={"reason": letters[mine].reason, "start": stamp.isoformat()},
+        token=admin_of_mine,
+    )
+    assert requeued.status == 200 and requeued.body == {"requeued": 1}, requeued.body
+    for space in (theirs, None):
+        kept = await stack.store.get_dead_letter(letters[space].id)
+        assert kept is not None and kept.requeue_count == 0, "nothing out of reach was sent"
+
+    everything = await call(stack, "GET", f"/app/api/v1/deadLetters?{window}")
+    assert {d["id"] for d in everything.body["deadLetters"]} == {
+        letter.id for letter in letters.values()
+    }, "a token of every space sees them all"
 
 
 async def test_the_404_of_a_space_out_of_reach_is_the_same_whether_it_holds_anything(

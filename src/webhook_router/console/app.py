@@ -12,6 +12,7 @@ change goes through admin.py, as the API's and the CLI's do.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -29,6 +30,8 @@ from webhook_router.console.chart import minute_chart
 from webhook_router.console.render import Assets, Pointer, environment, pointer, space_url
 from webhook_router.console.sessions import Session
 from webhook_router.credentials import AUTH_FIELDS, FILE_FIELDS
+from webhook_router.deadletters import ROLES as REQUEUE_ROLES
+from webhook_router.deadletters import DeadLetter, DeadLetterFilter
 from webhook_router.expressions import ExpressionError, compile_filter, compile_url
 from webhook_router.jobs import Status
 from webhook_router.models import (
@@ -83,6 +86,9 @@ ROUTE_RIGHTS: dict[str, Right | None] = {
     "bulk": Right.WRITE,
     "bulk_confirm": Right.WRITE,
     "bulk_retry": Right.WRITE,
+    "dead_letters": Right.READ,
+    "dead_letter": Right.READ,
+    "requeue": Right.WRITE,
 }
 """The right each route of the console needs, by route name; a route missing here is
 refused to every token (the login routes and static files are public: access.py)."""
@@ -204,6 +210,9 @@ class Console:
         r.add_get(f"{s}/retry", self.bulk_form, name="bulk")
         r.add_get(f"{s}/retry/confirm", self.bulk_confirm, name="bulk_confirm")
         r.add_post(f"{s}/retry", self.bulk_retry, name="bulk_retry")
+        r.add_get(f"{s}/dead-letters", self.dead_letters, name="dead_letters")
+        r.add_get(f"{s}/dead-letters/{{id}}", self.dead_letter, name="dead_letter")
+        r.add_post(f"{s}/dead-letters/{{id}}/requeue", self.requeue, name="requeue")
         return app
 
     @web.middleware
@@ -708,6 +717,79 @@ class Console:
         message = f"Queued {count} failed job{'s' if count != 1 else ''} again."
         raise self.back(request, "ok", message, "jobs", webhook=webhook.name, kapp=webhook.kapp)
 
+    # dead letters: those of the token's spaces, shown from any of them (one of no known
+    # space only to a token of every space)
+
+    async def dead_letters(self, request: web.Request) -> web.Response:
+        space = request.match_info["space"]
+        reader = FormReader(request.query)
+        read = reader.get
+        query = DeadLetterFilter(
+            role=read("role", job_text),
+            reason=read("reason", job_text),
+            start=read("start", form_time),
+            end=read("end", form_time),
+            limit=50,
+            after=read("pageToken", decode_token),
+            spaces=self.principal(request).spaces,
+        )
+        rows: list[DeadLetter] = []
+        token = None
+        if not reader.errors:
+            page = await self.admin.dead_letters(query)
+            rows, token = page.dead_letters, page.next_token
+        filters = {
+            "role": query.role,
+            "reason": query.reason,
+            "start": form_when(query.start),
+            "end": form_when(query.end),
+        }
+        kept = {k: v for k, v in filters.items() if v}
+        return await self.page(
+            request,
+            "dead_letters.html",
+            rows=rows,
+            filters=filters,
+            filtered=bool(kept),
+            errors=reader.errors,
+            roles=DEAD_ROLES,
+            next_page=space_url(space, "dead-letters", **kept, pageToken=token) if token else None,
+        )
+
+    async def _dead_letter(self, request: web.Request) -> DeadLetter:
+        try:
+            return await self.admin.find_dead_letter(
+                str(uuid.UUID(request.match_info["id"])), self.principal(request).spaces
+            )
+        except (ValueError, NotFound):
+            raise NotFound("There is no such dead letter.") from None
+
+    async def dead_letter(self, request: web.Request) -> web.Response:
+        letter = await self._dead_letter(request)
+        body = letter.body[:BODY_SHOWN].decode("utf-8", errors="replace")
+        if len(letter.body) > BODY_SHOWN:
+            body += f"\n\u2026 (the first {BODY_SHOWN} of {len(letter.body)} bytes)"
+        return await self.page(
+            request,
+            "dead_letter.html",
+            letter=letter,
+            body=body,
+            can_requeue=letter.role in REQUEUE_ROLES,
+        )
+
+    async def requeue(self, request: web.Request) -> web.StreamResponse:
+        letter = await self._dead_letter(request)
+        here = ("dead-letters", letter.id)
+        try:
+            async with asyncio.timeout(BROKER_WAIT):
+                await self.admin.requeue_dead_letter(letter, by=self.principal(request).actor)
+        except (BrokerUnavailable, TimeoutError):
+            message = "The broker is unavailable: the dead letter was not requeued."
+            raise self.back(request, "error", message, *here) from None
+        except Conflict as exc:
+            raise self.back(request, "error", f"Not requeued: {exc.reason}.", *here) from None
+        raise self.back(request, "ok", f"Sent back to the {letter.role}.", *here)
+
 
 def entry_lines(entries: Mapping[str, str]) -> str:
     """A map as the console's textarea shows it: one `Name: value` line each."""
@@ -737,6 +819,9 @@ def parse_entries(text: str) -> dict[str, str]:
 
 
 BULK_FIELDS = ("webhook", "start", "end")
+DEAD_ROLES = (*REQUEUE_ROLES, "broker", "unknown")
+BODY_SHOWN = 100_000
+"""Bytes of a dead letter's body a page shows; the API and the CLI give it whole."""
 COMPILERS: dict[str, Callable[[str], object]] = {"filter": compile_filter, "url": compile_url}
 
 

@@ -204,3 +204,37 @@ SELECT webhook_router_drop_partition($1::text::regclass, $2::text::regclass, $3:
 
 -- name: analyze_job_log
 ANALYZE webhook_jobs, webhook_job_attempts;
+
+-- name: keep_dead_letter
+-- Idempotent: a dead letter the broker redelivers is stored once.
+INSERT INTO dead_letters (
+    id, role, reason, dead_at, event_id, webhook_id, webhook_name, space, routing_key,
+    message_id, headers, body, preview)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+ON CONFLICT (id) DO NOTHING;
+
+-- name: list_dead_letters
+-- Newest first, a page after the keyset ($5, $6); every filter is optional (null: any).
+-- $7: only those never requeued; $9: only those of these spaces (null: every one).
+SELECT id, role, reason, dead_at, event_id, webhook_id, webhook_name, space, routing_key,
+       message_id, preview, requeued_at, requeue_count
+FROM dead_letters
+WHERE ($1::text IS NULL OR role = $1)
+  AND ($2::text IS NULL OR reason ILIKE '%' || $2 || '%' ESCAPE '\')
+  AND ($3::timestamptz IS NULL OR dead_at >= $3)
+  AND ($4::timestamptz IS NULL OR dead_at < $4)
+  AND ($5::timestamptz IS NULL OR (dead_at, id) < ($5, $6::uuid))
+  AND (NOT $7::boolean OR requeued_at IS NULL)
+  AND ($9::text[] IS NULL OR space = ANY($9))
+ORDER BY dead_at DESC, id DESC
+LIMIT $8;
+
+-- name: get_dead_letter
+SELECT id, role, reason, dead_at, event_id, webhook_id, webhook_name, space, routing_key,
+       message_id, preview, requeued_at, requeue_count, headers, body
+FROM dead_letters WHERE id = $1;
+
+-- name: mark_dead_letter_requeued
+UPDATE dead_letters SET requeued_at = now(), requeue_count = requeue_count + 1
+WHERE id = $1
+RETURNING requeued_at, requeue_count;
