@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 
 from webhook_router import targets
+from webhook_router.audit import Action, AuditEntry, shown, webhook_target
 from webhook_router.credentials import check_auth
 from webhook_router.models import (
     InputInvalid,
@@ -60,6 +62,12 @@ class BrokerUnavailable(ConnectionError):
 @dataclass(frozen=True, slots=True)
 class JobPage:
     jobs: list[Job]
+    next_token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    entries: list[AuditEntry]
     next_token: str | None
 
 
@@ -151,21 +159,23 @@ class Admin:
             raise InputInvalid("the webhook is not valid", errors)
         draft = Webhook(id="", space=space, kapp=kapp, **{"filter": None, **given})
         self._check(draft)
-        created = await self.store.insert_webhook(
-            space=space,
-            kapp=kapp,
-            name=draft.name,
-            type=draft.type,
-            event=draft.event,
-            filter=draft.filter,
-            url=draft.url,
-            auth_strategy=draft.auth_strategy,
-            enabled=draft.enabled,
-            headers=draft.headers,
-            auth=draft.auth,
-        )
-        if created is None:
-            raise Conflict(f"a webhook named {draft.name!r} already exists here", field="name")
+        async with self.store.transaction() as tx:
+            created = await tx.insert_webhook(
+                space=space,
+                kapp=kapp,
+                name=draft.name,
+                type=draft.type,
+                event=draft.event,
+                filter=draft.filter,
+                url=draft.url,
+                auth_strategy=draft.auth_strategy,
+                enabled=draft.enabled,
+                headers=draft.headers,
+                auth=draft.auth,
+            )
+            if created is None:
+                raise Conflict(f"a webhook named {draft.name!r} already exists here", field="name")
+            await self._webhook_changed(tx, Action.WEBHOOK_CREATED, None, created, by=by)
         log.info("webhook created", webhook=created.name, space=space, kapp=kapp, by=by)
         return created
 
@@ -177,9 +187,13 @@ class Admin:
         if not auth_given and changed.auth_strategy != current.auth_strategy:
             changed, auth_given = replace(changed, auth=None), current.auth is not None
         self._check(changed)
-        saved = await self.store.update_webhook(changed, auth_given=auth_given)
-        if saved is None:
-            raise Conflict(f"a webhook named {changed.name!r} already exists here", field="name")
+        async with self.store.transaction() as tx:
+            saved = await tx.update_webhook(changed, auth_given=auth_given)
+            if saved is None:
+                raise Conflict(
+                    f"a webhook named {changed.name!r} already exists here", field="name"
+                )
+            await self._webhook_changed(tx, Action.WEBHOOK_UPDATED, current, saved, by=by)
         log.info(
             "webhook updated",
             webhook=saved.name,
@@ -197,23 +211,30 @@ class Admin:
         return targets.warnings(webhook.url, self.settings.allowed_networks)
 
     async def set_enabled(self, current: Webhook, enabled: bool, *, by: str) -> Webhook:
-        saved = await self.store.update_webhook(replace(current, enabled=enabled))
-        if saved is None:
-            raise NotFound(f"no webhook named {current.name!r} here")
+        action = Action.WEBHOOK_ENABLED if enabled else Action.WEBHOOK_DISABLED
+        async with self.store.transaction() as tx:
+            saved = await tx.update_webhook(replace(current, enabled=enabled))
+            if saved is None:
+                raise NotFound(f"no webhook named {current.name!r} here")
+            await self._webhook_changed(tx, action, current, saved, by=by)
         log.info("webhook enabled" if enabled else "webhook disabled", webhook=saved.name, by=by)
         return saved
 
     async def delete_webhook(self, webhook: Webhook, *, by: str) -> None:
-        await self.store.delete_webhook(webhook.id)
+        async with self.store.transaction() as tx:
+            await tx.delete_webhook(webhook.id)
+            await self._webhook_changed(tx, Action.WEBHOOK_DELETED, webhook, None, by=by)
         log.info(
             "webhook deleted", webhook=webhook.name, space=webhook.space, kapp=webhook.kapp, by=by
         )
 
     async def rotate_secret(self, webhook: Webhook, grace: float | None, *, by: str) -> Webhook:
         seconds = round(self.settings.signature_grace if grace is None else grace, 3)
-        rotated = await self.store.rotate_secret(webhook.id, seconds)
-        if rotated is None:
-            raise NotFound(f"no webhook named {webhook.name!r} here")
+        async with self.store.transaction() as tx:
+            rotated = await tx.rotate_secret(webhook.id, seconds)
+            if rotated is None:
+                raise NotFound(f"no webhook named {webhook.name!r} here")
+            await self._webhook_changed(tx, Action.SECRET_ROTATED, webhook, rotated, by=by)
         log.info(
             "webhook secret rotated",
             webhook=rotated.name,
@@ -223,6 +244,56 @@ class Admin:
             by=by,
         )
         return rotated
+
+    # the audit trail
+
+    async def audit(
+        self,
+        action: Action,
+        *,
+        by: str,
+        space: str,
+        target: str,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+        store: Store | None = None,
+    ) -> None:
+        """Record a change in the audit trail; pass the `store` of the change's
+        transaction to record it with the change. `before` and `after` must hold no
+        secret (`audit.shown` makes a webhook safe)."""
+        await (store or self.store).audit(
+            actor=by, space=space, action=action, target=target, before=before, after=after
+        )
+
+    async def _webhook_changed(
+        self, tx: Store, action: Action, before: Webhook | None, after: Webhook | None, *, by: str
+    ) -> None:
+        webhook = after or before
+        assert webhook is not None
+        await self.audit(
+            action,
+            by=by,
+            space=webhook.space,
+            target=webhook_target(webhook),
+            before=None if before is None else shown(before),
+            after=None if after is None else shown(after),
+            store=tx,
+        )
+
+    async def audit_log(
+        self,
+        space: str | None,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int = 25,
+        after: tuple[datetime, str] | None = None,
+    ) -> AuditPage:
+        """A page of the audit trail, newest first, and the token of the next page."""
+        rows = await self.store.audit_log(space, start=start, end=end, limit=limit + 1, after=after)
+        page = rows[:limit]
+        more = len(rows) > limit
+        return AuditPage(page, encode_token(page[-1].at, str(page[-1].id)) if more else None)
 
     # jobs
 
@@ -255,9 +326,18 @@ class Admin:
         """Send a Failed or Cancelled job again through its webhook's current definition."""
         topology = await self._publishing("the retry")
         try:
-            return await replay_job(self.store, topology, job, self.settings.engine_url)
+            result = await replay_job(self.store, topology, job, self.settings.engine_url)
         except ReplayRefused as exc:
             raise Conflict(f"the job cannot be retried: {exc}", reason=str(exc)) from None
+        await self.audit(
+            Action.JOB_RETRIED,
+            by=by,
+            space=job.space,
+            target=f"webhookJobs/{job.id}",
+            before={"status": job.status, "url": job.url},
+            after={"status": result.status, "url": result.url},
+        )
+        return result
 
     async def replay(
         self,
@@ -281,6 +361,15 @@ class Admin:
             end=end,
             dry_run=dry_run,
         )
+        if not dry_run:
+            window = {"start": start and start.isoformat(), "end": end and end.isoformat()}
+            await self.audit(
+                Action.JOBS_REPLAYED,
+                by=by,
+                space=webhook.space,
+                target=webhook_target(webhook),
+                after=window | {"queued": queued},
+            )
         log.info(
             "failed jobs counted for a replay" if dry_run else "failed jobs replayed",
             webhook=webhook.name,

@@ -30,6 +30,8 @@ from webhook_router.ingest import BodyRefused, read_event, read_object
 from webhook_router.models import (
     NAME_MAX,
     SLUG_MAX,
+    AuditLogEntry,
+    AuditQuery,
     InputInvalid,
     JobQuery,
     JobRetry,
@@ -383,6 +385,16 @@ class Api:
             webhook, start=replay.start, end=replay.end, dry_run=replay.dry_run, by="api"
         )
         return json_response({"queued": queued, "dryRun": replay.dry_run})
+
+    # the audit trail
+
+    async def audit_log(self, request: web.Request) -> web.Response:
+        q = AuditQuery.parse(request.query)
+        page = await self.admin.audit_log(
+            q.space, start=q.start, end=q.end, limit=q.limit, after=q.page_token
+        )
+        entries = [AuditLogEntry.of(e).wire() for e in page.entries]
+        return json_response({"auditLog": entries, "nextPageToken": page.next_token})
 
 
 class ApiRole:

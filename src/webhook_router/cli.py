@@ -17,13 +17,22 @@ import orjson
 import structlog
 
 from webhook_router import __version__, broker, launch, logs, store
-from webhook_router.admin import REQUIRED, Admin, BrokerUnavailable, Conflict, NotFound
+from webhook_router.admin import (
+    REQUIRED,
+    Admin,
+    AuditPage,
+    BrokerUnavailable,
+    Conflict,
+    NotFound,
+)
 from webhook_router.credentials import AUTH_FIELDS, FILE_FIELDS
+from webhook_router.encryption import KeyMissing, new_key
 from webhook_router.events import EventInvalid
 from webhook_router.launch import EXIT_UNAVAILABLE, EXIT_USAGE, CannotStart
 from webhook_router.models import (
     LIMIT_DEFAULT,
     LIMIT_MAX,
+    AuditLogEntry,
     InputInvalid,
     Job,
     JobDetail,
@@ -101,6 +110,7 @@ def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
     names = ["recorder", "router", "worker", "api"]
     launch.check_listens(launch.listens(settings, names, args.health_port, args.demo))
+    launch.warn_without_keys(settings)
     token = None
     if not settings.api_token:
         token = secrets.token_urlsafe(24)
@@ -150,6 +160,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
+    launch.warn_without_keys(settings)
     asyncio.run(launch.ensure_database(settings))
     applied = _with_store(settings, lambda st: store.migrate(st.pool))
     print("applied: " + ", ".join(applied) if applied else "nothing to apply: up to date")
@@ -460,6 +471,46 @@ def cmd_jobs_replay(args: argparse.Namespace, settings: Settings) -> None:
     print(f"{'would queue' if args.dry_run else 'queued'} {count} failed jobs")
 
 
+def cmd_secrets_new_key(args: argparse.Namespace, settings: Settings) -> None:
+    print(new_key())
+
+
+def cmd_secrets_rotate_key(args: argparse.Namespace, settings: Settings) -> None:
+    if not settings.encryption_keys:
+        raise CommandError("set WEBHOOK_ROUTER_ENCRYPTION_KEYS: there is no key to seal under")
+    try:
+        done = _with_store(settings, lambda st: st.reseal_secrets())
+    except KeyMissing as exc:
+        raise CommandError(f"{exc}; nothing was changed (list every key still in use)") from None
+    print(f"resealed {done.resealed} webhooks under the first key; {done.current} already were")
+
+
+def cmd_audit_list(args: argparse.Namespace, settings: Settings) -> None:
+    start, end = _time("--start", args.start), _time("--end", args.end)
+    if not 1 <= args.limit <= LIMIT_MAX:
+        raise CommandError(f"--limit must be from 1 to {LIMIT_MAX}: {args.limit}", EXIT_USAGE)
+    try:
+        after = None if args.page_token is None else decode_token(args.page_token)
+    except ValueError as exc:
+        raise CommandError(f"--page-token {exc}: {args.page_token!r}", EXIT_USAGE) from None
+
+    async def work(admin: Admin) -> AuditPage:
+        space = None if args.all_spaces else args.space
+        return await admin.audit_log(space, start=start, end=end, limit=args.limit, after=after)
+
+    page = _with_admin(settings, work)
+    entries = [AuditLogEntry.of(e).wire() for e in page.entries]
+    if args.json:
+        _print_json({"auditLog": entries, "nextPageToken": page.next_token})
+        return
+    _table(
+        [(e["at"], e["actor"], e["space"], e["action"], e["target"]) for e in entries],
+        ["AT", "ACTOR", "SPACE", "ACTION", "TARGET"],
+    )
+    if page.next_token is not None:
+        print(f"more: --page-token {page.next_token}", file=sys.stderr)
+
+
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> None:
     from webhook_router.durations import parse_duration
     from webhook_router.retention import PruneBlocked, prune
@@ -568,7 +619,9 @@ START = arg("--start", help="scheduled at or after (ISO 8601 with zone)")
 END = arg("--end", help="scheduled before (ISO 8601 with zone)")
 WEBHOOKS = "Create, update, delete, list and show webhooks."
 JOBS = "List, show, retry and replay webhook jobs."
-GROUPS = {"webhooks": WEBHOOKS, "jobs": JOBS}
+SECRETS = "Make an encryption key; reseal every stored secret under the first key."
+AUDIT = "Read the audit trail: who changed what through the API, console or CLI."
+GROUPS = {"webhooks": WEBHOOKS, "jobs": JOBS, "secrets": SECRETS, "audit": AUDIT}
 
 # command (a group's action after a space), function, help, description (None: the help),
 # arguments
@@ -659,6 +712,24 @@ COMMANDS: tuple[tuple[str, Callable[..., Any], str, str | None, list[Argument]],
         START,
         END,
         arg("--dry-run", action="store_true", help="only count what would be queued"),
+    ]),
+    ("secrets new-key", cmd_secrets_new_key,
+     "Print a new key for WEBHOOK_ROUTER_ENCRYPTION_KEYS (32 random bytes, base64).", None, []),
+    ("secrets rotate-key", cmd_secrets_rotate_key,
+     "Reseal every webhook's secrets and credentials under the first key.",
+     "Reseal every webhook's signing secrets and credentials under the first key of "
+     "WEBHOOK_ROUTER_ENCRYPTION_KEYS, in one transaction; plaintext from before a key was set "
+     "is sealed too. Running it again changes nothing. Prints the counts.", []),
+    ("audit list", cmd_audit_list, "List the audit trail of a space, newest first.", None, [
+        scoped,
+        arg("--all-spaces", action="store_true", help="every space's entries"),
+        arg("--start", help="at or after (ISO 8601 with zone)"),
+        arg("--end", help="before (ISO 8601 with zone)"),
+        arg("--limit", type=int, default=LIMIT_DEFAULT,
+            help=f"entries per page, 1 to {LIMIT_MAX} (default {LIMIT_DEFAULT})"),
+        arg("--page-token", metavar="TOKEN", help="continue after the page that gave this "
+            "token; keep the same filters"),
+        arg("--json", action="store_true", help="print JSON, with before and after"),
     ]),
 )  # fmt: skip
 

@@ -182,3 +182,26 @@ SELECT webhook_router_drop_partition($1::text::regclass, $2::text::regclass, $3:
 
 -- name: analyze_job_log
 ANALYZE webhook_jobs, webhook_job_attempts;
+
+-- name: webhook_secrets_for_update
+SELECT id, secret, previous_secret, auth FROM webhooks ORDER BY id FOR UPDATE;
+
+-- name: reseal_webhook_secrets
+-- The same secrets and credentials, sealed anew; updated_at is left: nothing changed.
+UPDATE webhooks SET secret = $2, previous_secret = $3, auth = $4::jsonb WHERE id = $1;
+
+-- name: insert_audit
+INSERT INTO audit_log (actor, space, action, target, before, after)
+VALUES ($1, $2, $3, $4, $5, $6);
+
+-- name: audit_log
+-- A space's (null: every space's) audit rows newest first, within [$2, $3) when given,
+-- after ($4, $5) for a page.
+SELECT id, at, actor, space, action, target, before, after
+FROM audit_log
+WHERE ($1::text IS NULL OR space = $1)
+  AND ($2::timestamptz IS NULL OR at >= $2)
+  AND ($3::timestamptz IS NULL OR at < $3)
+  AND ($4::timestamptz IS NULL OR (at, id) < ($4, $5::uuid))
+ORDER BY at DESC, id DESC
+LIMIT $6;
