@@ -193,7 +193,10 @@ class Admin:
                 raise Conflict(
                     f"a webhook named {changed.name!r} already exists here", field="name"
                 )
-            await self._webhook_changed(tx, Action.WEBHOOK_UPDATED, current, saved, by=by)
+            action = Action.WEBHOOK_UPDATED
+            if saved.enabled != current.enabled:  # the switch is what an auditor looks for
+                action = Action.WEBHOOK_ENABLED if saved.enabled else Action.WEBHOOK_DISABLED
+            await self._webhook_changed(tx, action, current, saved, by=by)
         log.info(
             "webhook updated",
             webhook=saved.name,

@@ -721,7 +721,8 @@ COMMANDS: tuple[tuple[str, Callable[..., Any], str, str | None, list[Argument]],
      "WEBHOOK_ROUTER_ENCRYPTION_KEYS, in one transaction; plaintext from before a key was set "
      "is sealed too. Running it again changes nothing. Prints the counts.", []),
     ("audit list", cmd_audit_list, "List the audit trail of a space, newest first.", None, [
-        scoped,
+        arg("--space", default=Settings().default_space,
+            help="space slug (default: WEBHOOK_ROUTER_DEFAULT_SPACE)"),
         arg("--all-spaces", action="store_true", help="every space's entries"),
         arg("--start", help="at or after (ISO 8601 with zone)"),
         arg("--end", help="before (ISO 8601 with zone)"),
