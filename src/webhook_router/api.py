@@ -100,6 +100,8 @@ def error(status: int, message: str, errors: FieldErrors | None = None) -> web.R
 
 
 def webhook_json(w: WebhookDefinition, *, with_secret: bool = False) -> dict[str, Any]:
+    if with_secret and w.secret is None:
+        raise ApiError(503, f"the webhook's signing secret cannot be read: {w.unreadable}")
     return (WebhookWithSecret if with_secret else Webhook).of(w).wire()
 
 

@@ -285,9 +285,16 @@ def cmd_webhooks_list(args: argparse.Namespace, settings: Settings) -> None:
     _table(rows, ["NAME", "KAPP", "TYPE", "EVENT", "ENABLED", "URL"])
 
 
+def _revealed(webhook: WebhookDefinition) -> dict[str, Any]:
+    """The webhook with its signing secret, or an error naming the key it is sealed under."""
+    if webhook.secret is None:
+        raise CommandError(f"the webhook's signing secret cannot be read: {webhook.unreadable}")
+    return WebhookWithSecret.of(webhook).wire()
+
+
 def cmd_webhooks_show(args: argparse.Namespace, settings: Settings) -> None:
     webhook = _with_admin(settings, lambda a: _find_webhook(a, args.space, args.kapp, args.name))
-    _print_json({"webhook": WebhookWithSecret.of(webhook).wire()})
+    _print_json({"webhook": _revealed(webhook)})
 
 
 def cmd_webhooks_save(args: argparse.Namespace, settings: Settings) -> None:
@@ -305,7 +312,7 @@ def cmd_webhooks_save(args: argparse.Namespace, settings: Settings) -> None:
     saved, warnings = _with_admin(settings, work)
     for warning in warnings:
         print(f"webhook-router: warning: {warning}", file=sys.stderr)
-    _print_json({"webhook": WebhookWithSecret.of(saved).wire()})
+    _print_json({"webhook": _revealed(saved)})
 
 
 def cmd_webhooks_delete(args: argparse.Namespace, settings: Settings) -> None:

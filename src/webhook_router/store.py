@@ -20,7 +20,7 @@ import asyncpg
 import orjson
 
 from webhook_router.audit import AuditEntry
-from webhook_router.encryption import Keyring
+from webhook_router.encryption import KeyMissing, Keyring
 from webhook_router.jobs import Outcome, Status
 from webhook_router.models import BRIEF_JOB_COLUMNS, JOB_COLUMNS, Attempt, Job
 from webhook_router.signing import generate_secret
@@ -222,6 +222,16 @@ class Store:
             return auth
         return self.keyring.seal(orjson.dumps(auth).decode())
 
+    def _opened(self, stored: str | None, why: list[str]) -> str | None:
+        """The plaintext, or None with the reason added to `why` when it does not open."""
+        if stored is None:
+            return None
+        try:
+            return self.keyring.open(stored)
+        except KeyMissing as exc:
+            why.append(str(exc))
+            return None
+
     def _opened_auth(self, stored: Any) -> dict[str, str] | None:
         if isinstance(stored, str):
             return dict(orjson.loads(self.keyring.open(stored)))
@@ -244,8 +254,16 @@ class Store:
         return Attempt.of(fields)
 
     def webhook_of(self, row: asyncpg.Record) -> Webhook:
-        """The webhook of a row, its secrets and credentials opened."""
-        previous = row["previous_secret"]
+        """The webhook of a row, its secrets and credentials opened; one that does not open
+        is None, and `unreadable` says why (one webhook's missing key never stops the
+        others from loading)."""
+        why: list[str] = []
+        auth = None
+        if isinstance(row["auth"], str):
+            opened = self._opened(row["auth"], why)
+            auth = None if opened is None else dict(orjson.loads(opened))
+        elif row["auth"] is not None:
+            auth = dict(row["auth"])
         return Webhook(
             id=str(row["id"]),
             space=row["space"],
@@ -258,12 +276,13 @@ class Store:
             auth_strategy=row["auth_strategy"],
             enabled=row["enabled"],
             headers=dict(row["headers"]),  # [name, value] pairs: jsonb keeps no key order
-            auth=self._opened_auth(row["auth"]),
+            auth=auth,
             auth_set_at=row["auth_set_at"],
-            secret=self.keyring.open(row["secret"]),
-            previous_secret=None if previous is None else self.keyring.open(previous),
+            secret=self._opened(row["secret"], why),
+            previous_secret=self._opened(row["previous_secret"], why),
             previous_secret_until=row["previous_secret_until"],
             disabled_reason=row["disabled_reason"],
+            unreadable="; ".join(why) or None,
             created_at=row["created_at"],
             updated_at=row["updated_at"],
         )

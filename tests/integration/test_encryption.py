@@ -174,9 +174,10 @@ async def test_secret_columns_hold_no_plaintext_and_a_key_rotation_keeps_deliver
             url=url + "/legacy", auth_strategy="Signature",
         )  # fmt: skip
         assert legacy is not None and legacy.secret is not None
-        # without the key, a sealed secret does not open
-        with pytest.raises(KeyMissing):
-            await plain.get_webhook(space, None, "signed")
+        # without the key, a sealed secret does not open, and says which key it needs
+        unread = await plain.get_webhook(space, None, "signed")
+        assert unread is not None and unread.secret is None
+        assert f"key {old_id}, which is not configured" in (unread.unreadable or "")
     finally:
         await plain.pool.close()
     assert {r["name"]: r["secret"] for r in await stored_secrets(sealed.database_url, space)}[
@@ -249,3 +250,42 @@ async def test_sealed_bodies_are_read_back_in_plaintext_through_the_api(
         assert [a["responseContent"] for a in shown["attemptHistory"]] == [ANSWER]
         [(posted, _)] = got.at("/p")
         assert username in posted.decode()
+
+
+async def test_a_secret_under_a_key_not_configured_fails_only_its_own_jobs(
+    sealed: Settings, receiver: tuple[Receiver, str]
+) -> None:
+    got, url = receiver
+    space = f"space-{uuid.uuid4().hex[:8]}"
+    stranger = new_key()
+    async with open_stack(sealed) as stack:
+        good = await stack.webhook(
+            space, name="good", type="User", event="Created", url=url + "/good",
+            auth_strategy="Signature",
+        )  # fmt: skip
+        other = store.Store(stack.store.pool, Keyring([stranger]))
+        lost = await other.insert_webhook(
+            space=space, kapp=None, name="lost", type="User", event="Created", filter=None,
+            url=url + "/lost", auth_strategy="Signature",
+        )  # fmt: skip
+        assert lost is not None
+        await stack.synced()
+        await stack.publisher.publish(event_for(space, "User", "Created", user={"username": "a"}))
+        jobs = await stack.settled(space, 2)
+        by_name = {j["webhook_name"]: j for j in jobs}
+        assert by_name["good"]["status"] == "Complete"
+        assert by_name["lost"]["status"] == "Failed"
+        missing = f"key {key_id(parse_key(stranger))}, which is not configured"
+        assert missing in by_name["lost"]["summary"]
+        [(body, headers)] = got.at("/good")
+        assert good.secret is not None
+        StandardWebhook(good.secret).verify(body, headers)
+        assert got.at("/lost") == []
+
+        status, answer = await stack.api("GET", f"/app/api/v1/spaces/{space}/webhooks/lost")
+        assert status == 503 and missing in answer["error"], answer
+        status, answer = await stack.api("GET", f"/app/api/v1/spaces/{space}/webhooks")
+        assert status == 200 and {w["name"] for w in answer["webhooks"]} == {"good", "lost"}
+
+        code, _, err = await cli(sealed, "secrets", "rotate-key")
+        assert code == 1 and missing in err and "nothing was changed" in err
