@@ -289,3 +289,19 @@ async def test_a_secret_under_a_key_not_configured_fails_only_its_own_jobs(
 
         code, _, err = await cli(sealed, "secrets", "rotate-key")
         assert code == 1 and missing in err and "nothing was changed" in err
+
+
+async def test_migrate_warns_once_without_a_key_and_not_with_one(
+    settings: Settings, sealed: Settings
+) -> None:
+    code, out, err = await cli(settings, "migrate")
+    assert code == 0, err
+    assert err.count("WEBHOOK_ROUTER_ENCRYPTION_KEYS is not set") == 1, err
+    assert "plaintext" in err and "secrets new-key" in err
+    code, out, err = await cli(sealed, "migrate")
+    assert code == 0, err
+    assert "ENCRYPTION_KEYS" not in err
+    code, out, err = await cli(settings, "secrets", "rotate-key")
+    assert code == 1 and "set WEBHOOK_ROUTER_ENCRYPTION_KEYS" in err
+    code, out, err = await cli(settings, "secrets", "new-key")
+    assert code == 0 and len(parse_key(out.strip())) == 32
