@@ -21,6 +21,7 @@ from aio_pika.abc import AbstractRobustConnection
 from webhook_router import targets
 from webhook_router.audit import Action, AuditEntry, shown, webhook_target
 from webhook_router.credentials import check_auth
+from webhook_router.defaults import install_defaults
 from webhook_router.models import (
     InputInvalid,
     Job,
@@ -206,6 +207,17 @@ class Admin:
             by=by,
         )
         return saved
+
+    async def install_defaults(self, space: str, kapp: str | None, *, by: str) -> list[str]:
+        """Create the standard webhooks missing from the scope, each audited as created;
+        the names created."""
+
+        async def created(tx: Store, webhook: Webhook) -> None:
+            await self._webhook_changed(tx, Action.WEBHOOK_CREATED, None, webhook, by=by)
+
+        return await install_defaults(
+            self.store, self.settings.tree_source, space, kapp, created=created
+        )
 
     def warnings(self, webhook: Webhook) -> list[str]:
         """What an admin should hear about a webhook just saved: that the address guard will

@@ -325,11 +325,7 @@ def cmd_webhooks_delete(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_webhooks_install_defaults(args: argparse.Namespace, settings: Settings) -> None:
-    from webhook_router.defaults import install_defaults
-
-    created = _with_store(
-        settings, lambda st: install_defaults(st, settings.tree_source, args.space, args.kapp)
-    )
+    created = _with_admin(settings, lambda a: a.install_defaults(args.space, args.kapp, by="cli"))
     print(f"created {len(created)} webhooks" + (": " + ", ".join(created) if created else ""))
 
 
