@@ -33,7 +33,7 @@ from webhook_router.models import (
 from webhook_router.replay import ReplayRefused, ReplayResult, replay_failed, replay_job
 from webhook_router.service import link
 from webhook_router.settings import Settings
-from webhook_router.store import JobFilter, Store
+from webhook_router.store import JobFilter, Resealed, Store
 from webhook_router.topology import Topology
 from webhook_router.webhooks import Webhook, WebhookInvalid, check_definition
 
@@ -219,6 +219,22 @@ class Admin:
             self.store, self.settings.tree_source, space, kapp, created=created
         )
 
+    async def reseal_secrets(self, *, by: str) -> Resealed:
+        """Seal every webhook's secrets under the first key, audited in the same
+        transaction (a row of no one space, with the counts)."""
+        async with self.store.transaction() as tx:
+            done = await tx.reseal_secrets()
+            counts = {"resealed": done.resealed, "alreadyCurrent": done.current}
+            await self.audit(
+                Action.SECRETS_RESEALED,
+                by=by,
+                space=None,
+                target="webhooks",
+                after=counts,
+                store=tx,
+            )
+        return done
+
     def warnings(self, webhook: Webhook) -> list[str]:
         """What an admin should hear about a webhook just saved: that the address guard will
         refuse its literal host (`targets`). Told, not refused: the networks may be allowed
@@ -267,7 +283,7 @@ class Admin:
         action: Action,
         *,
         by: str,
-        space: str,
+        space: str | None,
         target: str,
         before: dict[str, Any] | None = None,
         after: dict[str, Any] | None = None,

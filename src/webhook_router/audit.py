@@ -27,6 +27,7 @@ class Action(StrEnum):
     WEBHOOK_ENABLED = "webhook.enabled"
     WEBHOOK_DISABLED = "webhook.disabled"
     SECRET_ROTATED = "webhook.secret_rotated"
+    SECRETS_RESEALED = "secrets.resealed"
     JOB_RETRIED = "job.retried"
     JOBS_REPLAYED = "jobs.replayed"
     DEAD_LETTER_REQUEUED = "dead_letter.requeued"
@@ -41,7 +42,8 @@ class AuditEntry:
     id: uuid.UUID
     at: datetime
     actor: str
-    space: str
+    space: str | None
+    """None: a change of no one space (every webhook's keys, a token for every space)."""
     action: str
     target: str
     before: dict[str, Any] | None

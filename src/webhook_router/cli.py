@@ -482,7 +482,7 @@ def cmd_secrets_rotate_key(args: argparse.Namespace, settings: Settings) -> None
     if not settings.encryption_keys:
         raise CommandError("set WEBHOOK_ROUTER_ENCRYPTION_KEYS: there is no key to seal under")
     try:
-        done = _with_store(settings, lambda st: st.reseal_secrets())
+        done = _with_admin(settings, lambda admin: admin.reseal_secrets(by="cli"))
     except KeyMissing as exc:
         raise CommandError(f"{exc}; nothing was changed (list every key still in use)") from None
     print(f"resealed {done.resealed} webhooks under the first key; {done.current} already were")

@@ -733,7 +733,9 @@ class AuditLogEntry(_Output):
     id: uuid.UUID
     at: datetime
     actor: Annotated[str, Field(description="The token's name, or the front end that acted.")]
-    space: str
+    space: Annotated[
+        str | None, Field(description="Null for a change of no one space (key rotation).")
+    ]
     action: Annotated[str, Field(description="e.g. `webhook.updated`, `job.retried`.")]
     target: Annotated[str, Field(description="What changed, as the API's paths name it.")]
     before: Annotated[

@@ -202,13 +202,22 @@ class Store:
         self.pool = pool
         self.keyring = keyring or Keyring()
         self.seal_payloads = seal_payloads
+        self._bound = False
+        """Whether `pool` is one connection in a transaction (a store of `transaction()`)."""
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Store]:
         """A store whose every statement runs in one transaction, committed when the block
-        ends without an error: a change and its audit row are written together."""
+        ends without an error: a change and its audit row are written together. Inside
+        one already, a savepoint of it."""
+        if self._bound:
+            async with self.pool.transaction():
+                yield self
+            return
         async with self.pool.acquire() as conn, conn.transaction():
-            yield Store(conn, self.keyring, seal_payloads=self.seal_payloads)
+            bound = Store(conn, self.keyring, seal_payloads=self.seal_payloads)
+            bound._bound = True
+            yield bound
 
     # sealing
 
@@ -292,7 +301,8 @@ class Store:
         transaction; values already under it are left alone, so running it again is a
         no-op."""
         resealed = current = 0
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.transaction() as tx:
+            conn = tx.pool
             for row in await conn.fetch(Q["webhook_secrets_for_update"]):
                 stored = [row["secret"], row["previous_secret"], row["auth"]]
                 if all(
@@ -320,7 +330,7 @@ class Store:
         self,
         *,
         actor: str,
-        space: str,
+        space: str | None,
         action: str,
         target: str,
         before: dict[str, Any] | None = None,

@@ -105,7 +105,7 @@ class MemoryStore(Store):
         self,
         *,
         actor: str,
-        space: str,
+        space: str | None,
         action: str,
         target: str,
         before: dict[str, Any] | None = None,

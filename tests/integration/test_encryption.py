@@ -195,6 +195,13 @@ async def test_secret_columns_hold_no_plaintext_and_a_key_rotation_keeps_deliver
         code, out, err = await cli(both, "secrets", "rotate-key")
         assert code == 0, err
         assert out.strip() == "resealed 0 webhooks under the first key; 3 already were"
+        status, body = await stack.api("GET", "/app/api/v1/auditLog")
+        assert status == 200, body
+        reseals = [e for e in body["auditLog"] if e["action"] == "secrets.resealed"]
+        assert [(e["actor"], e["space"], e["after"]) for e in reseals] == [
+            ("cli", None, {"resealed": 0, "alreadyCurrent": 3}),
+            ("cli", None, {"resealed": 3, "alreadyCurrent": 0}),
+        ]
     check_delivered(got, {"/signed": secret, "/legacy": legacy.secret}, 2)
     rows = await stored_secrets(sealed.database_url, space)
     assert all(r["secret"].startswith(f"enc:v1:{new_id}:") for r in rows)

@@ -24,13 +24,14 @@ CREATE TABLE audit_log (
     id      uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     at      timestamptz NOT NULL DEFAULT clock_timestamp(),
     actor   text NOT NULL,
-    space   text NOT NULL,
+    space   text,  -- null: a change of no one space (a key rotation)
     action  text NOT NULL,
     target  text NOT NULL,
     before  jsonb,
     after   jsonb
 );
 CREATE INDEX audit_log_space_at ON audit_log (space, at DESC, id DESC);
+CREATE INDEX audit_log_at ON audit_log (at DESC, id DESC);
 COMMENT ON TABLE audit_log IS
     'Who changed what: actor is the token name (or the CLI user), before/after the '
     'resource without its secrets.';
