@@ -58,9 +58,9 @@ NO_KEY_WARNING = (
 
 
 def warn_without_keys(settings: Settings) -> None:
-    """Say once, on stderr, that secrets are stored unsealed."""
+    """Say once, in the log (stderr), that secrets are stored unsealed."""
     if not settings.encryption_keys:
-        print(f"webhook-router: warning: {NO_KEY_WARNING}", file=sys.stderr, flush=True)
+        log.warning(NO_KEY_WARNING)
 
 
 def store_of(pool: asyncpg.Pool, settings: Settings) -> Store:
