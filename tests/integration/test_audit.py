@@ -71,6 +71,8 @@ async def test_every_change_through_the_api_is_an_audit_row_without_secrets(
         status, _ = await stack.api("POST", f"{base}/webhooks", json={"webhook": basic})
         assert status == 201
         path = f"{base}/webhooks/audited"
+        status, _ = await stack.api("PUT", path, json={"webhook": {"name": "basic"}})
+        assert status == 409, "refused, and so not audited (its transaction rolled back)"
         status, _ = await stack.api("PUT", path, json={"webhook": {"url": url + "/moved"}})
         assert status == 200
         status, _ = await stack.api("PUT", path, json={"webhook": {"enabled": False}})
