@@ -33,7 +33,7 @@ from webhook_router.models import (
 from webhook_router.replay import ReplayRefused, ReplayResult, replay_failed, replay_job
 from webhook_router.service import link
 from webhook_router.settings import Settings
-from webhook_router.store import JobFilter, Resealed, Store
+from webhook_router.store import BodiesResealed, JobFilter, Resealed, Store
 from webhook_router.topology import Topology
 from webhook_router.webhooks import Webhook, WebhookInvalid, check_definition
 
@@ -233,6 +233,19 @@ class Admin:
                 after=counts,
                 store=tx,
             )
+        return done
+
+    async def reseal_bodies(self, *, by: str) -> BodiesResealed:
+        """Seal the job log's bodies under the first key, batch by batch; audited once
+        done, with the counts."""
+        done = await self.store.reseal_bodies()
+        await self.audit(
+            Action.SECRETS_RESEALED,
+            by=by,
+            space=None,
+            target="webhookJobs",
+            after={"jobs": done.jobs, "attempts": done.attempts, "unreadable": done.unreadable},
+        )
         return done
 
     def warnings(self, webhook: Webhook) -> list[str]:

@@ -486,6 +486,12 @@ def cmd_secrets_rotate_key(args: argparse.Namespace, settings: Settings) -> None
     except KeyMissing as exc:
         raise CommandError(f"{exc}; nothing was changed (list every key still in use)") from None
     print(f"resealed {done.resealed} webhooks under the first key; {done.current} already were")
+    if args.bodies:
+        bodies = _with_admin(settings, lambda admin: admin.reseal_bodies(by="cli"))
+        print(
+            f"resealed the bodies of {bodies.jobs} jobs and {bodies.attempts} attempts; "
+            f"{bodies.unreadable} bodies no listed key opens were left as they are"
+        )
 
 
 def cmd_audit_list(args: argparse.Namespace, settings: Settings) -> None:
@@ -722,7 +728,11 @@ COMMANDS: tuple[tuple[str, Callable[..., Any], str, str | None, list[Argument]],
      "Reseal every webhook's secrets and credentials under the first key.",
      "Reseal every webhook's signing secrets and credentials under the first key of "
      "WEBHOOK_ROUTER_ENCRYPTION_KEYS, in one transaction; plaintext from before a key was set "
-     "is sealed too. Running it again changes nothing. Prints the counts.", []),
+     "is sealed too. Running it again changes nothing. Prints the counts.", [
+        arg("--bodies", action="store_true", help="then the job log's bodies too, in batches "
+            "while the roles run: those sealed under another key, and plaintext ones when "
+            "WEBHOOK_ROUTER_ENCRYPT_PAYLOADS is on"),
+    ]),
     ("audit list", cmd_audit_list, "List the audit trail of a space, newest first.", None, [
         arg("--space", default=Settings().default_space,
             help="space slug (default: WEBHOOK_ROUTER_DEFAULT_SPACE)"),

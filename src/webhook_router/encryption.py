@@ -103,6 +103,11 @@ class Keyring:
         except KeyMissing:
             return text
 
+    @property
+    def current_prefix(self) -> str | None:
+        """How every value sealed under the first key starts; None without keys."""
+        return None if self._first is None else f"{PREFIX}{self._first}:"
+
     def current(self, text: str) -> bool:
         """Whether the value is sealed under the first key (nothing to rotate)."""
         return self._first is not None and text.startswith(f"{PREFIX}{self._first}:")

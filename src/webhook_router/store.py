@@ -20,7 +20,7 @@ import asyncpg
 import orjson
 
 from webhook_router.audit import AuditEntry
-from webhook_router.encryption import KeyMissing, Keyring
+from webhook_router.encryption import KeyMissing, Keyring, is_sealed
 from webhook_router.jobs import Outcome, Status
 from webhook_router.models import BRIEF_JOB_COLUMNS, JOB_COLUMNS, Attempt, Job
 from webhook_router.signing import generate_secret
@@ -192,6 +192,16 @@ class Resealed:
     current: int
 
 
+@dataclass(frozen=True, slots=True)
+class BodiesResealed:
+    """What `Store.reseal_bodies` did: bodies rewritten under the first key, per table, and
+    those left as they were because no listed key opens them."""
+
+    jobs: int
+    attempts: int
+    unreadable: int
+
+
 class Store:
     """`keyring` seals signing secrets and credentials on the way in and opens them on the
     way out; with `seal_payloads`, job bodies too."""
@@ -323,6 +333,62 @@ class Store:
                 )
                 resealed += 1
         return Resealed(resealed, current)
+
+    def _resealed_body(self, text: str | None, unreadable: list[str]) -> str | None:
+        """A job body sealed under the first key (plaintext stays so unless bodies are
+        sealed); as it was, noted in `unreadable`, when no listed key opens it."""
+        if text is None or not (is_sealed(text) or self.seal_payloads):
+            return text
+        try:
+            return self.keyring.seal(self.keyring.open(text))
+        except KeyMissing:
+            unreadable.append(text)
+            return text
+
+    async def reseal_bodies(self, batch: int = 500) -> BodiesResealed:
+        """Seal the job log's bodies under the first key: those sealed under another key,
+        and with `seal_payloads` the plaintext ones. `batch` rows per transaction, so the
+        roles go on writing meanwhile; a row the recorder rewrote since it was read is
+        left alone (it was written under the first key). Running it again changes nothing."""
+        prefix = self.keyring.current_prefix
+        if prefix is None:
+            raise KeyMissing("no encryption key is set to seal under")
+        unreadable: list[str] = []
+        counts = {"jobs": 0, "attempts": 0}
+        first = (uuid.UUID(int=0), datetime.min.replace(tzinfo=UTC))
+        after: tuple[Any, ...]
+        for table, after in (("jobs", first), ("attempts", (*first, -1, -1))):
+            while True:
+                if table == "jobs":
+                    rows = await self.pool.fetch(
+                        Q["job_bodies_to_reseal"], *after, prefix, self.seal_payloads, batch
+                    )
+                else:
+                    rows = await self.pool.fetch(
+                        Q["attempt_bodies_to_reseal"], *after, prefix, self.seal_payloads, batch
+                    )
+                if not rows:
+                    break
+                changes = []
+                old: tuple[Any, ...]
+                key: tuple[Any, ...]
+                for r in rows:
+                    if table == "jobs":
+                        old = (r["request_content"], r["response_content"])
+                        new = tuple(self._resealed_body(v, unreadable) for v in old)
+                        key = (r["id"], r["event_at"])
+                    else:
+                        old = (r["response_content"],)
+                        new = (self._resealed_body(old[0], unreadable),)
+                        key = (r["job_id"], r["event_at"], r["replay"], r["attempt"])
+                    if new != old:
+                        changes.append((*key, *new, *old))
+                    after = key
+                query = Q["reseal_job_bodies" if table == "jobs" else "reseal_attempt_body"]
+                async with self.transaction() as tx:
+                    await tx.pool.executemany(query, changes)
+                counts[table] += len(changes)
+        return BodiesResealed(counts["jobs"], counts["attempts"], len(unreadable))
 
     # the audit trail
 

@@ -7,6 +7,7 @@ would be unreadable to the package's shared stack, which runs without one."""
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -312,3 +313,60 @@ async def test_migrate_warns_once_without_a_key_and_not_with_one(
     assert code == 1 and "set WEBHOOK_ROUTER_ENCRYPTION_KEYS" in err
     code, out, err = await cli(settings, "secrets", "new-key")
     assert code == 0 and len(parse_key(out.strip())) == 32
+
+
+async def job_bodies(database_url: str, space: str) -> list[str]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT j.request_content, j.response_content, a.response_content AS answered"
+            " FROM webhook_jobs j JOIN webhook_job_attempts a ON a.job_id = j.id"
+            " WHERE j.space = $1",
+            space,
+        )
+    finally:
+        await conn.close()
+    return [v for r in rows for v in r.values()]
+
+
+async def test_rotate_key_with_bodies_reseals_the_job_log_so_the_old_key_can_go(
+    sealed: Settings, receiver: tuple[Receiver, str]
+) -> None:
+    _, url = receiver
+    space = f"space-{uuid.uuid4().hex[:8]}"
+    new_id = key_id(parse_key(NEW_KEY))
+    plain = sealed.model_copy(update={"encrypt_payloads": False})
+    async with open_stack(plain) as stack:  # bodies written before they were sealed
+        await stack.webhook(space, name="h", type="User", event="Created", url=url + "/b")
+        await stack.publisher.publish(event_for(space, "User", "Created", user={"username": "a"}))
+        await stack.settled(space, 1)
+    async with open_stack(sealed) as stack:  # and under the old key
+        await stack.synced()
+        await stack.publisher.publish(event_for(space, "User", "Created", user={"username": "b"}))
+        await stack.settled(space, 2)
+    bodies = await job_bodies(sealed.database_url, space)
+    assert len(bodies) == 6 and sum(b.startswith("enc:v1:") for b in bodies) == 3
+
+    both = sealed.model_copy(update={"encryption_keys": [NEW_KEY, OLD_KEY]})
+    code, out, err = await cli(both, "secrets", "rotate-key", "--bodies")
+    assert code == 0, err
+    assert out.splitlines()[-1] == (
+        "resealed the bodies of 2 jobs and 2 attempts; "
+        "0 bodies no listed key opens were left as they are"
+    )
+    assert all(
+        b.startswith(f"enc:v1:{new_id}:") for b in await job_bodies(both.database_url, space)
+    )
+    code, out, err = await cli(both, "secrets", "rotate-key", "--bodies")
+    assert code == 0, err
+    assert "the bodies of 0 jobs and 0 attempts" in out
+
+    new_only = sealed.model_copy(update={"encryption_keys": [NEW_KEY]})
+    async with open_stack(new_only) as stack:
+        status, body = await stack.api("GET", f"/app/api/v1/spaces/{space}/webhookJobs")
+        assert status == 200, body
+        sent = sorted(
+            json.loads(j["requestContent"])["user"]["username"] for j in body["webhookJobs"]
+        )
+        assert sent == ["a", "b"]
+        assert {j["responseContent"] for j in body["webhookJobs"]} == {ANSWER}

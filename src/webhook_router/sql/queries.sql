@@ -205,3 +205,37 @@ WHERE ($1::text IS NULL OR space = $1)
   AND ($4::timestamptz IS NULL OR (at, id) < ($4, $5::uuid))
 ORDER BY at DESC, id DESC
 LIMIT $6;
+
+-- name: job_bodies_to_reseal
+-- Jobs after the keyset ($1, $2) whose bodies are sealed under a key other than $3 (the
+-- `enc:v1:<key id>:` prefix of the first key), or with $4 are still plaintext.
+SELECT id, event_at, request_content, response_content
+FROM webhook_jobs
+WHERE (id, event_at) > ($1, $2)
+  AND (   (request_content LIKE 'enc:v1:%' AND request_content NOT LIKE $3 || '%')
+       OR (response_content LIKE 'enc:v1:%' AND response_content NOT LIKE $3 || '%')
+       OR ($4 AND (request_content NOT LIKE 'enc:v1:%' OR response_content NOT LIKE 'enc:v1:%')))
+ORDER BY id, event_at
+LIMIT $5;
+
+-- name: reseal_job_bodies
+-- Only where the bodies are still those read ($5, $6): a row the recorder changed meanwhile
+-- was written under the first key already.
+UPDATE webhook_jobs SET request_content = $3, response_content = $4
+WHERE id = $1 AND event_at = $2
+  AND request_content IS NOT DISTINCT FROM $5 AND response_content IS NOT DISTINCT FROM $6;
+
+-- name: attempt_bodies_to_reseal
+-- As job_bodies_to_reseal, for attempts after the keyset ($1, $2, $3, $4).
+SELECT job_id, event_at, replay, attempt, response_content
+FROM webhook_job_attempts
+WHERE (job_id, event_at, replay, attempt) > ($1, $2, $3, $4)
+  AND (   (response_content LIKE 'enc:v1:%' AND response_content NOT LIKE $5 || '%')
+       OR ($6 AND response_content NOT LIKE 'enc:v1:%'))
+ORDER BY job_id, event_at, replay, attempt
+LIMIT $7;
+
+-- name: reseal_attempt_body
+UPDATE webhook_job_attempts SET response_content = $5
+WHERE job_id = $1 AND event_at = $2 AND replay = $3 AND attempt = $4
+  AND response_content IS NOT DISTINCT FROM $6;
