@@ -3,7 +3,9 @@ their input, call one of these and render what it returns.
 
 An action takes typed input (models.py), returns typed results and says no with a domain
 error: `NotFound`, `Conflict`, `InputInvalid` (field errors) or `BrokerUnavailable`; a
-front end chooses only the words and the status code. The admin owns the one broker link
+front end chooses only the words and the status code. Each change is a row of the audit
+trail (`audit`), written in the change's transaction where the change is a database write,
+and right after it where it is a publish. The admin owns the one broker link
 its retries and replays publish through, opened on first use, so reads work while the
 broker is away.
 """
