@@ -22,9 +22,10 @@ from webhook_router import store
 from webhook_router.encryption import KeyMissing, Keyring, key_id, new_key, parse_key
 from webhook_router.settings import Settings
 
-from ..conftest import Services, _with_database, drop_namespace, eventually
+from ..conftest import Services, _with_database, drop_namespace, eventually, free_port
 from .conftest import Stack, answer_app, event_for, open_stack
 from .test_cli import cli
+from .test_cli_startup import up
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(120)]
 
@@ -370,3 +371,18 @@ async def test_rotate_key_with_bodies_reseals_the_job_log_so_the_old_key_can_go(
         )
         assert sent == ["a", "b"]
         assert {j["responseContent"] for j in body["webhookJobs"]} == {ANSWER}
+
+
+async def test_up_without_a_key_warns_once_in_its_log(settings: Settings) -> None:
+    own = settings.model_copy(
+        update={
+            "namespace": f"wrtest_{uuid.uuid4().hex[:8]}",
+            "api_port": free_port(),
+            "api_token": ["up-token"],
+        }
+    )
+    async with up(own) as (printed, log):
+        assert "Stop with Ctrl-C." in printed
+        events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
+    warned = [e for e in events if "WEBHOOK_ROUTER_ENCRYPTION_KEYS is not set" in e]
+    assert len(warned) == 1, events
