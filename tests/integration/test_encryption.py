@@ -386,3 +386,30 @@ async def test_up_without_a_key_warns_once_in_its_log(settings: Settings) -> Non
         events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
     warned = [e for e in events if "WEBHOOK_ROUTER_ENCRYPTION_KEYS is not set" in e]
     assert len(warned) == 1, events
+
+
+async def test_the_database_says_which_columns_may_be_sealed(sealed: Settings) -> None:
+    conn = await asyncpg.connect(sealed.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT c.relname, a.attname, col_description(c.oid, a.attnum) AS note"
+            " FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid"
+            " WHERE c.relname IN ('webhooks', 'webhook_jobs', 'webhook_job_attempts')"
+            " AND col_description(c.oid, a.attnum) LIKE '%sealed%'"
+        )
+        views = await conn.fetch(
+            "SELECT viewname, obj_description(format('%I', viewname)::regclass) AS note"
+            " FROM pg_views WHERE viewname LIKE 'webhook%'"
+        )
+    finally:
+        await conn.close()
+    assert {(r["relname"], r["attname"]) for r in rows} == {
+        ("webhooks", "secret"),
+        ("webhooks", "previous_secret"),
+        ("webhooks", "auth"),
+        ("webhook_jobs", "request_content"),
+        ("webhook_jobs", "response_content"),
+        ("webhook_job_attempts", "response_content"),
+    }
+    assert len(views) == 5
+    assert all("reads no body column" in (v["note"] or "") for v in views), views

@@ -16,8 +16,17 @@ COMMENT ON COLUMN webhook_jobs.response_content IS
     'Response body; sealed (enc:v1:...) when WEBHOOK_ROUTER_ENCRYPT_PAYLOADS was on: not searchable.';
 COMMENT ON COLUMN webhook_job_attempts.response_content IS
     'Response body; sealed (enc:v1:...) when WEBHOOK_ROUTER_ENCRYPT_PAYLOADS was on: not searchable.';
+-- The analysts' views read no body column: they are the same with or without sealed bodies.
+COMMENT ON VIEW webhook_job_success_daily IS
+    'Jobs per webhook and day by status; reads no body column (never sealed).';
+COMMENT ON VIEW webhook_endpoint_latency IS
+    'Attempts per endpoint and day with answer times; reads no body column (never sealed).';
+COMMENT ON VIEW webhook_job_failures IS
+    'Failed jobs per webhook and day by answer or error; reads no body column (never sealed).';
+COMMENT ON VIEW webhook_runs_per_tree IS
+    'Jobs and runs per tree and day; reads no body column (never sealed).';
 COMMENT ON VIEW webhook_jobs_waiting_retry IS
-    'Reads no body column: the same with or without WEBHOOK_ROUTER_ENCRYPT_PAYLOADS.';
+    'Jobs waiting for a retry; reads no body column (never sealed).';
 
 -- One row per change made through the API, the console or the CLI; secrets never appear.
 CREATE TABLE audit_log (
