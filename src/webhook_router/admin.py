@@ -3,7 +3,9 @@ their input, call one of these and render what it returns.
 
 An action takes typed input (models.py), returns typed results and says no with a domain
 error: `NotFound`, `Conflict`, `InputInvalid` (field errors) or `BrokerUnavailable`; a
-front end chooses only the words and the status code. The admin owns the one broker link
+front end chooses only the words and the status code. Each change is a row of the audit
+trail (`audit`), written in the change's transaction where the change is a database write,
+and right after it where it is a publish. The admin owns the one broker link
 its retries and replays publish through, opened on first use, so reads work while the
 broker is away.
 """
@@ -13,11 +15,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 
 from webhook_router import broker, targets
+from webhook_router.audit import Action, AuditEntry, shown, webhook_target
 from webhook_router.credentials import check_auth
 from webhook_router.deadletters import (
     DeadLetter,
@@ -25,6 +29,7 @@ from webhook_router.deadletters import (
     NotRequeued,
     requeue_plan,
 )
+from webhook_router.defaults import install_defaults
 from webhook_router.models import (
     SLUG_MAX,
     InputInvalid,
@@ -39,7 +44,7 @@ from webhook_router.replay import ReplayRefused, ReplayResult, replay_failed, re
 from webhook_router.rights import Role, TokenInfo
 from webhook_router.service import link
 from webhook_router.settings import Settings
-from webhook_router.store import JobFilter, Store
+from webhook_router.store import BodiesResealed, JobFilter, Resealed, Store
 from webhook_router.tokens import name_problem, new_token, token_hash
 from webhook_router.topology import Topology
 from webhook_router.webhooks import Webhook, WebhookInvalid, check_definition
@@ -85,6 +90,12 @@ class DeadLetterPage:
 
 REQUEUE_PAGE = 200
 """Dead letters read at a time by a requeue by filters."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    entries: list[AuditEntry]
+    next_token: str | None
 
 
 class Admin:
@@ -175,21 +186,23 @@ class Admin:
             raise InputInvalid("the webhook is not valid", errors)
         draft = Webhook(id="", space=space, kapp=kapp, **{"filter": None, **given})
         self._check(draft)
-        created = await self.store.insert_webhook(
-            space=space,
-            kapp=kapp,
-            name=draft.name,
-            type=draft.type,
-            event=draft.event,
-            filter=draft.filter,
-            url=draft.url,
-            auth_strategy=draft.auth_strategy,
-            enabled=draft.enabled,
-            headers=draft.headers,
-            auth=draft.auth,
-        )
-        if created is None:
-            raise Conflict(f"a webhook named {draft.name!r} already exists here", field="name")
+        async with self.store.transaction() as tx:
+            created = await tx.insert_webhook(
+                space=space,
+                kapp=kapp,
+                name=draft.name,
+                type=draft.type,
+                event=draft.event,
+                filter=draft.filter,
+                url=draft.url,
+                auth_strategy=draft.auth_strategy,
+                enabled=draft.enabled,
+                headers=draft.headers,
+                auth=draft.auth,
+            )
+            if created is None:
+                raise Conflict(f"a webhook named {draft.name!r} already exists here", field="name")
+            await self._webhook_changed(tx, Action.WEBHOOK_CREATED, None, created, by=by)
         log.info("webhook created", webhook=created.name, space=space, kapp=kapp, by=by)
         return created
 
@@ -201,9 +214,16 @@ class Admin:
         if not auth_given and changed.auth_strategy != current.auth_strategy:
             changed, auth_given = replace(changed, auth=None), current.auth is not None
         self._check(changed)
-        saved = await self.store.update_webhook(changed, auth_given=auth_given)
-        if saved is None:
-            raise Conflict(f"a webhook named {changed.name!r} already exists here", field="name")
+        async with self.store.transaction() as tx:
+            saved = await tx.update_webhook(changed, auth_given=auth_given)
+            if saved is None:
+                raise Conflict(
+                    f"a webhook named {changed.name!r} already exists here", field="name"
+                )
+            action = Action.WEBHOOK_UPDATED
+            if saved.enabled != current.enabled:  # the switch is what an auditor looks for
+                action = Action.WEBHOOK_ENABLED if saved.enabled else Action.WEBHOOK_DISABLED
+            await self._webhook_changed(tx, action, current, saved, by=by)
         log.info(
             "webhook updated",
             webhook=saved.name,
@@ -214,6 +234,46 @@ class Admin:
         )
         return saved
 
+    async def install_defaults(self, space: str, kapp: str | None, *, by: str) -> list[str]:
+        """Create the standard webhooks missing from the scope, each audited as created;
+        the names created."""
+
+        async def created(tx: Store, webhook: Webhook) -> None:
+            await self._webhook_changed(tx, Action.WEBHOOK_CREATED, None, webhook, by=by)
+
+        return await install_defaults(
+            self.store, self.settings.tree_source, space, kapp, created=created
+        )
+
+    async def reseal_secrets(self, *, by: str) -> Resealed:
+        """Seal every webhook's secrets under the first key, audited in the same
+        transaction (a row of no one space, with the counts)."""
+        async with self.store.transaction() as tx:
+            done = await tx.reseal_secrets()
+            counts = {"resealed": done.resealed, "alreadyCurrent": done.current}
+            await self.audit(
+                Action.SECRETS_RESEALED,
+                by=by,
+                space=None,
+                target="webhooks",
+                after=counts,
+                store=tx,
+            )
+        return done
+
+    async def reseal_bodies(self, *, by: str) -> BodiesResealed:
+        """Seal the job log's bodies under the first key, batch by batch; audited once
+        done, with the counts."""
+        done = await self.store.reseal_bodies()
+        await self.audit(
+            Action.SECRETS_RESEALED,
+            by=by,
+            space=None,
+            target="webhookJobs",
+            after={"jobs": done.jobs, "attempts": done.attempts, "unreadable": done.unreadable},
+        )
+        return done
+
     def warnings(self, webhook: Webhook) -> list[str]:
         """What an admin should hear about a webhook just saved: that the address guard will
         refuse its literal host (`targets`). Told, not refused: the networks may be allowed
@@ -221,23 +281,30 @@ class Admin:
         return targets.warnings(webhook.url, self.settings.allowed_networks)
 
     async def set_enabled(self, current: Webhook, enabled: bool, *, by: str) -> Webhook:
-        saved = await self.store.update_webhook(replace(current, enabled=enabled))
-        if saved is None:
-            raise NotFound(f"no webhook named {current.name!r} here")
+        action = Action.WEBHOOK_ENABLED if enabled else Action.WEBHOOK_DISABLED
+        async with self.store.transaction() as tx:
+            saved = await tx.update_webhook(replace(current, enabled=enabled))
+            if saved is None:
+                raise NotFound(f"no webhook named {current.name!r} here")
+            await self._webhook_changed(tx, action, current, saved, by=by)
         log.info("webhook enabled" if enabled else "webhook disabled", webhook=saved.name, by=by)
         return saved
 
     async def delete_webhook(self, webhook: Webhook, *, by: str) -> None:
-        await self.store.delete_webhook(webhook.id)
+        async with self.store.transaction() as tx:
+            await tx.delete_webhook(webhook.id)
+            await self._webhook_changed(tx, Action.WEBHOOK_DELETED, webhook, None, by=by)
         log.info(
             "webhook deleted", webhook=webhook.name, space=webhook.space, kapp=webhook.kapp, by=by
         )
 
     async def rotate_secret(self, webhook: Webhook, grace: float | None, *, by: str) -> Webhook:
         seconds = round(self.settings.signature_grace if grace is None else grace, 3)
-        rotated = await self.store.rotate_secret(webhook.id, seconds)
-        if rotated is None:
-            raise NotFound(f"no webhook named {webhook.name!r} here")
+        async with self.store.transaction() as tx:
+            rotated = await tx.rotate_secret(webhook.id, seconds)
+            if rotated is None:
+                raise NotFound(f"no webhook named {webhook.name!r} here")
+            await self._webhook_changed(tx, Action.SECRET_ROTATED, webhook, rotated, by=by)
         log.info(
             "webhook secret rotated",
             webhook=rotated.name,
@@ -264,6 +331,13 @@ class Admin:
         if made is None:
             raise Conflict(f"a token named {name!r} exists (revoked ones keep their name)")
         log.info("api token created", token=name, role=role.value, spaces=made.spaces, by=by)
+        await self.audit(
+            Action.TOKEN_CREATED,
+            by=by,
+            space=made.spaces[0] if len(made.spaces) == 1 else None,
+            target=f"tokens/{name}",
+            after={"name": name, "role": role.value, "spaces": made.spaces},
+        )
         return made, token
 
     async def tokens(self) -> list[TokenInfo]:
@@ -274,7 +348,68 @@ class Admin:
         if revoked is None:
             raise NotFound(f"no live token named {name!r}")
         log.info("api token revoked", token=name, by=by)
+        await self.audit(
+            Action.TOKEN_REVOKED,
+            by=by,
+            space=revoked.spaces[0] if len(revoked.spaces) == 1 else None,
+            target=f"tokens/{name}",
+            before={"name": name, "role": revoked.role.value, "spaces": revoked.spaces},
+        )
         return revoked
+
+    # the audit trail
+
+    async def audit(
+        self,
+        action: Action,
+        *,
+        by: str,
+        space: str | None,
+        target: str,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+        store: Store | None = None,
+    ) -> None:
+        """Record a change in the audit trail; pass the `store` of the change's
+        transaction to record it with the change. `before` and `after` must hold no
+        secret (`audit.shown` makes a webhook safe)."""
+        await (store or self.store).audit(
+            actor=by, space=space, action=action, target=target, before=before, after=after
+        )
+
+    async def _webhook_changed(
+        self, tx: Store, action: Action, before: Webhook | None, after: Webhook | None, *, by: str
+    ) -> None:
+        webhook = after or before
+        assert webhook is not None
+        await self.audit(
+            action,
+            by=by,
+            space=webhook.space,
+            target=webhook_target(webhook),
+            before=None if before is None else shown(before),
+            after=None if after is None else shown(after),
+            store=tx,
+        )
+
+    async def audit_log(
+        self,
+        space: str | None,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int = 25,
+        after: tuple[datetime, str] | None = None,
+        spaces: frozenset[str] | None = None,
+    ) -> AuditPage:
+        """A page of the audit trail, newest first, and the token of the next page; only
+        rows of `spaces` when given (a token's reach)."""
+        rows = await self.store.audit_log(
+            space, start=start, end=end, limit=limit + 1, after=after, spaces=spaces
+        )
+        page = rows[:limit]
+        more = len(rows) > limit
+        return AuditPage(page, encode_token(page[-1].at, str(page[-1].id)) if more else None)
 
     # jobs
 
@@ -307,9 +442,18 @@ class Admin:
         """Send a Failed or Cancelled job again through its webhook's current definition."""
         topology = await self._publishing("the retry")
         try:
-            return await replay_job(self.store, topology, job, self.settings.engine_url)
+            result = await replay_job(self.store, topology, job, self.settings.engine_url)
         except ReplayRefused as exc:
             raise Conflict(f"the job cannot be retried: {exc}", reason=str(exc)) from None
+        await self.audit(
+            Action.JOB_RETRIED,
+            by=by,
+            space=job.space,
+            target=f"webhookJobs/{job.id}",
+            before={"status": job.status, "url": job.url},
+            after={"status": result.status, "url": result.url},
+        )
+        return result
 
     async def replay(
         self,
@@ -333,6 +477,15 @@ class Admin:
             end=end,
             dry_run=dry_run,
         )
+        if not dry_run:
+            window = {"start": start and start.isoformat(), "end": end and end.isoformat()}
+            await self.audit(
+                Action.JOBS_REPLAYED,
+                by=by,
+                space=webhook.space,
+                target=webhook_target(webhook),
+                after=window | {"queued": queued},
+            )
         log.info(
             "failed jobs counted for a replay" if dry_run else "failed jobs replayed",
             webhook=webhook.name,
@@ -384,6 +537,13 @@ class Admin:
             raise BrokerUnavailable("the broker did not confirm the requeue") from None
         marked = await self.store.mark_dead_letter_requeued(letter.id)
         log.info("dead letter requeued", id=letter.id, role=letter.role, to=exchange.name, by=by)
+        await self.audit(
+            Action.DEAD_LETTER_REQUEUED,
+            by=by,
+            space=letter.space,
+            target=f"deadLetters/{letter.id}",
+            after={"role": letter.role, "to": exchange.name, "reason": letter.reason},
+        )
         if marked is None:  # deleted meanwhile: it was sent all the same
             return letter
         return replace(letter, requeued_at=marked[0], requeue_count=marked[1])

@@ -33,6 +33,8 @@ from webhook_router.ingest import BodyRefused, read_event, read_object
 from webhook_router.models import (
     NAME_MAX,
     SLUG_MAX,
+    AuditLogEntry,
+    AuditQuery,
     DeadLetter,
     DeadLetterDetail,
     DeadLetterQuery,
@@ -109,6 +111,8 @@ def error(status: int, message: str, errors: FieldErrors | None = None) -> web.R
 
 
 def webhook_json(w: WebhookDefinition, *, with_secret: bool = False) -> dict[str, Any]:
+    if with_secret and w.secret is None:
+        raise ApiError(503, f"the webhook's signing secret cannot be read: {w.unreadable}")
     return (WebhookWithSecret if with_secret else Webhook).of(w).wire()
 
 
@@ -472,6 +476,21 @@ class Api:
             by=principal.actor,
         )
         return json_response({"requeued": count})
+
+    # the audit trail
+
+    async def audit_log(self, request: web.Request) -> web.Response:
+        q = AuditQuery.parse(request.query)
+        page = await self.admin.audit_log(
+            q.space,
+            start=q.start,
+            end=q.end,
+            limit=q.limit,
+            after=q.page_token,
+            spaces=principal_of(request).spaces,
+        )
+        entries = [AuditLogEntry.of(e).wire() for e in page.entries]
+        return json_response({"auditLog": entries, "nextPageToken": page.next_token})
 
 
 class ApiRole:

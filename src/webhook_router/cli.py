@@ -19,14 +19,24 @@ import orjson
 import structlog
 
 from webhook_router import __version__, broker, launch, logs, store
-from webhook_router.admin import REQUIRED, Admin, BrokerUnavailable, Conflict, NotFound
+from webhook_router.admin import (
+    REQUIRED,
+    Admin,
+    AuditPage,
+    BrokerUnavailable,
+    Conflict,
+    NotFound,
+)
 from webhook_router.credentials import AUTH_FIELDS, FILE_FIELDS
 from webhook_router.deadletters import DeadLetter, DeadLetterFilter
+from webhook_router.encryption import KeyMissing, new_key
 from webhook_router.events import EventInvalid
 from webhook_router.launch import EXIT_UNAVAILABLE, EXIT_USAGE, CannotStart
 from webhook_router.models import (
     LIMIT_DEFAULT,
     LIMIT_MAX,
+    AuditLogEntry,
+    AuditQuery,
     DeadLetterDetail,
     DeadLetterQuery,
     InputInvalid,
@@ -107,6 +117,7 @@ def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
     names = ["recorder", "router", "worker", "api"]
     launch.check_listens(launch.listens(settings, names, args.health_port, args.demo))
+    launch.warn_without_keys(settings)
     token = None
     if not settings.api_token:
         token = secrets.token_urlsafe(24)
@@ -160,6 +171,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
+    launch.warn_without_keys(settings)
     asyncio.run(launch.ensure_database(settings))
     applied = _with_store(settings, lambda st: store.migrate(st.pool))
     print("applied: " + ", ".join(applied) if applied else "nothing to apply: up to date")
@@ -291,9 +303,16 @@ def cmd_webhooks_list(args: argparse.Namespace, settings: Settings) -> None:
     _table(rows, ["NAME", "KAPP", "TYPE", "EVENT", "ENABLED", "URL"])
 
 
+def _revealed(webhook: WebhookDefinition) -> dict[str, Any]:
+    """The webhook with its signing secret, or an error naming the key it is sealed under."""
+    if webhook.secret is None:
+        raise CommandError(f"the webhook's signing secret cannot be read: {webhook.unreadable}")
+    return WebhookWithSecret.of(webhook).wire()
+
+
 def cmd_webhooks_show(args: argparse.Namespace, settings: Settings) -> None:
     webhook = _with_admin(settings, lambda a: _find_webhook(a, args.space, args.kapp, args.name))
-    _print_json({"webhook": WebhookWithSecret.of(webhook).wire()})
+    _print_json({"webhook": _revealed(webhook)})
 
 
 def cmd_webhooks_save(args: argparse.Namespace, settings: Settings) -> None:
@@ -311,7 +330,7 @@ def cmd_webhooks_save(args: argparse.Namespace, settings: Settings) -> None:
     saved, warnings = _with_admin(settings, work)
     for warning in warnings:
         print(f"webhook-router: warning: {warning}", file=sys.stderr)
-    _print_json({"webhook": WebhookWithSecret.of(saved).wire()})
+    _print_json({"webhook": _revealed(saved)})
 
 
 def cmd_webhooks_delete(args: argparse.Namespace, settings: Settings) -> None:
@@ -324,11 +343,7 @@ def cmd_webhooks_delete(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_webhooks_install_defaults(args: argparse.Namespace, settings: Settings) -> None:
-    from webhook_router.defaults import install_defaults
-
-    created = _with_store(
-        settings, lambda st: install_defaults(st, settings.tree_source, args.space, args.kapp)
-    )
+    created = _with_admin(settings, lambda a: a.install_defaults(args.space, args.kapp, by="cli"))
     print(f"created {len(created)} webhooks" + (": " + ", ".join(created) if created else ""))
 
 
@@ -630,6 +645,53 @@ def cmd_dead_requeue(args: argparse.Namespace, settings: Settings) -> None:
     print(f"requeued {count} dead letters")
 
 
+def cmd_secrets_new_key(args: argparse.Namespace, settings: Settings) -> None:
+    print(new_key())
+
+
+def cmd_secrets_rotate_key(args: argparse.Namespace, settings: Settings) -> None:
+    if not settings.encryption_keys:
+        raise CommandError("set WEBHOOK_ROUTER_ENCRYPTION_KEYS: there is no key to seal under")
+    try:
+        done = _with_admin(settings, lambda admin: admin.reseal_secrets(by="cli"))
+    except KeyMissing as exc:
+        raise CommandError(f"{exc}; nothing was changed (list every key still in use)") from None
+    print(f"resealed {done.resealed} webhooks under the first key; {done.current} already were")
+    if args.bodies:
+        bodies = _with_admin(settings, lambda admin: admin.reseal_bodies(by="cli"))
+        print(
+            f"resealed the bodies of {bodies.jobs} jobs and {bodies.attempts} attempts; "
+            f"{bodies.unreadable} bodies no listed key opens were left as they are"
+        )
+
+
+def cmd_audit_list(args: argparse.Namespace, settings: Settings) -> None:
+    given = {
+        "start": args.start,
+        "end": args.end,
+        "limit": str(args.limit),
+        "pageToken": args.page_token,
+    }
+    query = _parsed(AuditQuery.parse, given)
+    start, end, after = query.start, query.end, query.page_token
+
+    async def work(admin: Admin) -> AuditPage:
+        space = None if args.all_spaces else args.space
+        return await admin.audit_log(space, start=start, end=end, limit=query.limit, after=after)
+
+    page = _with_admin(settings, work)
+    entries = [AuditLogEntry.of(e).wire() for e in page.entries]
+    if args.json:
+        _print_json({"auditLog": entries, "nextPageToken": page.next_token})
+        return
+    _table(
+        [(e["at"], e["actor"], e["space"], e["action"], e["target"]) for e in entries],
+        ["AT", "ACTOR", "SPACE", "ACTION", "TARGET"],
+    )
+    if page.next_token is not None:
+        print(f"more: --page-token {page.next_token}", file=sys.stderr)
+
+
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> None:
     from webhook_router.durations import parse_duration
     from webhook_router.retention import PruneBlocked, prune
@@ -760,7 +822,16 @@ WEBHOOKS = "Create, update, delete, list and show webhooks."
 JOBS = "List, show, retry and replay webhook jobs."
 TOKENS = "Create, list and revoke the API's tokens (roles and spaces: docs/security.md)."
 DEAD = "List, show and requeue dead letters (messages a role could not handle)."
-GROUPS = {"webhooks": WEBHOOKS, "jobs": JOBS, "dead": DEAD, "tokens": TOKENS}
+SECRETS = "Make an encryption key; reseal every stored secret under the first key."
+AUDIT = "Read the audit trail: who changed what through the API, console or CLI."
+GROUPS = {
+    "webhooks": WEBHOOKS,
+    "jobs": JOBS,
+    "dead": DEAD,
+    "tokens": TOKENS,
+    "secrets": SECRETS,
+    "audit": AUDIT,
+}
 
 # command (a group's action after a space), function, help, description (None: the help),
 # arguments
@@ -894,6 +965,29 @@ COMMANDS: tuple[tuple[str, Callable[..., Any], str, str | None, list[Argument]],
         DEAD_END,
         arg("--all", action="store_true", help="with no id nor filter: every dead letter "
             "never requeued"),
+    ]),
+    ("secrets new-key", cmd_secrets_new_key,
+     "Print a new key for WEBHOOK_ROUTER_ENCRYPTION_KEYS (32 random bytes, base64).", None, []),
+    ("secrets rotate-key", cmd_secrets_rotate_key,
+     "Reseal every webhook's secrets and credentials under the first key.",
+     "Reseal every webhook's signing secrets and credentials under the first key of "
+     "WEBHOOK_ROUTER_ENCRYPTION_KEYS, in one transaction; plaintext from before a key was set "
+     "is sealed too. Running it again changes nothing. Prints the counts.", [
+        arg("--bodies", action="store_true", help="then the job log's bodies too, in batches "
+            "while the roles run: those sealed under another key, and plaintext ones when "
+            "WEBHOOK_ROUTER_ENCRYPT_PAYLOADS is on"),
+    ]),
+    ("audit list", cmd_audit_list, "List the audit trail of a space, newest first.", None, [
+        arg("--space", default=Settings().default_space,
+            help="space slug (default: WEBHOOK_ROUTER_DEFAULT_SPACE)"),
+        arg("--all-spaces", action="store_true", help="every space's entries"),
+        arg("--start", help="at or after (ISO 8601 with zone)"),
+        arg("--end", help="before (ISO 8601 with zone)"),
+        arg("--limit", type=int, default=LIMIT_DEFAULT,
+            help=f"entries per page, 1 to {LIMIT_MAX} (default {LIMIT_DEFAULT})"),
+        arg("--page-token", metavar="TOKEN", help="continue after the page that gave this "
+            "token; keep the same filters"),
+        arg("--json", action="store_true", help="print JSON, with before and after"),
     ]),
 )  # fmt: skip
 

@@ -4,6 +4,7 @@ every form of a kapp."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -13,6 +14,7 @@ from webhook_router.trees import RUN_TREE_PREFIX
 
 if TYPE_CHECKING:
     from webhook_router.store import Store
+    from webhook_router.webhooks import Webhook
 
 _ENCODED = {
     "Space": "Space",
@@ -51,21 +53,31 @@ def default_webhooks(source: str, level: Level) -> list[Definition]:
     ]
 
 
-async def install_defaults(store: Store, source: str, space: str, kapp: str | None) -> list[str]:
-    """Create the standard webhooks missing from the scope; returns the names created."""
+Created = Callable[["Store", "Webhook"], Awaitable[None]]
+"""Told of each webhook made, with the store of the transaction that made it."""
+
+
+async def install_defaults(
+    store: Store, source: str, space: str, kapp: str | None, *, created: Created | None = None
+) -> list[str]:
+    """Create the standard webhooks missing from the scope; returns the names created.
+    `created` is called in each creation's transaction (the admin audits it there)."""
     level = Level.KAPP if kapp is not None else Level.SPACE
-    created = []
+    names = []
     for d in default_webhooks(source, level):
-        webhook = await store.insert_webhook(
-            space=space,
-            kapp=kapp,
-            name=d.name,
-            type=d.type,
-            event=d.event,
-            filter=None,
-            url=d.url,
-            auth_strategy=None,
-        )
-        if webhook is not None:
-            created.append(webhook.name)
-    return created
+        async with store.transaction() as tx:
+            webhook = await tx.insert_webhook(
+                space=space,
+                kapp=kapp,
+                name=d.name,
+                type=d.type,
+                event=d.event,
+                filter=None,
+                url=d.url,
+                auth_strategy=None,
+            )
+            if webhook is not None:
+                if created is not None:
+                    await created(tx, webhook)
+                names.append(webhook.name)
+    return names

@@ -22,6 +22,7 @@ import asyncpg
 import structlog
 
 from webhook_router import store
+from webhook_router.encryption import Keyring
 from webhook_router.service import Role
 from webhook_router.settings import Settings
 from webhook_router.store import Store
@@ -51,12 +52,29 @@ async def ensure_database(settings: Settings) -> None:
         raise CannotStart(f"database unavailable: {exc}", EXIT_UNAVAILABLE) from None
 
 
+NO_KEY_WARNING = (
+    "WEBHOOK_ROUTER_ENCRYPTION_KEYS is not set: signing secrets and credentials are stored "
+    "in plaintext (make a key with `webhook-router secrets new-key`)"
+)
+
+
+def warn_without_keys(settings: Settings) -> None:
+    """Say once, in the log (stderr), that secrets are stored unsealed."""
+    if not settings.encryption_keys:
+        log.warning(NO_KEY_WARNING)
+
+
+def store_of(pool: asyncpg.Pool, settings: Settings) -> Store:
+    """A store sealing what the settings say to seal, with their keys."""
+    return Store(pool, Keyring(settings.encryption_keys), seal_payloads=settings.encrypt_payloads)
+
+
 async def open_store(settings: Settings) -> Store:
     try:
         pool = await store.connect(settings.database_url)
     except (OSError, asyncpg.PostgresError) as exc:
         raise CannotStart(f"database unavailable: {exc}", EXIT_UNAVAILABLE) from None
-    return Store(pool)
+    return store_of(pool, settings)
 
 
 def engine_listen(settings: Settings) -> Listen:

@@ -594,6 +594,45 @@ class DeadLetterQuery(DeadLetterSelection):
             raise InputInvalid("bad query parameters", errors) from None
 
 
+class AuditQuery(_Input):
+    """The audit trail's query parameters; the OpenAPI document lists them from this model."""
+
+    space: Annotated[
+        Text | None, Field(description="Only this space's entries; absent: every space's.")
+    ] = None
+    start: Annotated[
+        Timestamp | None, Field(description="At or after (inclusive), RFC 3339 with a zone.")
+    ] = None
+    end: Annotated[
+        Timestamp | None, Field(description="Before (exclusive), RFC 3339 with a zone.")
+    ] = None
+    limit: Annotated[
+        int,
+        BeforeValidator(_limit),
+        WithJsonSchema(
+            {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX, "default": LIMIT_DEFAULT}
+        ),
+        Field(description="Entries per page."),
+    ] = LIMIT_DEFAULT
+    page_token: Annotated[
+        tuple[datetime, str] | None,
+        BeforeValidator(_page_token),
+        WithJsonSchema(TEXT_SCHEMA),
+        Field(description="The nextPageToken of the previous page (same filters)."),
+    ] = None
+
+    @classmethod
+    def parse(cls, query: Mapping[str, str]) -> AuditQuery:
+        try:
+            return cls.model_validate(dict(query))
+        except ValidationError as exc:
+            errors = [
+                e if e["message"] != "unknown field" else e | {"message": "unknown parameter"}
+                for e in field_errors(exc)
+            ]
+            raise InputInvalid("bad query parameters", errors) from None
+
+
 class InputInvalid(ValueError):
     """Input that cannot be used: the message, and the fields at fault."""
 
@@ -739,6 +778,29 @@ BRIEF_JOB_COLUMNS = ", ".join(
     c for c in JOB_COLUMNS.split(", ") if c not in ("request_content", "response_content")
 )
 """What a page of many jobs needs: every column but the request and response contents."""
+
+
+class AuditLogEntry(_Output):
+    """A change made through the API, the console or the CLI; never holds a secret."""
+
+    id: uuid.UUID
+    at: datetime
+    actor: Annotated[str, Field(description="The token's name, or the front end that acted.")]
+    space: Annotated[
+        str | None, Field(description="Null for a change of no one space (key rotation).")
+    ]
+    action: Annotated[str, Field(description="e.g. `webhook.updated`, `job.retried`.")]
+    target: Annotated[str, Field(description="What changed, as the API's paths name it.")]
+    before: Annotated[
+        dict[str, Any] | None, Field(description="The resource before; null when created.")
+    ]
+    after: Annotated[
+        dict[str, Any] | None, Field(description="The resource after; null when deleted.")
+    ]
+
+    @classmethod
+    def of(cls, entry: Any) -> AuditLogEntry:
+        return cls.model_validate({k: getattr(entry, k) for k in cls.model_fields})
 
 
 class DeadLetterWebhook(_Output):

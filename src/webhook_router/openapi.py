@@ -55,6 +55,7 @@ def _component_schemas() -> dict[str, Schema]:
             models.Attempt,
             models.DeadLetter,
             models.DeadLetterDetail,
+            models.AuditLogEntry,
             models.Error,
         )
     ]
@@ -402,6 +403,14 @@ def _operations() -> list[Operation]:
                             e413="The body is over 1 MiB.",
                             e503="The broker is unavailable or did not confirm; not accepted."),
                    body=ref("Event")),
+        Operation("GET", f"{V1}/auditLog", "audit_log", "listAuditLog",
+                  "Changes made through the API, the console or the CLI, newest first, a page "
+                  "at a time; secrets never appear.", "audit",
+                  _answers("200", "A page of entries; nextPageToken is null on the last page.",
+                           _object("auditLog", _list("AuditLogEntry"),
+                                   nextPageToken={"type": ["string", "null"]}),
+                           "401 422 503"),
+                  _query(models.AuditQuery)),
     ]  # fmt: skip
     for what, handler, schema in (
         ("types", "meta_types", strings),

@@ -22,6 +22,8 @@ class Right(StrEnum):
     """GET webhooks (without their secrets), jobs, dead letters, metrics, the catalogue."""
     SECRETS = "read-secrets"
     """See a webhook's signing secret."""
+    AUDIT = "read-audit"
+    """Read the audit trail of the token's spaces."""
     WRITE = "write"
     """Create, change, delete, enable, disable webhooks, rotate secrets, retry, replay."""
     PUBLISH = "publish"
@@ -59,6 +61,7 @@ OPERATION_RIGHTS: dict[str, Right] = {
     "getDeadLetter": Right.READ,
     "requeueDeadLetter": Right.WRITE,
     "requeueDeadLetters": Right.WRITE,
+    "listAuditLog": Right.AUDIT,
 }
 """The right each operation needs, by operation id without its scope suffix (`InSpace`,
 `OfKapp`, `OfKappInSpace`: one entry covers the four scopes of an operation)."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from webhook_router.durations import parse_duration, parse_schedule
+from webhook_router.encryption import parse_key
 from webhook_router.topology import Names
 
 
@@ -133,6 +134,17 @@ class Settings(BaseSettings):
     drain_timeout: float = Field(
         default=25.0, description="Seconds a role has on SIGTERM to finish what it holds."
     )
+    encryption_keys: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Keys sealing signing secrets and credentials in the database, "
+        "comma-separated 32-byte base64 keys (`webhook-router secrets new-key`); the first "
+        "seals, every one opens. Empty: stored in plaintext, and `up` and `migrate` warn.",
+    )
+    encrypt_payloads: bool = Field(
+        default=False,
+        description="Also seal the request and response bodies of jobs (needs "
+        "`WEBHOOK_ROUTER_ENCRYPTION_KEYS`); the job log can then not be searched by body.",
+    )
 
     @property
     def names(self) -> Names:
@@ -144,7 +156,7 @@ class Settings(BaseSettings):
         """The retry waits, in seconds."""
         return parse_schedule(self.retry_schedule)
 
-    @field_validator("amqp_url", "api_token", "allowed_networks", mode="before")
+    @field_validator("amqp_url", "api_token", "allowed_networks", "encryption_keys", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -163,6 +175,19 @@ class Settings(BaseSettings):
         for network in value:
             ipaddress.ip_network(network, strict=False)
         return value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _valid_keys(cls, value: list[str]) -> list[str]:
+        for key in value:
+            parse_key(key)
+        return value
+
+    @model_validator(mode="after")
+    def _payloads_need_a_key(self) -> Settings:
+        if self.encrypt_payloads and not self.encryption_keys:
+            raise ValueError("WEBHOOK_ROUTER_ENCRYPT_PAYLOADS needs WEBHOOK_ROUTER_ENCRYPTION_KEYS")
+        return self
 
     @field_validator("engine_url")
     @classmethod

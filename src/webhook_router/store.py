@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
@@ -19,7 +20,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import asyncpg
 import orjson
 
+from webhook_router.audit import AuditEntry
 from webhook_router.deadletters import DeadLetter, DeadLetterFilter
+from webhook_router.encryption import KeyMissing, Keyring, is_sealed
 from webhook_router.jobs import Outcome, Status
 from webhook_router.models import BRIEF_JOB_COLUMNS, JOB_COLUMNS, Attempt, Job, JobQuery
 from webhook_router.rights import Principal, Role, TokenInfo
@@ -225,9 +228,252 @@ async def make_partitions(pool: asyncpg.Pool, months_ahead: int = 3) -> None:
         await conn.execute(Q["make_partitions"], first, months_ahead + 2)
 
 
+@dataclass(frozen=True, slots=True)
+class Resealed:
+    """What `Store.reseal_secrets` did: webhooks rewritten, and those already current."""
+
+    resealed: int
+    current: int
+
+
+@dataclass(frozen=True, slots=True)
+class BodiesResealed:
+    """What `Store.reseal_bodies` did: bodies rewritten under the first key, per table, and
+    those left as they were because no listed key opens them."""
+
+    jobs: int
+    attempts: int
+    unreadable: int
+
+
 class Store:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """`keyring` seals signing secrets and credentials on the way in and opens them on the
+    way out; with `seal_payloads`, job bodies too."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, keyring: Keyring | None = None, *, seal_payloads: bool = False
+    ) -> None:
         self.pool = pool
+        self.keyring = keyring or Keyring()
+        self.seal_payloads = seal_payloads
+        self._bound = False
+        """Whether `pool` is one connection in a transaction (a store of `transaction()`)."""
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Store]:
+        """A store whose every statement runs in one transaction, committed when the block
+        ends without an error: a change and its audit row are written together. Inside
+        one already, a savepoint of it."""
+        if self._bound:
+            async with self.pool.transaction():
+                yield self
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            bound = Store(conn, self.keyring, seal_payloads=self.seal_payloads)
+            bound._bound = True
+            yield bound
+
+    # sealing
+
+    def _sealed(self, text: str | None) -> str | None:
+        return None if text is None else self.keyring.seal(text)
+
+    def _sealed_auth(self, auth: dict[str, str] | None) -> dict[str, str] | str | None:
+        """Credentials as the `auth` column holds them: a sealed JSON string, or the
+        object itself while no key is set."""
+        if auth is None or not self.keyring.active:
+            return auth
+        return self.keyring.seal(orjson.dumps(auth).decode())
+
+    def _opened(self, stored: str | None, why: list[str]) -> str | None:
+        """The plaintext, or None with the reason added to `why` when it does not open."""
+        if stored is None:
+            return None
+        try:
+            return self.keyring.open(stored)
+        except KeyMissing as exc:
+            why.append(str(exc))
+            return None
+
+    def _opened_auth(self, stored: Any) -> dict[str, str] | None:
+        if isinstance(stored, str):
+            return dict(orjson.loads(self.keyring.open(stored)))
+        return None if stored is None else dict(stored)
+
+    def _payload(self, text: str | None) -> str | None:
+        return self.keyring.seal(text) if self.seal_payloads and text is not None else text
+
+    def _job(self, row: asyncpg.Record) -> Job:
+        fields = dict(row)
+        for column in ("request_content", "response_content"):
+            if fields.get(column) is not None:
+                fields[column] = self.keyring.open_or_keep(fields[column])
+        return Job.of(fields)
+
+    def _attempt(self, row: asyncpg.Record) -> Attempt:
+        fields = dict(row)
+        if fields["response_content"] is not None:
+            fields["response_content"] = self.keyring.open_or_keep(fields["response_content"])
+        return Attempt.of(fields)
+
+    def webhook_of(self, row: asyncpg.Record) -> Webhook:
+        """The webhook of a row, its secrets and credentials opened; one that does not open
+        is None, and `unreadable` says why (one webhook's missing key never stops the
+        others from loading)."""
+        why: list[str] = []
+        auth = None
+        if isinstance(row["auth"], str):
+            opened = self._opened(row["auth"], why)
+            auth = None if opened is None else dict(orjson.loads(opened))
+        elif row["auth"] is not None:
+            auth = dict(row["auth"])
+        return Webhook(
+            id=str(row["id"]),
+            space=row["space"],
+            kapp=row["kapp"],
+            name=row["name"],
+            type=row["type"],
+            event=row["event"],
+            filter=row["filter"],
+            url=row["url"],
+            auth_strategy=row["auth_strategy"],
+            enabled=row["enabled"],
+            headers=dict(row["headers"]),  # [name, value] pairs: jsonb keeps no key order
+            auth=auth,
+            auth_set_at=row["auth_set_at"],
+            secret=self._opened(row["secret"], why),
+            previous_secret=self._opened(row["previous_secret"], why),
+            previous_secret_until=row["previous_secret_until"],
+            disabled_reason=row["disabled_reason"],
+            unreadable="; ".join(why) or None,
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    async def reseal_secrets(self) -> Resealed:
+        """Seal every webhook's secrets and credentials under the first key, in one
+        transaction; values already under it are left alone, so running it again is a
+        no-op."""
+        resealed = current = 0
+        async with self.transaction() as tx:
+            conn = tx.pool
+            for row in await conn.fetch(Q["webhook_secrets_for_update"]):
+                stored = [row["secret"], row["previous_secret"], row["auth"]]
+                if all(
+                    v is None or (isinstance(v, str) and self.keyring.current(v)) for v in stored
+                ):
+                    current += 1
+                    continue
+                await conn.execute(
+                    Q["reseal_webhook_secrets"],
+                    row["id"],
+                    self.keyring.seal(self.keyring.open(row["secret"])),
+                    self._sealed(
+                        None
+                        if row["previous_secret"] is None
+                        else self.keyring.open(row["previous_secret"])
+                    ),
+                    self._sealed_auth(self._opened_auth(row["auth"])),
+                )
+                resealed += 1
+        return Resealed(resealed, current)
+
+    def _resealed_body(self, text: str | None, unreadable: list[str]) -> str | None:
+        """A job body sealed under the first key (plaintext stays so unless bodies are
+        sealed); as it was, noted in `unreadable`, when no listed key opens it."""
+        if text is None or not (is_sealed(text) or self.seal_payloads):
+            return text
+        try:
+            return self.keyring.seal(self.keyring.open(text))
+        except KeyMissing:
+            unreadable.append(text)
+            return text
+
+    async def reseal_bodies(self, batch: int = 500) -> BodiesResealed:
+        """Seal the job log's bodies under the first key: those sealed under another key,
+        and with `seal_payloads` the plaintext ones. `batch` rows per transaction, so the
+        roles go on writing meanwhile; a row the recorder rewrote since it was read is
+        left alone (it was written under the first key). Running it again changes nothing."""
+        prefix = self.keyring.current_prefix
+        if prefix is None:
+            raise KeyMissing("no encryption key is set to seal under")
+        unreadable: list[str] = []
+        counts = {"jobs": 0, "attempts": 0}
+        first = (uuid.UUID(int=0), datetime.min.replace(tzinfo=UTC))
+        after: tuple[Any, ...]
+        for table, after in (("jobs", first), ("attempts", (*first, -1, -1))):
+            while True:
+                if table == "jobs":
+                    rows = await self.pool.fetch(
+                        Q["job_bodies_to_reseal"], *after, prefix, self.seal_payloads, batch
+                    )
+                else:
+                    rows = await self.pool.fetch(
+                        Q["attempt_bodies_to_reseal"], *after, prefix, self.seal_payloads, batch
+                    )
+                if not rows:
+                    break
+                changes = []
+                old: tuple[Any, ...]
+                key: tuple[Any, ...]
+                for r in rows:
+                    if table == "jobs":
+                        old = (r["request_content"], r["response_content"])
+                        new = tuple(self._resealed_body(v, unreadable) for v in old)
+                        key = (r["id"], r["event_at"])
+                    else:
+                        old = (r["response_content"],)
+                        new = (self._resealed_body(old[0], unreadable),)
+                        key = (r["job_id"], r["event_at"], r["replay"], r["attempt"])
+                    if new != old:
+                        changes.append((*key, *new, *old))
+                    after = key
+                query = Q["reseal_job_bodies" if table == "jobs" else "reseal_attempt_body"]
+                async with self.transaction() as tx:
+                    await tx.pool.executemany(query, changes)
+                counts[table] += len(changes)
+        return BodiesResealed(counts["jobs"], counts["attempts"], len(unreadable))
+
+    # the audit trail
+
+    async def audit(
+        self,
+        *,
+        actor: str,
+        space: str | None,
+        action: str,
+        target: str,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+    ) -> None:
+        """Add a row to the audit trail (in the caller's transaction, on a store of
+        `transaction()`)."""
+        await self.pool.execute(Q["insert_audit"], actor, space, action, target, before, after)
+
+    async def audit_log(
+        self,
+        space: str | None,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int = 25,
+        after: tuple[datetime, str] | None = None,
+        spaces: frozenset[str] | None = None,
+    ) -> list[AuditEntry]:
+        """The space's (None: every space's) audit rows, newest first, only of `spaces`
+        when given (a token's reach); `after` (at, id) continues a page."""
+        after_at, after_id = after if after is not None else (None, None)
+        rows = await self.pool.fetch(
+            Q["audit_log"],
+            space,
+            start,
+            end,
+            after_at,
+            None if after_id is None else uuid.UUID(after_id),
+            limit,
+            None if spaces is None else sorted(spaces),
+        )
+        return [AuditEntry(**dict(r)) for r in rows]
 
     # webhooks
 
@@ -236,14 +482,14 @@ class Store:
         return int(value)
 
     async def all_webhooks(self) -> list[Webhook]:
-        return [webhook_of(r) for r in await self.pool.fetch(Q["all_webhooks"])]
+        return [self.webhook_of(r) for r in await self.pool.fetch(Q["all_webhooks"])]
 
     async def scope_webhooks(self, space: str, kapp: str | None) -> list[Webhook]:
-        return [webhook_of(r) for r in await self.pool.fetch(Q["scope_webhooks"], space, kapp)]
+        return [self.webhook_of(r) for r in await self.pool.fetch(Q["scope_webhooks"], space, kapp)]
 
     async def space_webhooks(self, space: str) -> list[Webhook]:
         """Every webhook of the space, space-level first, then by kapp and name."""
-        return [webhook_of(r) for r in await self.pool.fetch(Q["space_webhooks"], space)]
+        return [self.webhook_of(r) for r in await self.pool.fetch(Q["space_webhooks"], space)]
 
     async def known_spaces(self, limit: int = 200) -> list[str]:
         """Spaces that have webhooks, in order, at most `limit`."""
@@ -251,11 +497,11 @@ class Store:
 
     async def get_webhook(self, space: str, kapp: str | None, name: str) -> Webhook | None:
         row = await self.pool.fetchrow(Q["get_webhook"], space, kapp, name)
-        return webhook_of(row) if row else None
+        return self.webhook_of(row) if row else None
 
     async def get_webhook_by_id(self, webhook_id: str) -> Webhook | None:
         row = await self.pool.fetchrow(Q["get_webhook_by_id"], uuid.UUID(webhook_id))
-        return webhook_of(row) if row else None
+        return self.webhook_of(row) if row else None
 
     async def insert_webhook(
         self,
@@ -285,11 +531,11 @@ class Store:
             url,
             auth_strategy,
             enabled,
-            generate_secret(),
+            self.keyring.seal(generate_secret()),
             list((headers or {}).items()),
-            auth,
+            self._sealed_auth(auth),
         )
-        return webhook_of(row) if row else None
+        return self.webhook_of(row) if row else None
 
     async def update_webhook(self, webhook: Webhook, *, auth_given: bool = False) -> Webhook | None:
         """Saves name, type, event, filter, url, auth strategy, headers and enabled, and the
@@ -306,22 +552,22 @@ class Store:
                 webhook.url,
                 webhook.auth_strategy,
                 webhook.enabled,
-                webhook.auth,
+                self._sealed_auth(webhook.auth),
                 auth_given,
                 list(webhook.headers.items()),
             )
         except asyncpg.UniqueViolationError:
             return None
-        return webhook_of(row) if row else None
+        return self.webhook_of(row) if row else None
 
     async def rotate_secret(self, webhook_id: str, grace_seconds: float) -> Webhook | None:
         row = await self.pool.fetchrow(
             Q["rotate_webhook_secret"],
             uuid.UUID(webhook_id),
-            generate_secret(),
+            self.keyring.seal(generate_secret()),
             timedelta(seconds=grace_seconds),
         )
-        return webhook_of(row) if row else None
+        return self.webhook_of(row) if row else None
 
     async def disable_webhook(self, webhook_id: str, reason: str) -> bool:
         result = await self.pool.execute(Q["disable_webhook"], uuid.UUID(webhook_id), reason)
@@ -393,9 +639,9 @@ class Store:
                     d.tree_group,
                     d.tree_name,
                     d.url,
-                    d.body if d.body else None,
+                    self._payload(d.body) if d.body else None,
                     o.response_status,
-                    o.response_content,
+                    self._payload(o.response_content),
                     o.summary,
                     o.run_id,
                     o.status,
@@ -423,7 +669,7 @@ class Store:
                         datetime.fromisoformat(a.started_at),
                         a.duration_ms,
                         a.response_status,
-                        a.response_content,
+                        self._payload(a.response_content),
                         a.error,
                         a.request_headers,
                     )
@@ -445,7 +691,7 @@ class Store:
         except ValueError:
             return None
         row = await self.pool.fetchrow(Q["get_job"], key)
-        return Job.of(row) if row else None
+        return self._job(row) if row else None
 
     async def job_ids_with_prefix(self, prefix: str, limit: int = 10) -> list[str]:
         """Ids of jobs whose hex digits start with `prefix` (hex digits, no dashes), in
@@ -457,7 +703,7 @@ class Store:
 
     async def job_attempts(self, job_id: str) -> list[Attempt]:
         rows = await self.pool.fetch(Q["job_attempts"], uuid.UUID(job_id))
-        return [Attempt.of(r) for r in rows]
+        return [self._attempt(r) for r in rows]
 
     async def list_jobs(self, f: JobFilter, *, brief: bool = False) -> list[Job]:
         """Newest first by scheduledAt then id; `after` continues a page. `brief`: without
@@ -472,7 +718,7 @@ class Store:
             + " AND ".join(where)
             + f" ORDER BY scheduled_at DESC, id DESC LIMIT ${len(args)}"
         )
-        return [Job.of(r) for r in await self.pool.fetch(sql, *args)]
+        return [self._job(r) for r in await self.pool.fetch(sql, *args)]
 
     async def count_by_status(self, f: JobFilter) -> dict[str, int]:
         """Jobs per status under every filter of `f` but the status and the page; every
@@ -495,7 +741,7 @@ class Store:
             space,
             limit,
         )
-        return int(total), [Job.of(r) for r in rows]
+        return int(total), [self._job(r) for r in rows]
 
     async def attempts_per_minute(self, space: str, since: datetime) -> list[asyncpg.Record]:
         """HTTP attempts (`deliveries`) and failed ones (`failures`: no answer or not 2xx)

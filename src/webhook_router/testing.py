@@ -11,7 +11,8 @@ same code on the real services; these stand-ins never replace them.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -19,6 +20,7 @@ from typing import Any, cast
 import orjson
 from aio_pika.abc import AbstractExchange, AbstractQueue
 
+from webhook_router.audit import AuditEntry
 from webhook_router.jobs import RANK, Outcome, Status
 from webhook_router.models import Attempt, Job
 from webhook_router.rights import Principal, Role, TokenInfo
@@ -94,6 +96,48 @@ class MemoryStore(Store):
         self.attempts: dict[str, list[Attempt]] = {}
         self.revision = 0
         self.tokens: dict[str, tuple[TokenInfo, bytes]] = {}
+        self.audit_entries: list[AuditEntry] = []
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Store]:
+        """The store itself: nothing is rolled back in memory."""
+        yield self
+
+    async def audit(
+        self,
+        *,
+        actor: str,
+        space: str | None,
+        action: str,
+        target: str,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+    ) -> None:
+        at = datetime.now(UTC)
+        self.audit_entries.append(
+            AuditEntry(uuid.uuid4(), at, actor, space, action, target, before, after)
+        )
+
+    async def audit_log(
+        self,
+        space: str | None,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int = 25,
+        after: tuple[datetime, str] | None = None,
+        spaces: frozenset[str] | None = None,
+    ) -> list[AuditEntry]:
+        found = [
+            e
+            for e in sorted(self.audit_entries, key=lambda e: (e.at, str(e.id)), reverse=True)
+            if (space is None or e.space == space)
+            and (spaces is None or e.space in spaces)
+            and (start is None or e.at >= start)
+            and (end is None or e.at < end)
+            and (after is None or (e.at, str(e.id)) < after)
+        ]
+        return found[:limit]
 
     # webhooks
 

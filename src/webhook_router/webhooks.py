@@ -81,6 +81,9 @@ class Webhook:
     previous_secret: str | None = None
     previous_secret_until: datetime | None = None
     disabled_reason: str | None = None
+    unreadable: str | None = None
+    """Why a sealed secret or credential of it could not be opened (its key is not
+    configured); it is None then, and a delivery that needs it fails saying this."""
     created_at: datetime | None = None
     updated_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -325,6 +325,8 @@ class Worker:
             webhook = self.cache.by_id.get(delivery.webhook_id)
         if webhook is None:
             raise LookupError(f"its webhook was deleted, so there is no {what}")
+        if webhook.unreadable is not None:
+            raise LookupError(f"its webhook's {what} cannot be read: {webhook.unreadable}")
         return webhook
 
     async def _credentials(self, delivery: Delivery) -> dict[str, str]:

@@ -19,6 +19,7 @@ from webhook_router import store
 from webhook_router.api import ApiRole
 from webhook_router.engine import Engine
 from webhook_router.jobs import Status
+from webhook_router.launch import store_of
 from webhook_router.publisher import Publisher
 from webhook_router.recorder import Recorder
 from webhook_router.router import Router
@@ -209,7 +210,7 @@ async def open_stack(
         update={"engine_url": f"http://127.0.0.1:{engine_port}", "api_port": api_port}
     )
     pool = await store.connect(s.database_url, max_size=10)
-    st = Store(pool)
+    st = store_of(pool, s)
     recorder = Recorder(s, st)
     router = Router(s, st)
     worker = Worker(s, st)

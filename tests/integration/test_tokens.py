@@ -44,6 +44,7 @@ ROLES_ALLOWED: dict[str, set[Role]] = {
     "getDeadLetter": {Role.ADMIN, Role.READER},
     "requeueDeadLetter": {Role.ADMIN},
     "requeueDeadLetters": {Role.ADMIN},
+    "listAuditLog": {Role.ADMIN},
 }
 """Who may call each operation, by operation id without its scope suffix: written here,
 apart from the code's table, so the two must agree. An operation of the document missing

@@ -168,3 +168,31 @@ async def test_job_pages_end_with_no_token_and_miss_nothing(setup: Setup) -> Non
             break
         query = JobFilter(space=SPACE, limit=2, after=decode_token(page.next_token))
     assert len(seen) == 5 and set(seen) == made
+
+
+async def test_refused_changes_leave_no_audit_row_and_pages_follow_each_other(
+    setup: Setup,
+) -> None:
+    created = await setup.webhook(
+        authStrategy="Basic", auth={"username": "jane", "password": "unit-secret"}
+    )
+    with pytest.raises(Conflict):
+        await setup.webhook()
+    bad = WebhookChange.parse({"event": "Exploded"})
+    with pytest.raises(InputInvalid):
+        await setup.admin.update_webhook(created, bad, by="test")
+    await setup.admin.set_enabled(created, False, by="test")
+    await setup.admin.rotate_secret(created, None, by="test")
+    first = await setup.admin.audit_log(SPACE, limit=2)
+    assert first.next_token is not None
+    rest = await setup.admin.audit_log(SPACE, limit=2, after=decode_token(first.next_token))
+    assert rest.next_token is None
+    entries = [*first.entries, *rest.entries]
+    assert [e.action for e in entries] == [
+        "webhook.secret_rotated",
+        "webhook.disabled",
+        "webhook.created",
+    ]
+    assert entries[-1].after is not None and "auth" not in entries[-1].after
+    assert "unit-secret" not in repr(entries) and "whsec_" not in repr(entries)
+    assert await setup.admin.audit_log("elsewhere") == type(first)([], None)

@@ -35,6 +35,7 @@ from webhook_router.deadletters import DeadLetter, DeadLetterFilter
 from webhook_router.expressions import ExpressionError, compile_filter, compile_url
 from webhook_router.jobs import Status
 from webhook_router.models import (
+    AuditLogEntry,
     InputInvalid,
     Job,
     WebhookChange,
@@ -63,6 +64,7 @@ LIST_REFRESH = 5
 OVERVIEW_REFRESH = 30
 CHECK_LIMIT = 10_000
 BROKER_WAIT = 15.0
+AUDIT_PAGE = 50
 
 
 ANY_TOKEN = None
@@ -89,6 +91,7 @@ ROUTE_RIGHTS: dict[str, Right | None] = {
     "dead_letters": Right.READ,
     "dead_letter": Right.READ,
     "requeue": Right.WRITE,
+    "audit": Right.AUDIT,
 }
 """The right each route of the console needs, by route name; a route missing here is
 refused to every token (the login routes and static files are public: access.py)."""
@@ -207,6 +210,7 @@ class Console:
         r.add_post(f"{s}/webhooks/{{id}}/enabled", self.set_enabled, name="enable")
         r.add_post(f"{s}/webhooks/{{id}}/rotate", self.rotate, name="rotate")
         r.add_get(f"{s}/overview", self.overview, name="overview")
+        r.add_get(f"{s}/audit", self.audit, name="audit")
         r.add_get(f"{s}/retry", self.bulk_form, name="bulk")
         r.add_get(f"{s}/retry/confirm", self.bulk_confirm, name="bulk_confirm")
         r.add_post(f"{s}/retry", self.bulk_retry, name="bulk_retry")
@@ -271,6 +275,7 @@ class Console:
             logged_in=session is not None,
             can_write=principal is not None and principal.may(Right.WRITE),
             can_see_secrets=principal is not None and principal.may(Right.SECRETS),
+            can_audit=principal is not None and principal.may(Right.AUDIT),
             flashes=session.take_flashes() if session else [],
             **context,
         )
@@ -627,6 +632,31 @@ class Console:
             next_due=next_due,
             now=now,
             refresh=OVERVIEW_REFRESH,
+        )
+
+    async def audit(self, request: web.Request) -> web.Response:
+        """The space's audit trail, newest first, a page at a time."""
+        space = request.match_info["space"]
+        errors: list[FormError] = []
+        after = None
+        token = request.query.get("pageToken")
+        if token:
+            try:
+                after = decode_token(token)
+            except ValueError as exc:
+                errors.append(FormError("pageToken", str(exc)))
+        page = await self.admin.audit_log(space, limit=AUDIT_PAGE, after=after)
+        next_page = (
+            space_url(space, "audit", pageToken=page.next_token) if page.next_token else None
+        )
+        return await self.page(
+            request,
+            "audit.html",
+            entries=[AuditLogEntry.of(e) for e in page.entries],
+            errors=errors,
+            next_page=next_page,
+            paged=after is not None,
+            first_page=space_url(space, "audit"),
         )
 
     # bulk retry: a form, a confirmation page that counts, and the retry itself

@@ -238,3 +238,62 @@ FROM dead_letters WHERE id = $1;
 UPDATE dead_letters SET requeued_at = now(), requeue_count = requeue_count + 1
 WHERE id = $1
 RETURNING requeued_at, requeue_count;
+
+-- name: webhook_secrets_for_update
+SELECT id, secret, previous_secret, auth FROM webhooks ORDER BY id FOR UPDATE;
+
+-- name: reseal_webhook_secrets
+-- The same secrets and credentials, sealed anew; updated_at is left: nothing changed.
+UPDATE webhooks SET secret = $2, previous_secret = $3, auth = $4::jsonb WHERE id = $1;
+
+-- name: insert_audit
+INSERT INTO audit_log (actor, space, action, target, before, after)
+VALUES ($1, $2, $3, $4, $5, $6);
+
+-- name: audit_log
+-- A space's (null: every space's) audit rows newest first, within [$2, $3) when given,
+-- after ($4, $5) for a page; of the spaces $7 only when given (a token's reach: a row of no
+-- space, a key rotation, is then left out).
+SELECT id, at, actor, space, action, target, before, after
+FROM audit_log
+WHERE ($1::text IS NULL OR space = $1)
+  AND ($2::timestamptz IS NULL OR at >= $2)
+  AND ($3::timestamptz IS NULL OR at < $3)
+  AND ($4::timestamptz IS NULL OR (at, id) < ($4, $5::uuid))
+  AND ($7::text[] IS NULL OR space = ANY($7))
+ORDER BY at DESC, id DESC
+LIMIT $6;
+
+-- name: job_bodies_to_reseal
+-- Jobs after the keyset ($1, $2) whose bodies are sealed under a key other than $3 (the
+-- `enc:v1:<key id>:` prefix of the first key), or with $4 are still plaintext.
+SELECT id, event_at, request_content, response_content
+FROM webhook_jobs
+WHERE (id, event_at) > ($1, $2)
+  AND (   (request_content LIKE 'enc:v1:%' AND request_content NOT LIKE $3 || '%')
+       OR (response_content LIKE 'enc:v1:%' AND response_content NOT LIKE $3 || '%')
+       OR ($4 AND (request_content NOT LIKE 'enc:v1:%' OR response_content NOT LIKE 'enc:v1:%')))
+ORDER BY id, event_at
+LIMIT $5;
+
+-- name: reseal_job_bodies
+-- Only where the bodies are still those read ($5, $6): a row the recorder changed meanwhile
+-- was written under the first key already.
+UPDATE webhook_jobs SET request_content = $3, response_content = $4
+WHERE id = $1 AND event_at = $2
+  AND request_content IS NOT DISTINCT FROM $5 AND response_content IS NOT DISTINCT FROM $6;
+
+-- name: attempt_bodies_to_reseal
+-- As job_bodies_to_reseal, for attempts after the keyset ($1, $2, $3, $4).
+SELECT job_id, event_at, replay, attempt, response_content
+FROM webhook_job_attempts
+WHERE (job_id, event_at, replay, attempt) > ($1, $2, $3, $4)
+  AND (   (response_content LIKE 'enc:v1:%' AND response_content NOT LIKE $5 || '%')
+       OR ($6 AND response_content NOT LIKE 'enc:v1:%'))
+ORDER BY job_id, event_at, replay, attempt
+LIMIT $7;
+
+-- name: reseal_attempt_body
+UPDATE webhook_job_attempts SET response_content = $5
+WHERE job_id = $1 AND event_at = $2 AND replay = $3 AND attempt = $4
+  AND response_content IS NOT DISTINCT FROM $6;
