@@ -31,6 +31,8 @@ async def test_a_change_in_the_console_shows_on_its_audit_page(console: Console)
     [table] = html.split('<table class="list" id="audit">')[1:]
     rows = table.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
     assert len(rows) == 1, rows
-    assert "console" in rows[0] and "webhook.disabled" in rows[0]
+    assert "token:settings" in rows[0] and "webhook.disabled" in rows[0], (
+        "the console acts as its token"
+    )
     assert "webhooks/audited" in rows[0]
     assert hook.secret not in html and "whsec_" not in html

@@ -114,7 +114,9 @@ async def test_every_change_through_the_api_is_an_audit_row_without_secrets(
         "jobs.replayed",
         "webhook.deleted",
     ]
-    assert {e["actor"] for e in entries} == {"api"}
+    assert {e["actor"] for e in entries} == {"token:settings"}, (
+        "the API acts as its token (settings tokens: `settings`)"
+    )
     assert {e["space"] for e in entries} == {space}
     by_action = {e["action"]: e for e in entries}
     assert by_action["webhook.updated"]["before"]["url"] == url + "/a"
