@@ -27,6 +27,7 @@ from webhook_router.models import (
     decode_token,
     encode_token,
 )
+from webhook_router.operator_events import DISABLED, ENABLED, publish_operator_event
 from webhook_router.replay import ReplayRefused, ReplayResult, replay_failed, replay_job
 from webhook_router.service import link
 from webhook_router.settings import Settings
@@ -163,6 +164,7 @@ class Admin:
             enabled=draft.enabled,
             headers=draft.headers,
             auth=draft.auth,
+            rate_limit=draft.rate_limit,
         )
         if created is None:
             raise Conflict(f"a webhook named {draft.name!r} already exists here", field="name")
@@ -188,6 +190,7 @@ class Admin:
             enabled=saved.enabled,
             by=by,
         )
+        await self._announce(current, saved)
         return saved
 
     def warnings(self, webhook: Webhook) -> list[str]:
@@ -201,7 +204,22 @@ class Admin:
         if saved is None:
             raise NotFound(f"no webhook named {current.name!r} here")
         log.info("webhook enabled" if enabled else "webhook disabled", webhook=saved.name, by=by)
+        await self._announce(current, saved)
         return saved
+
+    async def _announce(self, before: Webhook, after: Webhook) -> None:
+        """Publish `Webhook Enabled` or `Webhook Disabled` when the change turned it on or
+        off. The change is saved whatever the broker says: a broker away is logged."""
+        if before.enabled == after.enabled:
+            return
+        action = ENABLED if after.enabled else DISABLED
+        try:
+            topology = await self.topology()
+            await publish_operator_event(topology.events, action, after)
+        except Exception as exc:  # any broker failure: the change stands, unannounced
+            log.warning(
+                "operator event not published", webhook=after.name, action=action, error=repr(exc)
+            )
 
     async def delete_webhook(self, webhook: Webhook, *, by: str) -> None:
         await self.store.delete_webhook(webhook.id)

@@ -61,6 +61,10 @@ def _refused(errors: Sequence[Mapping[str, str]], message: str) -> CommandError:
     return CommandError(message, EXIT_USAGE)
 
 
+CLEARED = object()
+"""What `--no-rate-limit` (and the like) stores: the field set to null."""
+
+
 def _json_value(text: str) -> Any:
     try:
         return orjson.loads(text)
@@ -222,7 +226,11 @@ def _time(option: str, text: str | None) -> datetime | None:
 
 def _change(args: argparse.Namespace) -> WebhookChange:
     """The webhook fields given on the command line (options named after the model's)."""
-    data = {k: v for k in WebhookChange.options() if (v := getattr(args, k, None)) is not None}
+    data: dict[str, Any] = {
+        k: None if v is CLEARED else v
+        for k in WebhookChange.options()
+        if (v := getattr(args, k, None)) is not None
+    }
     for key in WebhookChange.ENTRIES:
         if key in data:
             data[key] = dict(data[key])
@@ -268,10 +276,18 @@ def cmd_webhooks_list(args: argparse.Namespace, settings: Settings) -> None:
         _print_json({"webhooks": [Webhook.of(w).wire() for w in webhooks]})
         return
     rows = [
-        [w.name, w.kapp or "-", w.type, w.event, "yes" if w.enabled else "no", w.url]
+        [
+            w.name,
+            w.kapp or "-",
+            w.type,
+            w.event,
+            "yes" if w.enabled else f"no: {w.disabled_reason}" if w.disabled_reason else "no",
+            "-" if w.rate_limit is None else f"{w.rate_limit:g}/s",
+            w.url,
+        ]
         for w in webhooks
     ]
-    _table(rows, ["NAME", "KAPP", "TYPE", "EVENT", "ENABLED", "URL"])
+    _table(rows, ["NAME", "KAPP", "TYPE", "EVENT", "ENABLED", "RATE", "URL"])
 
 
 def cmd_webhooks_show(args: argparse.Namespace, settings: Settings) -> None:
@@ -533,6 +549,14 @@ def definition(*, create: bool) -> Argument:
                     )
                 continue
             text = WebhookChange.takes_text(field)
+            if not text and field in WebhookChange.NULLABLE:
+                p.add_argument(
+                    f"--no-{flag}",
+                    dest=field,
+                    action="store_const",
+                    const=CLEARED,
+                    help=f"no {flag.replace('-', ' ')} (null)",
+                )
             p.add_argument(
                 "--new-name" if field == "name" and not create else f"--{flag}",
                 dest=field,

@@ -129,6 +129,11 @@ class Settings(BaseSettings):
         description="Waits before each retry of a failed delivery; its length is the "
         "number of retries.",
     )
+    disable_after: str = Field(
+        default="5d",
+        description="A webhook whose jobs have all failed for this long (at least 10 of "
+        "them, no success) is disabled, saying why.",
+    )
     drain_timeout: float = Field(
         default=25.0, description="Seconds a role has on SIGTERM to finish what it holds."
     )
@@ -143,6 +148,10 @@ class Settings(BaseSettings):
         """The retry waits, in seconds."""
         return parse_schedule(self.retry_schedule)
 
+    @property
+    def disable_after_seconds(self) -> float:
+        return parse_duration(self.disable_after)
+
     @field_validator("amqp_url", "api_token", "allowed_networks", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
@@ -154,6 +163,13 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_schedule(cls, value: str) -> str:
         parse_schedule(value)
+        return value
+
+    @field_validator("disable_after")
+    @classmethod
+    def _valid_duration(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError(f"must be a duration above 0: {value!r}")
         return value
 
     @field_validator("allowed_networks")

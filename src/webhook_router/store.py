@@ -66,6 +66,7 @@ def webhook_of(row: asyncpg.Record) -> Webhook:
         previous_secret=row["previous_secret"],
         previous_secret_until=row["previous_secret_until"],
         disabled_reason=row["disabled_reason"],
+        rate_limit=row["rate_limit"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -251,6 +252,7 @@ class Store:
         enabled: bool = True,
         headers: dict[str, str] | None = None,
         auth: dict[str, str] | None = None,
+        rate_limit: float | None = None,
     ) -> Webhook | None:
         """The new webhook, or None when its name is taken in its scope."""
         row = await self.pool.fetchrow(
@@ -268,13 +270,14 @@ class Store:
             generate_secret(),
             list((headers or {}).items()),
             auth,
+            rate_limit,
         )
         return webhook_of(row) if row else None
 
     async def update_webhook(self, webhook: Webhook, *, auth_given: bool = False) -> Webhook | None:
-        """Saves name, type, event, filter, url, auth strategy, headers and enabled, and the
-        credentials when `auth_given` (stamping when they were set); None on a name taken in
-        the scope."""
+        """Saves name, type, event, filter, url, auth strategy, headers, rate limit and
+        enabled, and the credentials when `auth_given` (stamping when they were set); None
+        on a name taken in the scope."""
         try:
             row = await self.pool.fetchrow(
                 Q["update_webhook"],
@@ -289,6 +292,7 @@ class Store:
                 webhook.auth,
                 auth_given,
                 list(webhook.headers.items()),
+                webhook.rate_limit,
             )
         except asyncpg.UniqueViolationError:
             return None
@@ -303,9 +307,34 @@ class Store:
         )
         return webhook_of(row) if row else None
 
-    async def disable_webhook(self, webhook_id: str, reason: str) -> bool:
-        result = await self.pool.execute(Q["disable_webhook"], uuid.UUID(webhook_id), reason)
-        return bool(result.endswith(" 1"))
+    async def disable_webhook(self, webhook_id: str, reason: str) -> Webhook | None:
+        """The webhook as disabled now; None when it was disabled (or gone) already."""
+        row = await self.pool.fetchrow(Q["disable_webhook"], uuid.UUID(webhook_id), reason)
+        return webhook_of(row) if row else None
+
+    async def disable_failing(
+        self, webhook_ids: Sequence[str], after: float, *, min_failed: int, reason: str
+    ) -> list[Webhook]:
+        """Disable those of the webhooks whose jobs have all failed for `after` seconds,
+        at least `min_failed` of them (queries.sql: disable_failing_webhooks)."""
+        rows = await self.pool.fetch(
+            Q["disable_failing_webhooks"],
+            [uuid.UUID(w) for w in webhook_ids],
+            timedelta(seconds=after),
+            min_failed,
+            reason,
+        )
+        return [webhook_of(r) for r in rows]
+
+    async def take_rate_slot(
+        self, webhook_id: str, spacing: float, horizon: float
+    ) -> tuple[float | None, float]:
+        """One delivery slot of a rate-limited webhook, `spacing` seconds after the last
+        one taken by any worker, if it starts within `horizon` seconds: (seconds until it
+        starts or None, seconds until the slots taken run out)."""
+        row = await self.pool.fetchrow(Q["take_rate_slot"], uuid.UUID(webhook_id), spacing, horizon)
+        assert row is not None
+        return row["wait"], float(row["booked"] or 0.0)
 
     async def delete_webhook(self, webhook_id: str) -> None:
         await self.pool.execute(Q["delete_webhook"], uuid.UUID(webhook_id))

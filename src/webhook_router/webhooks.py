@@ -81,6 +81,8 @@ class Webhook:
     previous_secret: str | None = None
     previous_secret_until: datetime | None = None
     disabled_reason: str | None = None
+    rate_limit: float | None = None
+    """Deliveries per second across every worker; None: no limit."""
     created_at: datetime | None = None
     updated_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -28,6 +28,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
+import asyncpg
 import orjson
 import structlog
 from aio_pika.abc import (
@@ -59,6 +60,7 @@ from webhook_router.jobs import (
     storable,
     utcnow,
 )
+from webhook_router.ratelimit import RateLimits
 from webhook_router.runs import run_id_of
 from webhook_router.service import InFlight, SideTasks, dead_letter, dead_letter_unreadable, link
 from webhook_router.settings import Settings
@@ -76,6 +78,8 @@ from webhook_router.webhooks import Webhook
 log = structlog.get_logger(__name__)
 
 USER_AGENT = f"webhook-router/{__version__}"
+RATE_LIMITED = "rate limit"
+"""Why a delivery is deferred when its webhook's rate limit has no slot for it soon."""
 LARGE_BODY = 2**20
 """Bodies above this are posted from a buffer, in chunks (aiohttp warns of raw ones)."""
 
@@ -110,6 +114,7 @@ class Worker:
         self._lines: dict[str, asyncio.Semaphore] = {}
         """Per endpoint, the deliveries waiting for one of its slots, first come first served."""
         self.certificates = ClientCertificates()
+        self.rates = RateLimits(store, settings.endpoint_wait)
 
     async def start(self) -> None:
         s = self.settings
@@ -194,6 +199,9 @@ class Worker:
             await message.ack()
 
     async def deliver(self, delivery: Delivery) -> None:
+        if not await self.within_rate(delivery):
+            await self.defer(delivery, RATE_LIMITED)
+            return
         endpoint = endpoint_of(delivery.url)
         wait = await self.slot(endpoint)
         if wait is not None:
@@ -217,6 +225,23 @@ class Worker:
             refused=refused,
         )
         await self.report(delivery, attempt, decision)
+
+    async def within_rate(self, delivery: Delivery) -> bool:
+        """Wait for the delivery's slot under its webhook's rate limit, if it has one;
+        False: no slot soon (or the database cannot say), defer it."""
+        webhook = self.cache.by_id.get(delivery.webhook_id)
+        if webhook is None or webhook.rate_limit is None:
+            return True
+        try:
+            wait = await self.rates.admit(webhook.id, webhook.rate_limit)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("rate limit slot not taken", webhook=webhook.name, error=repr(exc))
+            return False
+        if wait is None:
+            return False
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return True
 
     async def slot(self, endpoint: str) -> str | None:
         """Take a slot of the endpoint, waiting up to `endpoint_wait` in line while it is
