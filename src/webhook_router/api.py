@@ -130,7 +130,7 @@ class Api:
         self.admin = Admin(settings, store)
         self.publisher = Publisher(settings.amqp_url, settings.namespace)
         self.tokens = [t.encode() for t in settings.api_token]
-        self.depths = metrics.QueueDepths(settings.names, settings.schedule)
+        self.depths = metrics.QueueDepths(settings.names, settings.retry_delays)
         self._prometheus = metrics.handler(self._refresh_depths)
 
     async def ensure_broker(self) -> Topology:

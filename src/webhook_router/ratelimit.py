@@ -48,10 +48,13 @@ class RateLimits:
         try:
             if self._booked(webhook_id):
                 return None
+            asked = time.monotonic()
             wait, booked = await self._slots.take_rate_slot(webhook_id, 1.0 / rate, self.horizon)
         finally:
             line.release()
         if wait is None:
             self._booked_until[webhook_id] = time.monotonic() + max(booked - self.horizon, 0.0)
             return None
-        return max(wait, 0.0)
+        # the slot's time is the database's, counted from when the statement began: the
+        # time the answer took to come back (a lock, a busy server) is already waited
+        return max(asked + wait - time.monotonic(), 0.0)

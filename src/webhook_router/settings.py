@@ -149,6 +149,13 @@ class Settings(BaseSettings):
         return parse_schedule(self.retry_schedule)
 
     @property
+    def retry_delays(self) -> tuple[float, ...]:
+        """Every retry queue's wait: the schedule's, and `endpoint_wait`, which a delivery
+        held back by its webhook's rate limit waits (the slots it could take run that far
+        ahead, so it comes back as they run out)."""
+        return tuple(sorted({*self.schedule, self.endpoint_wait}))
+
+    @property
     def disable_after_seconds(self) -> float:
         return parse_duration(self.disable_after)
 

@@ -14,6 +14,9 @@ are looked up by webhook id in the webhook cache as each POST is made, never car
 delivery, and never sent to the engine; an attempt records the `Authorization` header's
 scheme only. An mTLS client certificate is presented through its webhook's own SSL
 context, passed per request, so the guarded connector still checks every address.
+
+A webhook with a rate limit has each delivery take a slot shared by every worker
+(ratelimit.py) before it takes one of its endpoint; one without never asks.
 """
 
 from __future__ import annotations
@@ -265,15 +268,17 @@ class Worker:
         return wait
 
     async def defer(self, delivery: Delivery, reason: str) -> None:
-        """Hold a delivery back without spending an attempt: it waits the schedule's
-        first step in the retry queue and comes back as the same attempt."""
+        """Hold a delivery back without spending an attempt: it waits in a retry queue
+        (the schedule's first step; `endpoint_wait` under a rate limit, as far as the
+        slots run ahead) and comes back as the same attempt."""
         assert self.topology is not None
+        wait = self.settings.endpoint_wait if reason == RATE_LIMITED else self.schedule[0]
         await broker.publish(
             self.topology.retry,
             orjson.dumps([delivery]),
             self.names.delivery_key(delivery.webhook_id),
             message_id=delivery.job_id,
-            headers={RETRY_HEADER: delay_name(self.schedule[0]), "x-deferred": reason},
+            headers={RETRY_HEADER: delay_name(wait), "x-deferred": reason},
         )
         metrics.deferred()
         log.debug(
