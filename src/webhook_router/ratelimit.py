@@ -6,8 +6,10 @@ start): a worker takes the next slot with one statement (queries.sql: take_rate_
 when it starts within `horizon` seconds, and sleeps until then. A delivery that finds no
 slot that close is deferred without spending an attempt and comes back later; none is
 dropped. A worker asks for one slot of a webhook at a time (its deliveries wait in memory,
-not on the row's lock) and, told that the slots are booked, defers without asking again
-until they run out. Unlimited webhooks never come here.
+not on the row's lock): the first in line, told that the slots are booked, waits until
+they run out (within its horizon) and asks again, the others waiting behind it; whoever
+is still in line at the end of its horizon is deferred. Unlimited webhooks never come
+here.
 """
 
 from __future__ import annotations
@@ -31,13 +33,12 @@ class RateLimits:
         self._booked_until: dict[str, float] = {}
         """Per webhook, until when (monotonic) another slot cannot start within the horizon."""
 
-    def _booked(self, webhook_id: str) -> bool:
-        return self._booked_until.get(webhook_id, 0.0) > time.monotonic()
-
     async def admit(self, webhook_id: str, rate: float) -> float | None:
-        """Seconds to wait before the delivery starts, or None: defer it. Raises what the
-        database raises (the caller defers then too: no limit is exceeded)."""
-        if self._booked(webhook_id):
+        """Seconds to wait before the delivery starts, or None: defer it, no slot starting
+        within the horizon being free by the end of it. Raises what the database raises
+        (the caller defers then too: no limit is exceeded)."""
+        deadline = time.monotonic() + self.horizon
+        if self._booked_until.get(webhook_id, 0.0) >= deadline:
             return None
         line = self._lines.setdefault(webhook_id, asyncio.Lock())
         try:
@@ -46,15 +47,16 @@ class RateLimits:
         except TimeoutError:
             return None
         try:
-            if self._booked(webhook_id):
-                return None
-            asked = time.monotonic()
-            wait, booked = await self._slots.take_rate_slot(webhook_id, 1.0 / rate, self.horizon)
+            while True:
+                until = self._booked_until.get(webhook_id, 0.0)
+                if until >= deadline:
+                    return None
+                if until > time.monotonic():
+                    await asyncio.sleep(until - time.monotonic())
+                spacing = 1.0 / rate
+                wait, booked = await self._slots.take_rate_slot(webhook_id, spacing, self.horizon)
+                if wait is not None:
+                    return max(wait, 0.0)
+                self._booked_until[webhook_id] = time.monotonic() + max(booked - self.horizon, 0.0)
         finally:
             line.release()
-        if wait is None:
-            self._booked_until[webhook_id] = time.monotonic() + max(booked - self.horizon, 0.0)
-            return None
-        # the slot's time is the database's, counted from when the statement began: the
-        # time the answer took to come back (a lock, a busy server) is already waited
-        return max(asked + wait - time.monotonic(), 0.0)

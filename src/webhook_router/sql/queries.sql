@@ -85,18 +85,21 @@ RETURNING w.*;
 -- name: take_rate_slot
 -- The webhook's next delivery slot at $2 seconds apart, taken only when it starts within
 -- $3 seconds: `wait` is the seconds until it starts, null when none was taken; `booked`
--- the seconds until the slots already taken run out.
+-- the seconds until the slots already taken run out. Times are the clock's as the row is
+-- locked and read (clock_timestamp, not the statement's start): a slot is never given in
+-- the past after a wait for the lock, and that wait is not waited again.
 WITH taken AS (
     INSERT INTO webhook_rate_slots AS s (webhook_id, next_at)
-    VALUES ($1, now() + $2 * interval '1 second')
+    VALUES ($1, clock_timestamp() + $2 * interval '1 second')
     ON CONFLICT (webhook_id) DO UPDATE
-        SET next_at = greatest(s.next_at, now()) + $2 * interval '1 second'
-        WHERE s.next_at <= now() + $3 * interval '1 second'
+        SET next_at = greatest(s.next_at, clock_timestamp()) + $2 * interval '1 second'
+        WHERE s.next_at <= clock_timestamp() + $3 * interval '1 second'
     RETURNING next_at
 )
-SELECT extract(epoch FROM (SELECT next_at FROM taken) - now())::double precision - $2 AS wait,
+SELECT extract(epoch FROM (SELECT next_at FROM taken) - clock_timestamp())::double precision
+           - $2 AS wait,
        extract(epoch FROM (SELECT next_at FROM webhook_rate_slots WHERE webhook_id = $1)
-               - now())::double precision AS booked;
+               - clock_timestamp())::double precision AS booked;
 
 -- name: delete_webhook
 DELETE FROM webhooks WHERE id = $1;
