@@ -95,8 +95,9 @@ class Settings(BaseSettings):
     )
     endpoint_wait: float = Field(
         default=1.0,
-        description="Seconds a delivery waits for a free slot of its endpoint before it is "
-        "deferred.",
+        description="Seconds a delivery waits for a free slot of its endpoint (or, under a "
+        "rate limit, for its turn) before it is deferred; a rate-limited delivery deferred "
+        "waits this long too.",
     )
     circuit_threshold: int = Field(
         default=5,
