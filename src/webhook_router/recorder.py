@@ -235,9 +235,11 @@ class Recorder:
 
     async def _apply_side_effects(self, outcomes: list[Outcome]) -> None:
         """Disable the webhooks that answered 410 and those whose jobs have all failed for
-        WEBHOOK_ROUTER_DISABLE_AFTER (one query for the batch's failed webhooks), and
-        announce each (operator event `Webhook Disabled`). Each step is tried
-        SIDE_EFFECT_TRIES times before the failure is raised (and the batch given back)."""
+        WEBHOOK_ROUTER_DISABLE_AFTER (one query for the batch's failed webhooks), each
+        announced (operator event `Webhook Disabled`) before the change commits, so a
+        failed announcement leaves the webhook enabled for the batch's next try. Each step
+        is tried SIDE_EFFECT_TRIES times before the failure is raised (and the batch given
+        back)."""
         disabled: list[Webhook] = []
         for outcome in outcomes:
             if not outcome.disable_webhook:
@@ -247,6 +249,7 @@ class Recorder:
                     self.store.disable_webhook,
                     outcome.delivery.webhook_id,
                     outcome.disable_webhook,
+                    then=self._announce,
                 ),
                 outcome.delivery.webhook_name,
             )
@@ -269,6 +272,7 @@ class Recorder:
                     min_failed=FAILING_JOBS_MIN,
                     reason=f"every job failed for {after} or longer "
                     f"(at least {FAILING_JOBS_MIN}, no success)",
+                    then=self._announce,
                 ),
                 f"{len(failing)} failing webhooks",
             )
@@ -280,7 +284,6 @@ class Recorder:
                 kapp=webhook.kapp,
                 reason=webhook.disabled_reason,
             )
-            await self._tried(partial(self._announce, webhook), webhook.name)
 
     async def _announce(self, webhook: Webhook) -> None:
         assert self.topology is not None

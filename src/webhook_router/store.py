@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
@@ -70,6 +70,10 @@ def webhook_of(row: asyncpg.Record) -> Webhook:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
+
+
+Announce = Callable[[Webhook], Awaitable[None]]
+"""What to do about a webhook just disabled before that commits (publish the news)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,24 +311,43 @@ class Store:
         )
         return webhook_of(row) if row else None
 
-    async def disable_webhook(self, webhook_id: str, reason: str) -> Webhook | None:
-        """The webhook as disabled now; None when it was disabled (or gone) already."""
-        row = await self.pool.fetchrow(Q["disable_webhook"], uuid.UUID(webhook_id), reason)
-        return webhook_of(row) if row else None
+    async def disable_webhook(
+        self, webhook_id: str, reason: str, *, then: Announce | None = None
+    ) -> Webhook | None:
+        """The webhook as disabled now; None when it was disabled (or gone) already.
+        `then` runs before the change commits: if it fails, nothing was disabled."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(Q["disable_webhook"], uuid.UUID(webhook_id), reason)
+            disabled = webhook_of(row) if row else None
+            if disabled is not None and then is not None:
+                await then(disabled)
+        return disabled
 
     async def disable_failing(
-        self, webhook_ids: Sequence[str], after: float, *, min_failed: int, reason: str
+        self,
+        webhook_ids: Sequence[str],
+        after: float,
+        *,
+        min_failed: int,
+        reason: str,
+        then: Announce | None = None,
     ) -> list[Webhook]:
         """Disable those of the webhooks whose jobs have all failed for `after` seconds,
-        at least `min_failed` of them (queries.sql: disable_failing_webhooks)."""
-        rows = await self.pool.fetch(
-            Q["disable_failing_webhooks"],
-            [uuid.UUID(w) for w in webhook_ids],
-            timedelta(seconds=after),
-            min_failed,
-            reason,
-        )
-        return [webhook_of(r) for r in rows]
+        at least `min_failed` of them (queries.sql: disable_failing_webhooks); `then` runs
+        for each before the change commits."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                Q["disable_failing_webhooks"],
+                [uuid.UUID(w) for w in webhook_ids],
+                timedelta(seconds=after),
+                min_failed,
+                reason,
+            )
+            disabled = [webhook_of(r) for r in rows]
+            for webhook in disabled if then is not None else []:
+                assert then is not None
+                await then(webhook)
+        return disabled
 
     async def take_rate_slot(
         self, webhook_id: str, spacing: float, horizon: float

@@ -23,7 +23,7 @@ from aio_pika.abc import AbstractExchange, AbstractQueue
 from webhook_router.jobs import RANK, Outcome, Status
 from webhook_router.models import Attempt, Job
 from webhook_router.signing import generate_secret
-from webhook_router.store import JobFilter, Store
+from webhook_router.store import Announce, JobFilter, Store
 from webhook_router.topology import Names, Topology
 from webhook_router.webhooks import Webhook
 
@@ -201,19 +201,29 @@ class MemoryStore(Store):
         self.webhooks[webhook_id] = rotated
         return rotated
 
-    async def disable_webhook(self, webhook_id: str, reason: str) -> Webhook | None:
+    async def disable_webhook(
+        self, webhook_id: str, reason: str, *, then: Announce | None = None
+    ) -> Webhook | None:
         current = self.webhooks.get(webhook_id)
         if current is None or not current.enabled:
             return None
         disabled = replace(
             current, enabled=False, disabled_reason=reason, updated_at=datetime.now(UTC)
         )
+        if then is not None:
+            await then(disabled)  # raises before anything changed, as the rollback does
         self.webhooks[webhook_id] = disabled
         self._changed()
         return disabled
 
     async def disable_failing(
-        self, webhook_ids: Sequence[str], after: float, *, min_failed: int, reason: str
+        self,
+        webhook_ids: Sequence[str],
+        after: float,
+        *,
+        min_failed: int,
+        reason: str,
+        then: Announce | None = None,
     ) -> list[Webhook]:
         """As the SQL does: failing since the later of the last change and last success."""
         now = datetime.now(UTC)
@@ -232,7 +242,7 @@ class MemoryStore(Store):
             )
             failed = [at for at, status in ended if status == Status.FAILED and at > since]
             if len(failed) >= min_failed and min(failed) <= now - timedelta(seconds=after):
-                gone = await self.disable_webhook(webhook_id, reason)
+                gone = await self.disable_webhook(webhook_id, reason, then=then)
                 disabled += [gone] if gone else []
         return disabled
 

@@ -242,3 +242,24 @@ async def test_a_webhook_failing_for_disable_after_is_disabled(settings: Setting
     [announced] = operator.bodies
     assert announced["webhook"]["name"] == "failing"
     assert announced["webhook"]["disabledReason"] == by_name["failing"].disabled_reason
+
+
+async def test_a_disable_whose_announcement_fails_is_not_kept(stack: Stack) -> None:
+    space = stack.space()
+    hook = await stack.webhook(space, type="User", event="Created", url="/u")
+    heard: list[str] = []
+
+    async def broker_away(webhook: Any) -> None:
+        raise ConnectionError("broker connection dropped")
+
+    async def announce(webhook: Any) -> None:
+        heard.append(webhook.disabled_reason)
+
+    with pytest.raises(ConnectionError):
+        await stack.store.disable_webhook(hook.id, "410 Gone", then=broker_away)
+    kept = await stack.store.get_webhook_by_id(hook.id)
+    assert kept is not None and kept.enabled and kept.disabled_reason is None
+    disabled = await stack.store.disable_webhook(hook.id, "410 Gone", then=announce)
+    assert disabled is not None and not disabled.enabled and heard == ["410 Gone"]
+    assert await stack.store.disable_webhook(hook.id, "410 Gone", then=announce) is None
+    assert heard == ["410 Gone"], "announced once"
