@@ -181,9 +181,11 @@ async def drop_namespace(
     amqp_url: str, name: str, shards: int = 1, schedule: Sequence[float] | None = None
 ) -> None:
     """Delete every queue and exchange of a namespace; `schedule` names its retry queues
-    (the suite's own schedule when not given)."""
+    (the suite's own schedule when not given), besides the rate limit's (`endpoint_wait`,
+    which the suite leaves at its default)."""
     import aio_pika
 
+    from webhook_router.settings import Settings
     from webhook_router.topology import Names
 
     names = Names(name, shards)
@@ -192,6 +194,7 @@ async def drop_namespace(
         channel = await connection.channel()
         queues = [*names.work_queues(), names.dead]
         queues += [names.retry_queue(s) for s in (TEST_SCHEDULE if schedule is None else schedule)]
+        queues.append(names.retry_queue(Settings.model_fields["endpoint_wait"].default))
         for queue in queues:
             await channel.queue_delete(queue)
         for exchange in names.exchanges():

@@ -40,6 +40,7 @@ from webhook_router.models import (
     encode_token,
     text_problem,
 )
+from webhook_router.operator_events import DISABLED, ENABLED, publish_operator_event
 from webhook_router.replay import ReplayRefused, ReplayResult, replay_failed, replay_job
 from webhook_router.rights import Role, TokenInfo
 from webhook_router.service import link
@@ -199,6 +200,7 @@ class Admin:
                 enabled=draft.enabled,
                 headers=draft.headers,
                 auth=draft.auth,
+                rate_limit=draft.rate_limit,
             )
             if created is None:
                 raise Conflict(f"a webhook named {draft.name!r} already exists here", field="name")
@@ -232,6 +234,7 @@ class Admin:
             enabled=saved.enabled,
             by=by,
         )
+        await self._announce(current, saved)
         return saved
 
     async def install_defaults(self, space: str, kapp: str | None, *, by: str) -> list[str]:
@@ -288,7 +291,22 @@ class Admin:
                 raise NotFound(f"no webhook named {current.name!r} here")
             await self._webhook_changed(tx, action, current, saved, by=by)
         log.info("webhook enabled" if enabled else "webhook disabled", webhook=saved.name, by=by)
+        await self._announce(current, saved)
         return saved
+
+    async def _announce(self, before: Webhook, after: Webhook) -> None:
+        """Publish `Webhook Enabled` or `Webhook Disabled` when the change turned it on or
+        off. The change is saved whatever the broker says: a broker away is logged."""
+        if before.enabled == after.enabled:
+            return
+        action = ENABLED if after.enabled else DISABLED
+        try:
+            topology = await self.topology()
+            await publish_operator_event(topology.events, action, after)
+        except Exception as exc:  # any broker failure: the change stands, unannounced
+            log.warning(
+                "operator event not published", webhook=after.name, action=action, error=repr(exc)
+            )
 
     async def delete_webhook(self, webhook: Webhook, *, by: str) -> None:
         async with self.store.transaction() as tx:

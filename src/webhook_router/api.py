@@ -25,7 +25,7 @@ from aiohttp import web
 
 from webhook_router import metrics
 from webhook_router.admin import Admin, BrokerUnavailable, Conflict, NotFound
-from webhook_router.catalogue import Level, events_at, types_at
+from webhook_router.catalogue import EXTENSIONS, Level, events_at, types_at
 from webhook_router.console import console_app
 from webhook_router.deadletters import DeadLetter as DeadLetterRow
 from webhook_router.deadletters import DeadLetterFilter
@@ -171,7 +171,7 @@ class Api:
         self.admin = Admin(settings, store)
         self.publisher = Publisher(settings.amqp_url, settings.namespace)
         self.principals = Principals(store, settings.api_token)
-        self.depths = metrics.QueueDepths(settings.names, settings.schedule)
+        self.depths = metrics.QueueDepths(settings.names, settings.retry_delays)
         self._prometheus = metrics.handler(self._refresh_depths)
 
     async def ensure_broker(self) -> Topology:
@@ -352,11 +352,21 @@ class Api:
         except ValueError:
             raise ApiError(404, "level must be space or kapp") from None
 
+    @staticmethod
+    def _extensions(request: web.Request) -> bool:
+        """`?extensions=true`: the router's own operator events too (catalogue.py)."""
+        value = request.query.get(EXTENSIONS, "false")
+        if value not in ("true", "false"):
+            raise invalid(EXTENSIONS, "must be true or false")
+        return value == "true"
+
     async def meta_types(self, request: web.Request) -> web.Response:
-        return json_response({"types": types_at(self._level(request))})
+        level, extensions = self._level(request), self._extensions(request)
+        return json_response({"types": types_at(level, extensions=extensions)})
 
     async def meta_events(self, request: web.Request) -> web.Response:
-        return json_response({"events": events_at(self._level(request))})
+        level, extensions = self._level(request), self._extensions(request)
+        return json_response({"events": events_at(level, extensions=extensions)})
 
     # webhooks
 

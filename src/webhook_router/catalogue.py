@@ -2,6 +2,11 @@
 
 One table, read by everything else (validation, routing keys, tree paths, the meta API,
 default webhooks), so that adding an action is a one-line change.
+
+The platform's own types come first; the router's own operator events (`Webhook`:
+disabled, enabled, dead-lettered) are extensions: webhooks may be defined on them like on
+any other, but the platform's catalogue answers and its standard webhooks leave them out
+unless asked for extensions.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ class EventType:
     actions: tuple[str, ...]
     entities: tuple[str, ...]
     """Entities an event of this type must carry besides `space`."""
+    extension: bool = False
+    """Published by the router itself, not by the platform (operator events)."""
 
 
 CATALOGUE: tuple[EventType, ...] = (
@@ -59,7 +66,12 @@ CATALOGUE: tuple[EventType, ...] = (
         ("Created", "Updated", "Deleted", "Saved", "Submitted", "Closed"),
         ("kapp", "form", "submission"),
     ),
+    EventType("Webhook", Level.SPACE, ("Disabled", "Enabled", "Dead Lettered"), ("webhook",), True),
 )
+EXTENSIONS = "extensions"
+"""The meta API's query parameter asking for the extensions too (`?extensions=true`)."""
+PLATFORM: tuple[EventType, ...] = tuple(entry for entry in CATALOGUE if not entry.extension)
+"""The platform's own catalogue, without the router's extensions."""
 
 TYPES: dict[str, EventType] = {entry.name: entry for entry in CATALOGUE}
 
@@ -74,9 +86,11 @@ def entries() -> list[tuple[EventType, str]]:
     return [(entry, action) for entry in CATALOGUE for action in entry.actions]
 
 
-def types_at(level: Level) -> list[str]:
-    return [entry.name for entry in CATALOGUE if entry.level is level]
+def types_at(level: Level, *, extensions: bool = False) -> list[str]:
+    chosen = CATALOGUE if extensions else PLATFORM
+    return [entry.name for entry in chosen if entry.level is level]
 
 
-def events_at(level: Level) -> dict[str, list[str]]:
-    return {entry.name: list(entry.actions) for entry in CATALOGUE if entry.level is level}
+def events_at(level: Level, *, extensions: bool = False) -> dict[str, list[str]]:
+    chosen = CATALOGUE if extensions else PLATFORM
+    return {entry.name: list(entry.actions) for entry in chosen if entry.level is level}

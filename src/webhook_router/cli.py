@@ -77,6 +77,11 @@ def _refused(errors: Sequence[Mapping[str, str]], message: str) -> CommandError:
     return CommandError(message, EXIT_USAGE)
 
 
+CLEARED = object()
+"""What a `--no-...` option (`--no-rate-limit`, `--no-auth-strategy`...) stores: the field
+set to null."""
+
+
 def _json_value(text: str) -> Any:
     try:
         return orjson.loads(text)
@@ -242,13 +247,13 @@ def _time(option: str, text: str | None) -> datetime | None:
         raise CommandError(f"{option} {exc}: {text!r}", EXIT_USAGE) from None
 
 
-CLEARED = object()
-"""What a `--no-...` option stores: the field is set to null."""
-
-
 def _change(args: argparse.Namespace) -> WebhookChange:
     """The webhook fields given on the command line (options named after the model's)."""
-    data = {k: v for k in WebhookChange.options() if (v := getattr(args, k, None)) is not None}
+    data: dict[str, Any] = {
+        k: None if v is CLEARED else v
+        for k in WebhookChange.options()
+        if (v := getattr(args, k, None)) is not None
+    }
     for key in WebhookChange.ENTRIES:
         if key in data:
             data[key] = dict(data[key])
@@ -256,9 +261,6 @@ def _change(args: argparse.Namespace) -> WebhookChange:
         given = {p: getattr(args, f"{key}_{p}") for p in parts}
         if any(v is not None for v in given.values()):
             data[key] = {p: v for p, v in given.items() if v is not None}
-    for key, value in data.items():
-        if value is CLEARED:
-            data[key] = None
     if getattr(args, "disabled", False) or getattr(args, "disable", False):
         data["enabled"] = False
     if getattr(args, "enable", False):
@@ -297,10 +299,18 @@ def cmd_webhooks_list(args: argparse.Namespace, settings: Settings) -> None:
         _print_json({"webhooks": [Webhook.of(w).wire() for w in webhooks]})
         return
     rows = [
-        [w.name, w.kapp or "-", w.type, w.event, "yes" if w.enabled else "no", w.url]
+        [
+            w.name,
+            w.kapp or "-",
+            w.type,
+            w.event,
+            "yes" if w.enabled else f"no: {w.disabled_reason}" if w.disabled_reason else "no",
+            "-" if w.rate_limit is None else f"{w.rate_limit:g}/s",
+            w.url,
+        ]
         for w in webhooks
     ]
-    _table(rows, ["NAME", "KAPP", "TYPE", "EVENT", "ENABLED", "URL"])
+    _table(rows, ["NAME", "KAPP", "TYPE", "EVENT", "ENABLED", "RATE", "URL"])
 
 
 def _revealed(webhook: WebhookDefinition) -> dict[str, Any]:
@@ -779,7 +789,7 @@ def definition(*, create: bool) -> Argument:
                     dest=field,
                     action="store_const",
                     const=CLEARED,
-                    help=f"set {field} to null",
+                    help=f"no {flag.replace('-', ' ')} (null)",
                 )
             p.add_argument(
                 "--new-name" if field == "name" and not create else f"--{flag}",

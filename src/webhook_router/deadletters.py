@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -345,13 +345,19 @@ class DeadLetterKeeper:
     the message unacknowledged (and, the broker's prefetch being spent, the rest queued)."""
 
     def __init__(
-        self, store: Shelf, names: Names, refused: Callable[[BaseException], bool]
+        self,
+        store: Shelf,
+        names: Names,
+        refused: Callable[[BaseException], bool],
+        announce: Callable[[DeadLetter], Awaitable[object]] | None = None,
     ) -> None:
         """`refused`: whether an error is the database refusing the row's values (else it
-        is taken for the database being away, and waited out)."""
+        is taken for the database being away, and waited out). `announce`: what to do once
+        a new dead letter is stored (publish the operator event), best effort."""
         self.store = store
         self.names = names
         self.refused = refused
+        self.announce = announce
         self.database_ok = True
         self.stopped = False
 
@@ -408,3 +414,8 @@ class DeadLetterKeeper:
                 event_id=letter.event_id,
                 webhook=letter.webhook_name,
             )
+            if self.announce is not None:
+                try:
+                    await self.announce(letter)
+                except Exception as exc:  # the row is kept; the news is best effort
+                    log.warning("dead letter not announced", id=letter.id, error=repr(exc))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from webhook_router.catalogue import CATALOGUE, Level
+from webhook_router.catalogue import PLATFORM, Level
 from webhook_router.trees import RUN_TREE_PREFIX
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def default_webhooks(source: str, level: Level) -> list[Definition]:
         Definition(
             f"{entry.name} {action}", entry.name, action, default_url(source, entry.name, action)
         )
-        for entry in CATALOGUE
+        for entry in PLATFORM
         if entry.level is level
         for action in entry.actions
     ]

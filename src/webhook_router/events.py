@@ -103,6 +103,7 @@ class _Envelope(BaseModel):
     submission: _Entity | None = None
     user: _Entity | None = None
     team: _Entity | None = None
+    webhook: _Entity | None = None
 
     @model_validator(mode="after")
     def _entities_present(self) -> _Envelope:

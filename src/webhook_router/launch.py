@@ -195,7 +195,7 @@ async def _run(
         if health_port:
             from webhook_router.metrics import QueueDepths
 
-            depths = QueueDepths(settings.names, settings.schedule)
+            depths = QueueDepths(settings.names, settings.retry_delays)
             health = await serve(health_app(roles, depths), settings.api_host, health_port)
         if demo:
             from webhook_router.demo import run_demo

@@ -236,7 +236,9 @@ def field_errors(exc: ValidationError, *, nullable: frozenset[str] = frozenset()
             continue
         seen.add(field)
         kind = e["type"]
-        if kind == "string_type" and field in nullable:
+        if field == "rateLimit":
+            message = RATE_LIMIT_PROBLEM
+        elif kind == "string_type" and field in nullable:
             message = "must be a string or null"
         elif kind in ("greater_than_equal", "less_than_equal", "float_type", "finite_number"):
             message = f"must be a number of seconds from 0 to {GRACE_MAX:.0f}"
@@ -296,6 +298,16 @@ _IGNORED = WithJsonSchema(
     {"description": "Read-only; accepted and ignored, so a fetched webhook can be sent back."}
 )
 Ignored = Annotated[Any, _IGNORED]
+RATE_LIMIT_MAX = 1e6
+"""Most deliveries per second a rate limit may name (a higher one is no limit at all)."""
+RATE_LIMIT_SCHEMA = {
+    "type": ["number", "null"],
+    "exclusiveMinimum": 0,
+    "maximum": RATE_LIMIT_MAX,
+}
+RATE_LIMIT_PROBLEM = (
+    f"must be a number of deliveries per second above 0 (at most {RATE_LIMIT_MAX:.0f}) or null"
+)
 
 
 class WebhookChange(_Input):
@@ -357,6 +369,15 @@ class WebhookChange(_Input):
             "(Bearer), PEM certificate and key (mTLS)."
         ),
     ] = None
+    rate_limit: Annotated[
+        float | None,
+        Field(gt=0, le=RATE_LIMIT_MAX, allow_inf_nan=False),
+        WithJsonSchema(RATE_LIMIT_SCHEMA),
+        Field(
+            description="Deliveries per second to this webhook, across every worker; over "
+            "it a delivery waits (no attempt spent). null: no limit."
+        ),
+    ] = None
     enabled: Annotated[bool | None, WithJsonSchema({"type": "boolean"})] = None
     id: Ignored = None
     secret: Ignored = None
@@ -366,7 +387,9 @@ class WebhookChange(_Input):
     updated_at: Ignored = None
     auth_set_at: Ignored = None
 
-    NULLABLE: ClassVar[frozenset[str]] = frozenset({"filter", "authStrategy", "headers", "auth"})
+    NULLABLE: ClassVar[frozenset[str]] = frozenset(
+        {"filter", "authStrategy", "headers", "auth", "rateLimit"}
+    )
     DEFINITION: ClassVar[tuple[str, ...]] = (
         "name",
         "type",
@@ -376,6 +399,7 @@ class WebhookChange(_Input):
         "auth_strategy",
         "headers",
         "auth",
+        "rate_limit",
         "enabled",
     )
     ENTRIES: ClassVar[dict[str, str]] = {"headers": "header"}
@@ -684,8 +708,14 @@ class Webhook(_Output):
         datetime | None,
         Field(description="When the write-only credentials were last set; null: none held."),
     ]
+    rate_limit: Annotated[
+        float | None, Field(description="Deliveries per second at most; null: no limit.")
+    ]
     enabled: bool
-    disabled_reason: str | None
+    disabled_reason: Annotated[
+        str | None,
+        Field(description="Why the router disabled it (410 Gone, failing too long), if so."),
+    ]
     created_at: datetime
     updated_at: datetime
 

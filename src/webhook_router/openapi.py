@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from webhook_router import __version__, models
-from webhook_router.catalogue import CATALOGUE, Level
+from webhook_router.catalogue import CATALOGUE, EXTENSIONS, Level
 from webhook_router.models import ACTIONS, NAME_MAX, SLUG_MAX, TYPES
 from webhook_router.rights import right_of
 
@@ -192,6 +192,15 @@ PARAMETERS: dict[str, Schema] = {
     "level": _path_parameter(
         "level", "Space or kapp.", {"type": "string", "enum": [level.value for level in Level]}
     ),
+}
+
+
+EXTENSIONS_PARAMETER: Schema = {
+    "name": EXTENSIONS,
+    "in": "query",
+    "description": "`true`: the router's own operator events (type `Webhook`) too; "
+    "without it, the platform's catalogue unchanged.",
+    "schema": {"type": "string", "enum": ["true", "false"], "default": "false"},
 }
 
 
@@ -418,10 +427,12 @@ def _operations() -> list[Operation]:
     ):
         path = f"{V1}/meta/webhooks/{what}/{{level}}"
         summary = f"The catalogue's webhook {what} at a level."
-        answers = _answers("200", "The catalogue.", _object(what, schema), "401 404")
-        ops.append(
-            _operation("GET", path, handler, f"webhook{what.title()}", summary, "meta", answers)
+        answers = _answers("200", "The catalogue.", _object(what, schema), "401 404 422")
+        operation = _operation(
+            "GET", path, handler, f"webhook{what.title()}", summary, "meta", answers
         )
+        operation.parameters.append(EXTENSIONS_PARAMETER)
+        ops.append(operation)
     letter = _object("deadLetter", ref("DeadLetterDetail"))
     ops += [
         _operation("GET", DEAD_LETTERS, "list_dead_letters", "listDeadLetters",

@@ -17,6 +17,7 @@ from webhook_router import broker
 from webhook_router.batching import MAX_BYTES, Batcher
 from webhook_router.events import Event
 from webhook_router.jobs import Delivery, Outcome, Status, bounded_summary, job_id, storable, utcnow
+from webhook_router.operator_events import about_itself
 from webhook_router.topology import RECORD_KEY, Topology
 from webhook_router.trees import tree_of
 from webhook_router.webhooks import Match
@@ -29,6 +30,7 @@ _PARENT_KEYS = {
     "Form": ("form", "slug"),
     "Datastore Submission": ("submission", "id"),
     "Submission": ("submission", "id"),
+    "Webhook": ("webhook", "id"),
 }
 
 
@@ -44,7 +46,8 @@ def parent_of(event: Event) -> str | None:
 def plan(
     event: Event, matches: Sequence[Match], *, replay: int = 0
 ) -> tuple[list[Delivery], list[Outcome]]:
-    """The deliveries to publish and the outcomes to record for the event's matches."""
+    """The deliveries to publish and the outcomes to record for the event's matches; an
+    operator event about a webhook makes no job of that webhook (no loops)."""
     tree = tree_of(event.type, event.action, event.body)
     body = event.encode().decode()
     created = utcnow().isoformat()
@@ -53,6 +56,8 @@ def plan(
     outcomes: list[Outcome] = []
     for match in matches:
         w = match.webhook
+        if about_itself(event, w.id):
+            continue
         delivery = Delivery(
             job_id=job_id(event.id, w.id),
             event_id=event.id,

@@ -20,7 +20,8 @@ The recorder also keeps the dead letters: it moves the `dead` queue into the
 waits out the database's absences; the queue stays the buffer meanwhile, and every
 deployment runs a recorder, so no dead letter waits for a role nobody started.
 
-Side effects of a committed batch (disabling a webhook that answered 410) are retried;
+Side effects of a committed batch (disabling a webhook that answered 410, or whose jobs
+have all failed for WEBHOOK_ROUTER_DISABLE_AFTER, and announcing it) are retried;
 if they still fail, the batch's messages are given back (nacked and requeued), never left
 unsettled for a later multiple-ack to swallow: their outcomes are recorded again (which
 changes nothing) and the side effects tried again.
@@ -30,14 +31,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TypeVar
 
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from webhook_router import acks, broker, metrics
-from webhook_router.deadletters import DeadLetterKeeper
-from webhook_router.jobs import Outcome, without_contents
+from webhook_router.deadletters import DeadLetter, DeadLetterKeeper
+from webhook_router.jobs import Outcome, Status, without_contents
+from webhook_router.operator_events import (
+    DISABLED,
+    announce_dead_letter,
+    publish_operator_event,
+)
 from webhook_router.service import (
     SideTasks,
     dead_letter,
@@ -48,6 +57,7 @@ from webhook_router.service import (
 from webhook_router.settings import Settings
 from webhook_router.store import Store, make_partitions
 from webhook_router.topology import RECORD_KEY, Topology
+from webhook_router.webhooks import Webhook
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +83,10 @@ REFUSED = (
 same way, so it is split, never retried as it is."""
 PARTITION_EVERY = 3600.0
 SIDE_EFFECT_TRIES = 3
+FAILING_JOBS_MIN = 10
+"""Failed jobs a webhook needs, besides failing for WEBHOOK_ROUTER_DISABLE_AFTER, to be
+disabled: a webhook rarely triggered is not disabled on a few failures."""
+T = TypeVar("T")
 
 Batch = list[tuple[list[Outcome], AbstractIncomingMessage]]
 
@@ -96,7 +110,7 @@ class Recorder:
         self.topology: Topology | None = None
         self._consumer_tag: str | None = None
         self._dead_tag: str | None = None
-        self.keeper = DeadLetterKeeper(store, self.names, refused)
+        self.keeper = DeadLetterKeeper(store, self.names, refused, self._announce_dead_letter)
         self._buffer: Batch = []
         self._buffered = 0
         self._arrived = asyncio.Event()
@@ -104,6 +118,11 @@ class Recorder:
         self._flusher: asyncio.Task[None] | None = None
         self._partitioner: asyncio.Task[None] | None = None
         self.database_ok = True
+
+    async def _announce_dead_letter(self, letter: DeadLetter) -> None:
+        """`Webhook Dead Lettered`, once the dead letter is stored."""
+        assert self.topology is not None
+        await announce_dead_letter(self.topology.events, self.store, letter)
 
     async def start(self) -> None:
         s = self.settings
@@ -242,34 +261,71 @@ class Recorder:
         return outcomes
 
     async def _apply_side_effects(self, outcomes: list[Outcome]) -> None:
-        """Disable the webhooks that answered 410; each is tried SIDE_EFFECT_TRIES times
-        before the failure is raised (and the batch given back)."""
+        """Disable the webhooks that answered 410 and those whose jobs have all failed for
+        WEBHOOK_ROUTER_DISABLE_AFTER (one query for the batch's failed webhooks), each
+        announced (operator event `Webhook Disabled`) before the change commits, so a
+        failed announcement leaves the webhook enabled for the batch's next try. Each step
+        is tried SIDE_EFFECT_TRIES times before the failure is raised (and the batch given
+        back)."""
+        disabled: list[Webhook] = []
         for outcome in outcomes:
             if not outcome.disable_webhook:
                 continue
-            for attempt in range(1, SIDE_EFFECT_TRIES + 1):
-                try:
-                    disabled = await self.store.disable_webhook(
-                        outcome.delivery.webhook_id, outcome.disable_webhook
-                    )
-                    break
-                except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
-                    if attempt == SIDE_EFFECT_TRIES:
-                        raise
-                    log.warning(
-                        "webhook not disabled yet, trying again",
-                        webhook=outcome.delivery.webhook_name,
-                        error=repr(exc),
-                    )
-                    await asyncio.sleep(0.1 * 2**attempt)
-            if disabled:
-                log.warning(
-                    "webhook disabled",
-                    webhook=outcome.delivery.webhook_name,
-                    job_id=outcome.delivery.job_id,
-                    event_id=outcome.delivery.event_id,
-                    reason=outcome.disable_webhook,
-                )
+            gone = await self._tried(
+                partial(
+                    self.store.disable_webhook,
+                    outcome.delivery.webhook_id,
+                    outcome.disable_webhook,
+                    then=self._announce,
+                ),
+                outcome.delivery.webhook_name,
+            )
+            if gone is not None:
+                disabled.append(gone)
+        failing = sorted(
+            {
+                o.delivery.webhook_id
+                for o in outcomes
+                if o.status == Status.FAILED and not o.disable_webhook
+            }
+        )
+        if failing:
+            after = self.settings.disable_after
+            disabled += await self._tried(
+                partial(
+                    self.store.disable_failing,
+                    failing,
+                    self.settings.disable_after_seconds,
+                    min_failed=FAILING_JOBS_MIN,
+                    reason=f"every job failed for {after} or longer "
+                    f"(at least {FAILING_JOBS_MIN}, no success)",
+                    then=self._announce,
+                ),
+                f"{len(failing)} failing webhooks",
+            )
+        for webhook in disabled:
+            log.warning(
+                "webhook disabled",
+                webhook=webhook.name,
+                space=webhook.space,
+                kapp=webhook.kapp,
+                reason=webhook.disabled_reason,
+            )
+
+    async def _announce(self, webhook: Webhook) -> None:
+        assert self.topology is not None
+        await publish_operator_event(self.topology.events, DISABLED, webhook)
+
+    async def _tried(self, step: Callable[[], Awaitable[T]], what: str) -> T:
+        for attempt in range(1, SIDE_EFFECT_TRIES + 1):
+            try:
+                return await step()
+            except (*UNAVAILABLE, asyncpg.PostgresError, ConnectionError) as exc:
+                if attempt == SIDE_EFFECT_TRIES:
+                    raise
+                log.warning("side effect not done yet, trying again", of=what, error=repr(exc))
+                await asyncio.sleep(0.1 * 2**attempt)
+        raise AssertionError("unreachable")
 
     async def _refused(self, outcome: Outcome, exc: Exception) -> None:
         """Dead-letter one outcome the database refused, alone, with its reason."""

@@ -77,7 +77,7 @@ async def link(
     """A role's broker connection and its declared topology: every role's first step."""
     connection = await broker.connect(settings.amqp_url, name=name)
     channel = await broker.channel(connection, prefetch=prefetch)
-    return connection, await declare(channel, settings.names, settings.schedule)
+    return connection, await declare(channel, settings.names, settings.retry_delays)
 
 
 class Role(Protocol):

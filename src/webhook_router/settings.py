@@ -97,8 +97,9 @@ class Settings(BaseSettings):
     )
     endpoint_wait: float = Field(
         default=1.0,
-        description="Seconds a delivery waits for a free slot of its endpoint before it is "
-        "deferred.",
+        description="Seconds a delivery waits for a free slot of its endpoint (or, under a "
+        "rate limit, for its turn) before it is deferred; a rate-limited delivery deferred "
+        "waits this long too.",
     )
     circuit_threshold: int = Field(
         default=5,
@@ -131,6 +132,11 @@ class Settings(BaseSettings):
         description="Waits before each retry of a failed delivery; its length is the "
         "number of retries.",
     )
+    disable_after: str = Field(
+        default="5d",
+        description="A webhook whose jobs have all failed for this long (at least 10 of "
+        "them, no success) is disabled, saying why.",
+    )
     drain_timeout: float = Field(
         default=25.0, description="Seconds a role has on SIGTERM to finish what it holds."
     )
@@ -156,6 +162,17 @@ class Settings(BaseSettings):
         """The retry waits, in seconds."""
         return parse_schedule(self.retry_schedule)
 
+    @property
+    def retry_delays(self) -> tuple[float, ...]:
+        """Every retry queue's wait: the schedule's, and `endpoint_wait`, which a delivery
+        held back by its webhook's rate limit waits (the slots it could take run that far
+        ahead, so it comes back as they run out)."""
+        return tuple(sorted({*self.schedule, self.endpoint_wait}))
+
+    @property
+    def disable_after_seconds(self) -> float:
+        return parse_duration(self.disable_after)
+
     @field_validator("amqp_url", "api_token", "allowed_networks", "encryption_keys", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
@@ -167,6 +184,13 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_schedule(cls, value: str) -> str:
         parse_schedule(value)
+        return value
+
+    @field_validator("disable_after")
+    @classmethod
+    def _valid_duration(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError(f"must be a duration above 0: {value!r}")
         return value
 
     @field_validator("allowed_networks")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import asyncpg
 import orjson
 
-from webhook_router.audit import AuditEntry
+from webhook_router.audit import Action, AuditEntry, shown, webhook_target
 from webhook_router.deadletters import DeadLetter, DeadLetterFilter
 from webhook_router.encryption import KeyMissing, Keyring, is_sealed
 from webhook_router.jobs import Outcome, Status
@@ -42,6 +42,8 @@ def _load_queries() -> dict[str, str]:
 
 
 Q = _load_queries()
+RECORDER_ACTOR = "recorder"
+"""The audit trail's actor for what the recorder changes itself."""
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -53,30 +55,6 @@ def like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def webhook_of(row: asyncpg.Record) -> Webhook:
-    return Webhook(
-        id=str(row["id"]),
-        space=row["space"],
-        kapp=row["kapp"],
-        name=row["name"],
-        type=row["type"],
-        event=row["event"],
-        filter=row["filter"],
-        url=row["url"],
-        auth_strategy=row["auth_strategy"],
-        enabled=row["enabled"],
-        headers=dict(row["headers"]),  # [name, value] pairs: jsonb keeps no key order
-        auth=row["auth"],
-        auth_set_at=row["auth_set_at"],
-        secret=row["secret"],
-        previous_secret=row["previous_secret"],
-        previous_secret_until=row["previous_secret_until"],
-        disabled_reason=row["disabled_reason"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
-
-
 def token_info_of(row: asyncpg.Record) -> TokenInfo:
     return TokenInfo(
         name=row["name"],
@@ -86,6 +64,10 @@ def token_info_of(row: asyncpg.Record) -> TokenInfo:
         last_used_at=row["last_used_at"],
         revoked_at=row["revoked_at"],
     )
+
+
+Announce = Callable[[Webhook], Awaitable[None]]
+"""What to do about a webhook just disabled before that commits (publish the news)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +228,21 @@ class BodiesResealed:
     unreadable: int
 
 
+async def _audit_disabled(conn: asyncpg.Connection, webhook: Webhook) -> None:
+    """The audit row of a webhook the recorder disabled (410 Gone, failing for too long),
+    in the transaction that disables it: the trail holds every change, not only the
+    front ends'."""
+    await conn.execute(
+        Q["insert_audit"],
+        RECORDER_ACTOR,
+        webhook.space,
+        Action.WEBHOOK_DISABLED,
+        webhook_target(webhook),
+        None,
+        shown(webhook),
+    )
+
+
 class Store:
     """`keyring` seals signing secrets and credentials on the way in and opens them on the
     way out; with `seal_payloads`, job bodies too."""
@@ -346,6 +343,7 @@ class Store:
             previous_secret_until=row["previous_secret_until"],
             disabled_reason=row["disabled_reason"],
             unreadable="; ".join(why) or None,
+            rate_limit=row["rate_limit"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
         )
@@ -517,6 +515,7 @@ class Store:
         enabled: bool = True,
         headers: dict[str, str] | None = None,
         auth: dict[str, str] | None = None,
+        rate_limit: float | None = None,
     ) -> Webhook | None:
         """The new webhook, or None when its name is taken in its scope."""
         row = await self.pool.fetchrow(
@@ -534,13 +533,14 @@ class Store:
             self.keyring.seal(generate_secret()),
             list((headers or {}).items()),
             self._sealed_auth(auth),
+            rate_limit,
         )
         return self.webhook_of(row) if row else None
 
     async def update_webhook(self, webhook: Webhook, *, auth_given: bool = False) -> Webhook | None:
-        """Saves name, type, event, filter, url, auth strategy, headers and enabled, and the
-        credentials when `auth_given` (stamping when they were set); None on a name taken in
-        the scope."""
+        """Saves name, type, event, filter, url, auth strategy, headers, rate limit and
+        enabled, and the credentials when `auth_given` (stamping when they were set); None
+        on a name taken in the scope."""
         try:
             row = await self.pool.fetchrow(
                 Q["update_webhook"],
@@ -555,6 +555,7 @@ class Store:
                 self._sealed_auth(webhook.auth),
                 auth_given,
                 list(webhook.headers.items()),
+                webhook.rate_limit,
             )
         except asyncpg.UniqueViolationError:
             return None
@@ -569,9 +570,57 @@ class Store:
         )
         return self.webhook_of(row) if row else None
 
-    async def disable_webhook(self, webhook_id: str, reason: str) -> bool:
-        result = await self.pool.execute(Q["disable_webhook"], uuid.UUID(webhook_id), reason)
-        return bool(result.endswith(" 1"))
+    async def disable_webhook(
+        self, webhook_id: str, reason: str, *, then: Announce | None = None
+    ) -> Webhook | None:
+        """The webhook as disabled now; None when it was disabled (or gone) already.
+        `then` runs before the change commits: if it fails, nothing was disabled."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(Q["disable_webhook"], uuid.UUID(webhook_id), reason)
+            disabled = self.webhook_of(row) if row else None
+            if disabled is not None:
+                await _audit_disabled(conn, disabled)
+            if disabled is not None and then is not None:
+                await then(disabled)
+        return disabled
+
+    async def disable_failing(
+        self,
+        webhook_ids: Sequence[str],
+        after: float,
+        *,
+        min_failed: int,
+        reason: str,
+        then: Announce | None = None,
+    ) -> list[Webhook]:
+        """Disable those of the webhooks whose jobs have all failed for `after` seconds,
+        at least `min_failed` of them (queries.sql: disable_failing_webhooks); `then` runs
+        for each before the change commits."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                Q["disable_failing_webhooks"],
+                [uuid.UUID(w) for w in webhook_ids],
+                timedelta(seconds=after),
+                min_failed,
+                reason,
+            )
+            disabled = [self.webhook_of(r) for r in rows]
+            for webhook in disabled:
+                await _audit_disabled(conn, webhook)
+            for webhook in disabled if then is not None else []:
+                assert then is not None
+                await then(webhook)
+        return disabled
+
+    async def take_rate_slot(
+        self, webhook_id: str, spacing: float, horizon: float
+    ) -> tuple[float | None, float]:
+        """One delivery slot of a rate-limited webhook, `spacing` seconds after the last
+        one taken by any worker, if it starts within `horizon` seconds: (seconds until it
+        starts or None, seconds until the slots taken run out)."""
+        row = await self.pool.fetchrow(Q["take_rate_slot"], uuid.UUID(webhook_id), spacing, horizon)
+        assert row is not None
+        return row["wait"], float(row["booked"] or 0.0)
 
     async def delete_webhook(self, webhook_id: str) -> None:
         await self.pool.execute(Q["delete_webhook"], uuid.UUID(webhook_id))

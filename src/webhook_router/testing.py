@@ -10,6 +10,7 @@ same code on the real services; these stand-ins never replace them.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -25,7 +26,7 @@ from webhook_router.jobs import RANK, Outcome, Status
 from webhook_router.models import Attempt, Job
 from webhook_router.rights import Principal, Role, TokenInfo
 from webhook_router.signing import generate_secret
-from webhook_router.store import JobFilter, Store
+from webhook_router.store import Announce, JobFilter, Store
 from webhook_router.topology import Names, Topology
 from webhook_router.webhooks import Webhook
 
@@ -93,6 +94,8 @@ class MemoryStore(Store):
         super().__init__(cast(Any, MemoryPool()))
         self.webhooks: dict[str, Webhook] = {}
         self.jobs: dict[str, tuple[Job, tuple[int, int, int]]] = {}
+        self.rate_slots: dict[str, float] = {}
+        """Per rate-limited webhook, when (monotonic) its next slot starts."""
         self.attempts: dict[str, list[Attempt]] = {}
         self.revision = 0
         self.tokens: dict[str, tuple[TokenInfo, bytes]] = {}
@@ -182,6 +185,7 @@ class MemoryStore(Store):
         enabled: bool = True,
         headers: dict[str, str] | None = None,
         auth: dict[str, str] | None = None,
+        rate_limit: float | None = None,
     ) -> Webhook | None:
         if await self.get_webhook(space, kapp, name) is not None:
             return None
@@ -201,6 +205,7 @@ class MemoryStore(Store):
             auth=auth,
             auth_set_at=now if auth is not None else None,
             secret=generate_secret(),
+            rate_limit=rate_limit,
             created_at=now,
             updated_at=now,
         )
@@ -274,13 +279,61 @@ class MemoryStore(Store):
         self.webhooks[webhook_id] = rotated
         return rotated
 
-    async def disable_webhook(self, webhook_id: str, reason: str) -> bool:
+    async def disable_webhook(
+        self, webhook_id: str, reason: str, *, then: Announce | None = None
+    ) -> Webhook | None:
         current = self.webhooks.get(webhook_id)
         if current is None or not current.enabled:
-            return False
-        self.webhooks[webhook_id] = replace(current, enabled=False, disabled_reason=reason)
+            return None
+        disabled = replace(
+            current, enabled=False, disabled_reason=reason, updated_at=datetime.now(UTC)
+        )
+        if then is not None:
+            await then(disabled)  # raises before anything changed, as the rollback does
+        self.webhooks[webhook_id] = disabled
         self._changed()
-        return True
+        return disabled
+
+    async def disable_failing(
+        self,
+        webhook_ids: Sequence[str],
+        after: float,
+        *,
+        min_failed: int,
+        reason: str,
+        then: Announce | None = None,
+    ) -> list[Webhook]:
+        """As the SQL does: failing since the later of the last change and last success."""
+        now = datetime.now(UTC)
+        disabled = []
+        for webhook_id in webhook_ids:
+            current = self.webhooks.get(webhook_id)
+            if current is None or not current.enabled or current.updated_at is None:
+                continue
+            ended = [
+                (job.completed_at, job.status)
+                for job, _ in self.jobs.values()
+                if str(job.webhook_id) == webhook_id and job.completed_at is not None
+            ]
+            since = max(
+                [current.updated_at, *(at for at, status in ended if status == Status.COMPLETE)]
+            )
+            failed = [at for at, status in ended if status == Status.FAILED and at > since]
+            if len(failed) >= min_failed and min(failed) <= now - timedelta(seconds=after):
+                gone = await self.disable_webhook(webhook_id, reason, then=then)
+                disabled += [gone] if gone else []
+        return disabled
+
+    async def take_rate_slot(
+        self, webhook_id: str, spacing: float, horizon: float
+    ) -> tuple[float | None, float]:
+        now = time.monotonic()
+        held = self.rate_slots.get(webhook_id)
+        if held is not None and held > now + horizon:
+            return None, held - now
+        start = max(held or now, now)
+        self.rate_slots[webhook_id] = start + spacing
+        return start - now, start + spacing - now
 
     async def delete_webhook(self, webhook_id: str) -> None:
         self.webhooks.pop(webhook_id, None)

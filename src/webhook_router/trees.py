@@ -46,6 +46,8 @@ def tree_of(type_name: str, action: str, body: Mapping[str, Any]) -> Tree:
         group = f"{_slug(body, 'kapp')} > {_slug(body, 'form')}"
     elif type_name == "Submission":
         group = f"Submissions > {_slug(body, 'kapp')} > {_slug(body, 'form')}"
+    elif type_name == "Webhook":
+        group = "Webhooks"
     else:
         raise ValueError(f"unknown event type {type_name!r}")
     return Tree(group, action)

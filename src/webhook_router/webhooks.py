@@ -84,6 +84,8 @@ class Webhook:
     unreadable: str | None = None
     """Why a sealed secret or credential of it could not be opened (its key is not
     configured); it is None then, and a delivery that needs it fails saying this."""
+    rate_limit: float | None = None
+    """Deliveries per second across every worker; None: no limit."""
     created_at: datetime | None = None
     updated_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)

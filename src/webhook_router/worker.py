@@ -14,6 +14,9 @@ are looked up by webhook id in the webhook cache as each POST is made, never car
 delivery, and never sent to the engine; an attempt records the `Authorization` header's
 scheme only. An mTLS client certificate is presented through its webhook's own SSL
 context, passed per request, so the guarded connector still checks every address.
+
+A webhook with a rate limit has each delivery take a slot shared by every worker
+(ratelimit.py) before it takes one of its endpoint; one without never asks.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
+import asyncpg
 import orjson
 import structlog
 from aio_pika.abc import (
@@ -60,6 +64,7 @@ from webhook_router.jobs import (
     storable,
     utcnow,
 )
+from webhook_router.ratelimit import RateLimits
 from webhook_router.runs import run_id_of
 from webhook_router.service import InFlight, SideTasks, dead_letter, dead_letter_unreadable, link
 from webhook_router.settings import Settings
@@ -77,6 +82,8 @@ from webhook_router.webhooks import Webhook
 log = structlog.get_logger(__name__)
 
 USER_AGENT = f"webhook-router/{__version__}"
+RATE_LIMITED = "rate limit"
+"""Why a delivery is deferred when its webhook's rate limit has no slot for it soon."""
 LARGE_BODY = 2**20
 """Bodies above this are posted from a buffer, in chunks (aiohttp warns of raw ones)."""
 
@@ -111,6 +118,7 @@ class Worker:
         self._lines: dict[str, asyncio.Semaphore] = {}
         """Per endpoint, the deliveries waiting for one of its slots, first come first served."""
         self.certificates = ClientCertificates()
+        self.rates = RateLimits(store, settings.endpoint_wait)
 
     async def start(self) -> None:
         s = self.settings
@@ -195,6 +203,9 @@ class Worker:
             await message.ack()
 
     async def deliver(self, delivery: Delivery) -> None:
+        if not await self.within_rate(delivery):
+            await self.defer(delivery, RATE_LIMITED)
+            return
         endpoint = endpoint_of(delivery.url)
         wait = await self.slot(endpoint)
         if wait is not None:
@@ -219,6 +230,23 @@ class Worker:
         )
         await self.report(delivery, attempt, decision)
 
+    async def within_rate(self, delivery: Delivery) -> bool:
+        """Wait for the delivery's slot under its webhook's rate limit, if it has one;
+        False: no slot soon (or the database cannot say), defer it."""
+        webhook = self.cache.by_id.get(delivery.webhook_id)
+        if webhook is None or webhook.rate_limit is None:
+            return True
+        try:
+            wait = await self.rates.admit(webhook.id, webhook.rate_limit)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("rate limit slot not taken", webhook=webhook.name, error=repr(exc))
+            return False
+        if wait is None:
+            return False
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return True
+
     async def slot(self, endpoint: str) -> str | None:
         """Take a slot of the endpoint, waiting up to `endpoint_wait` in line while it is
         full; None once taken, else why the delivery must be deferred."""
@@ -241,15 +269,17 @@ class Worker:
         return wait
 
     async def defer(self, delivery: Delivery, reason: str) -> None:
-        """Hold a delivery back without spending an attempt: it waits the schedule's
-        first step in the retry queue and comes back as the same attempt."""
+        """Hold a delivery back without spending an attempt: it waits in a retry queue
+        (the schedule's first step; `endpoint_wait` under a rate limit, as far as the
+        slots run ahead) and comes back as the same attempt."""
         assert self.topology is not None
+        wait = self.settings.endpoint_wait if reason == RATE_LIMITED else self.schedule[0]
         await broker.publish(
             self.topology.retry,
             orjson.dumps([delivery]),
             self.names.delivery_key(delivery.webhook_id),
             message_id=delivery.job_id,
-            headers={RETRY_HEADER: delay_name(self.schedule[0]), "x-deferred": reason},
+            headers={RETRY_HEADER: delay_name(wait), "x-deferred": reason},
         )
         metrics.deferred()
         log.debug(

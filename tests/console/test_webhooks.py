@@ -162,3 +162,30 @@ async def test_a_complete_job_is_not_retried(console: Console) -> None:
         assert status == 303
         _, html, _ = await client.get(headers["Location"].removeprefix("/console/"))
         assert re.search(r"cannot be retried: only Failed or Cancelled jobs are retried", html)
+
+
+async def test_the_rate_limit_is_a_field_of_the_form(console: Console) -> None:
+    store = console.stack.store
+    space = console.stack.space()
+    async with Client(console) as client:
+        await client.login()
+        for bad in ("fast", "0", "-2"):
+            status, html, _ = await client.post(
+                f"spaces/{space}/webhooks", data=form(client, rateLimit=bad)
+            )
+            assert status == 422 and 'id="rateLimit-error"' in html, bad
+            assert "deliveries per second above 0" in html
+        status, _, headers = await client.post(
+            f"spaces/{space}/webhooks", data=form(client, rateLimit=" 2.5 ")
+        )
+        assert status == 303
+        created = await store.get_webhook(space, None, "User Created")
+        assert created is not None and created.rate_limit == 2.5
+        _, html, _ = await client.get(headers["Location"].removeprefix("/console/"))
+        assert 'name="rateLimit" value="2.5"' in html
+        status, _, _ = await client.post(
+            f"spaces/{space}/webhooks/{created.id}", data=form(client, rateLimit="")
+        )
+        assert status == 303
+        saved = await store.get_webhook_by_id(created.id)
+        assert saved is not None and saved.rate_limit is None

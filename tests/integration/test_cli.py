@@ -469,3 +469,27 @@ async def test_prune_keeps_what_is_recent(stack: Stack) -> None:
     code, _, err = await cli(stack.settings, "prune", "--older-than", "soon")
     assert code == 2
     assert "not a duration" in err
+
+
+async def test_webhooks_rate_limit_and_why_one_was_disabled(stack: Stack) -> None:
+    space = stack.space()
+    base = ("--space", space)
+    hook = await stack.webhook(space, name="crm", type="User", event="Created", url="/u")
+    code, out, err = await cli(
+        stack.settings, "webhooks", "update", *base, "crm", "--rate-limit", "2.5"
+    )
+    assert code == 0, err
+    assert json.loads(out)["webhook"]["rateLimit"] == 2.5
+    code, _, err = await cli(
+        stack.settings, "webhooks", "update", *base, "crm", "--rate-limit", "0"
+    )
+    assert code != 0 and "rateLimit" in err and "above 0" in err
+    await stack.store.disable_webhook(hook.id, "410 Gone")
+    code, out, _ = await cli(stack.settings, "webhooks", "list", *base)
+    assert "no: 410 Gone" in out and "2.5/s" in out
+    code, out, err = await cli(
+        stack.settings, "webhooks", "update", *base, "crm", "--enable", "--no-rate-limit"
+    )
+    assert code == 0, err
+    shown = json.loads(out)["webhook"]
+    assert (shown["enabled"], shown["disabledReason"], shown["rateLimit"]) == (True, None, None)

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from webhook_router.jobs import Status
+from webhook_router.settings import Settings
 from webhook_router.topology import Names, delay_name
 
 from ..conftest import TEST_SCHEDULE
@@ -68,7 +69,8 @@ def doc_queue_names(doc: str, namespace: str, shards: int) -> set[str]:
         elif suffix == "deliver.{N-1}":
             names.add(f"{namespace}.deliver.{shards - 1}")
         elif suffix in ("retry.{delay}", "retry.{wait}"):
-            names |= {f"{namespace}.retry.{delay_name(s)}" for s in TEST_SCHEDULE}
+            delays = {*TEST_SCHEDULE, Settings.model_fields["endpoint_wait"].default}
+            names |= {f"{namespace}.retry.{delay_name(s)}" for s in delays}
         else:
             names.add(f"{namespace}.{suffix}")
     return names

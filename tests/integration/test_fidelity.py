@@ -35,6 +35,8 @@ async def test_standard_webhooks_deliver_every_sample_to_its_tree(stack: Stack) 
     await stack.synced()
     sent = {}
     for entry, action in entries():
+        if entry.extension:  # the router's own operator events have no standard webhook
+            continue
         event = sample(entry.name, action, space)
         sent[event["event"]["id"]] = event
         await stack.publisher.publish(event)

@@ -20,7 +20,7 @@ from webhook_router.classify import Decision, Verdict
 from webhook_router.jobs import Attempt, Delivery, Outcome, Status
 from webhook_router.publisher import Publisher
 from webhook_router.runtime import health_app, serve
-from webhook_router.settings import parse_schedule
+from webhook_router.settings import Settings
 from webhook_router.topology import Names
 
 from ..conftest import TEST_SCHEDULE, eventually, free_port
@@ -73,8 +73,12 @@ async def scrape(url: str, token: str | None = "test-token") -> Scrape:
         return Scrape(await response.text())
 
 
+RETRY_DELAYS = (*TEST_SCHEDULE, Settings.model_fields["endpoint_wait"].default)
+"""The suite's retry queues: its schedule's, and the rate limit's (`endpoint_wait`)."""
+
+
 def namespace_queues(names: Names) -> set[str]:
-    return {*names.work_queues(), names.dead, *(names.retry_queue(s) for s in TEST_SCHEDULE)}
+    return {*names.work_queues(), names.dead, *(names.retry_queue(s) for s in RETRY_DELAYS)}
 
 
 async def test_the_api_serves_every_metric_and_the_depth_of_every_queue(stack: Stack) -> None:
@@ -121,7 +125,7 @@ async def test_queue_depths_follow_the_messages_waiting(stack: Stack) -> None:
         port = free_port()
         runner = await serve(api.app(), "127.0.0.1", port)
         health_port = free_port()
-        depths = metrics.QueueDepths(names, parse_schedule(settings.retry_schedule))
+        depths = metrics.QueueDepths(names, settings.retry_delays)
         health = await serve(health_app([stack.router], depths), "127.0.0.1", health_port)
         try:
             before = await scrape(f"http://127.0.0.1:{port}/metrics")
@@ -296,7 +300,7 @@ async def test_queues_that_do_not_exist_are_left_out(stack: Stack) -> None:
     try:
         missing = metrics.QueueDepths(Names(f"wrnone_{uuid.uuid4().hex[:8]}"), (1.0,))
         assert await missing.read(connection) == {}
-        present = metrics.QueueDepths(stack.router.names, TEST_SCHEDULE)
+        present = metrics.QueueDepths(stack.router.names, stack.settings.retry_delays)
         assert set(await present.read(connection)) == namespace_queues(stack.router.names)
     finally:
         await connection.close()

@@ -196,3 +196,25 @@ async def test_refused_changes_leave_no_audit_row_and_pages_follow_each_other(
     assert entries[-1].after is not None and "auth" not in entries[-1].after
     assert "unit-secret" not in repr(entries) and "whsec_" not in repr(entries)
     assert await setup.admin.audit_log("elsewhere") == type(first)([], None)
+
+
+async def test_enabling_and_disabling_announce_operator_events_without_secrets() -> None:
+    setup = Setup()
+    hook = await setup.webhook(authStrategy="Bearer", auth={"token": "tok.en-1"}, rateLimit=5)
+    assert hook.rate_limit == 5.0
+    await setup.store.disable_webhook(hook.id, "410 Gone")
+    disabled = await setup.store.get_webhook_by_id(hook.id)
+    assert disabled is not None
+    enabled = await setup.admin.set_enabled(disabled, True, by="test")
+    assert enabled.enabled and enabled.disabled_reason is None
+    again = await setup.admin.set_enabled(enabled, True, by="test")
+    off = await setup.admin.update_webhook(again, WebhookChange.parse({"enabled": False}), by="t")
+    assert not off.enabled
+    keys = [key for key, _ in setup.topology.events.published]  # type: ignore[attr-defined]
+    assert keys == ["webhook.enabled", "webhook.disabled"], "one event per change, none else"
+    bodies = setup.published(setup.topology.events)
+    assert [b["event"]["action"] for b in bodies] == ["Enabled", "Disabled"]
+    assert all(b["event"]["type"] == "Webhook" and b["space"] == {"slug": SPACE} for b in bodies)
+    assert bodies[0]["webhook"]["id"] == hook.id and bodies[0]["webhook"]["rateLimit"] == 5.0
+    text = orjson.dumps(bodies).decode()
+    assert "tok.en-1" not in text and hook.secret not in text and '"auth"' not in text

@@ -8,6 +8,7 @@ import pytest
 
 from webhook_router.catalogue import (
     CATALOGUE,
+    PLATFORM,
     TYPES,
     Level,
     entries,
@@ -33,6 +34,7 @@ GROUPS = {
     "Datastore Submission": "Datastore Submissions > ipad-request",
     "Form": "services > ipad-request",
     "Submission": "Submissions > services > ipad-request",
+    "Webhook": "Webhooks",
 }
 ENCODED_GROUPS = {
     "Space": "Space",
@@ -42,11 +44,12 @@ ENCODED_GROUPS = {
     "Datastore Submission": "Datastore%20Submissions%20%3E%20ipad-request",
     "Form": "services%20%3E%20ipad-request",
     "Submission": "Submissions%20%3E%20services%20%3E%20ipad-request",
+    "Webhook": "Webhooks",
 }
 
 
 def test_catalogue_is_the_documented_one() -> None:
-    assert {e.name: (e.level, e.actions) for e in CATALOGUE} == {
+    assert {e.name: (e.level, e.actions) for e in PLATFORM} == {
         "Space": (Level.SPACE, ("Login Failure",)),
         "User": (
             Level.SPACE,
@@ -64,21 +67,37 @@ def test_catalogue_is_the_documented_one() -> None:
             ("Created", "Updated", "Deleted", "Saved", "Submitted", "Closed"),
         ),
     }
-    assert len(entries()) == 31
+    assert [(e.name, e.level, e.actions) for e in CATALOGUE if e.extension] == [
+        ("Webhook", Level.SPACE, ("Disabled", "Enabled", "Dead Lettered"))
+    ]
+    assert len(entries()) == 34
 
 
 def test_routing_keys_follow_the_contract() -> None:
     assert routing_key("Submission", "Submitted") == "submission.submitted"
     assert routing_key("Datastore Submission", "Created") == "datastore_submission.created"
     assert routing_key("User", "Membership Change") == "user.membership_change"
+    assert routing_key("Webhook", "Dead Lettered") == "webhook.dead_lettered"
     keys = {routing_key(entry.name, action) for entry, action in entries()}
-    assert len(keys) == 31  # no two entries share a key
+    assert len(keys) == 34  # no two entries share a key
 
 
 def test_meta_views_split_by_level() -> None:
     assert types_at(Level.KAPP) == ["Form", "Submission"]
     assert "Submission" not in events_at(Level.SPACE)
     assert events_at(Level.KAPP)["Form"] == ["Created", "Updated", "Deleted", "Restored"]
+
+
+def test_meta_views_show_the_extensions_only_when_asked() -> None:
+    assert "Webhook" not in types_at(Level.SPACE)
+    assert "Webhook" not in events_at(Level.SPACE)
+    assert types_at(Level.SPACE, extensions=True)[-1] == "Webhook"
+    assert events_at(Level.SPACE, extensions=True)["Webhook"] == [
+        "Disabled",
+        "Enabled",
+        "Dead Lettered",
+    ]
+    assert types_at(Level.KAPP, extensions=True) == types_at(Level.KAPP)
 
 
 @pytest.mark.parametrize(("entry", "action"), entries(), ids=lambda v: getattr(v, "name", v))

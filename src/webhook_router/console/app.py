@@ -517,7 +517,8 @@ class Console:
             return dict.fromkeys(shown, "") | {"kapp": kapp, "enabled": True}
         wire = WebhookView.of(webhook).wire()
         fields = {
-            k: entry_lines(wire[k]) if k in WebhookChange.ENTRIES else wire[k] or "" for k in shown
+            k: entry_lines(wire[k]) if k in WebhookChange.ENTRIES else shown_value(wire[k])
+            for k in shown
         }
         return fields | {"kapp": webhook.kapp or "", "enabled": webhook.enabled}
 
@@ -541,7 +542,9 @@ class Console:
         what is stored."""
         shown = [k for k in WebhookChange.options() if k not in WebhookChange.WRITE_ONLY]
         data = {k: values[k] for k in shown} | {"enabled": values["enabled"]}
-        blank = {k: None for k in ("filter", "authStrategy") if not values[k].strip()}
+        blank = {k: None for k in ("filter", "authStrategy", "rateLimit") if not values[k].strip()}
+        if values["rateLimit"].strip():
+            data["rateLimit"] = number_or_text(values["rateLimit"])
         for key in WebhookChange.ENTRIES:
             try:
                 data[key] = parse_entries(values[key])
@@ -819,6 +822,21 @@ class Console:
         except Conflict as exc:
             raise self.back(request, "error", f"Not requeued: {exc.reason}.", *here) from None
         raise self.back(request, "ok", f"Sent back to the {letter.role}.", *here)
+
+
+def number_or_text(text: str) -> float | str:
+    """A typed number as a number; anything else as typed, for the model to refuse."""
+    try:
+        return float(text.strip())
+    except ValueError:
+        return text
+
+
+def shown_value(value: Any) -> str:
+    """A field's wire value in a text input: numbers without a needless `.0`."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value) if value else ""
 
 
 def entry_lines(entries: Mapping[str, str]) -> str:

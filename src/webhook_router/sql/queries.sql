@@ -25,9 +25,9 @@ SELECT * FROM webhooks WHERE id = $1;
 
 -- name: insert_webhook
 INSERT INTO webhooks (id, space, kapp, name, type, event, filter, url, auth_strategy,
-                      enabled, secret, headers, auth, auth_set_at)
+                      enabled, secret, headers, auth, auth_set_at, rate_limit)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-        CASE WHEN $13::jsonb IS NULL THEN NULL ELSE now() END)
+        CASE WHEN $13::jsonb IS NULL THEN NULL ELSE now() END, $14)
 ON CONFLICT DO NOTHING
 RETURNING *;
 
@@ -38,7 +38,7 @@ UPDATE webhooks SET name = $2, type = $3, event = $4, filter = $5, url = $6,
                     auth = CASE WHEN $10 THEN $9::jsonb ELSE auth END,
                     auth_set_at = CASE WHEN NOT $10 THEN auth_set_at
                                        WHEN $9::jsonb IS NULL THEN NULL ELSE now() END,
-                    headers = $11,
+                    headers = $11, rate_limit = $12,
                     disabled_reason = CASE WHEN $8 THEN NULL ELSE disabled_reason END,
                     updated_at = now()
 WHERE id = $1
@@ -52,7 +52,54 @@ RETURNING *;
 
 -- name: disable_webhook
 UPDATE webhooks SET enabled = false, disabled_reason = $2, updated_at = now()
-WHERE id = $1 AND enabled;
+WHERE id = $1 AND enabled
+RETURNING *;
+
+-- name: disable_failing_webhooks
+-- Of the webhooks $1, the enabled ones failing for at least $2: no job ended Complete
+-- since the later of their last change and $2 ago, and at least $3 jobs ended Failed
+-- since their last success (or change), the first of them $2 ago or longer.
+WITH failing AS (
+    SELECT w.id
+    FROM webhooks w
+    CROSS JOIN LATERAL (
+        SELECT greatest(
+                   w.updated_at,
+                   (SELECT max(completed_at) FROM webhook_jobs
+                    WHERE webhook_id = w.id AND status = 'Complete')) AS since
+    ) AS last
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS failed, min(completed_at) AS first_failed
+        FROM webhook_jobs
+        WHERE webhook_id = w.id AND status = 'Failed' AND completed_at > last.since
+    ) AS f
+    WHERE w.id = ANY ($1::uuid[]) AND w.enabled
+      AND f.failed >= $3 AND f.first_failed <= now() - $2::interval
+)
+UPDATE webhooks w
+SET enabled = false, disabled_reason = $4, updated_at = now()
+FROM failing
+WHERE w.id = failing.id
+RETURNING w.*;
+
+-- name: take_rate_slot
+-- The webhook's next delivery slot at $2 seconds apart, taken only when it starts within
+-- $3 seconds: `wait` is the seconds until it starts, null when none was taken; `booked`
+-- the seconds until the slots already taken run out. Times are the clock's as the row is
+-- locked and read (clock_timestamp, not the statement's start): a slot is never given in
+-- the past after a wait for the lock, and that wait is not waited again.
+WITH taken AS (
+    INSERT INTO webhook_rate_slots AS s (webhook_id, next_at)
+    VALUES ($1, clock_timestamp() + $2 * interval '1 second')
+    ON CONFLICT (webhook_id) DO UPDATE
+        SET next_at = greatest(s.next_at, clock_timestamp()) + $2 * interval '1 second'
+        WHERE s.next_at <= clock_timestamp() + $3 * interval '1 second'
+    RETURNING next_at
+)
+SELECT extract(epoch FROM (SELECT next_at FROM taken) - clock_timestamp())::double precision
+           - $2 AS wait,
+       extract(epoch FROM (SELECT next_at FROM webhook_rate_slots WHERE webhook_id = $1)
+               - clock_timestamp())::double precision AS booked;
 
 -- name: delete_webhook
 DELETE FROM webhooks WHERE id = $1;
