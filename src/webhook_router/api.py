@@ -22,7 +22,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from webhook_router import metrics
+from webhook_router import metrics, tracing
 from webhook_router.admin import Admin, BrokerUnavailable, Conflict, NotFound
 from webhook_router.catalogue import Level, events_at, types_at
 from webhook_router.console import console_app
@@ -282,6 +282,11 @@ class Api:
     # ingest
 
     async def ingest(self, request: web.Request) -> web.Response:
+        """Accept an event, in a span continuing the request's `traceparent` if any."""
+        with tracing.span("ingest event", parent=request.headers, kind=tracing.SERVER):
+            return await self._ingest(request)
+
+    async def _ingest(self, request: web.Request) -> web.Response:
         try:
             event = await read_event(request, self.settings.body_timeout)
         except BodyRefused as exc:

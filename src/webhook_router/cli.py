@@ -532,6 +532,15 @@ def definition(*, create: bool) -> Argument:
                         help=f"{OWNER[part]} {part} ({'a PEM file' if pem else 'write-only'})",
                     )
                 continue
+            if field in WebhookChange.SWITCHES:
+                p.add_argument(
+                    f"--{flag}",
+                    dest=field,
+                    action=argparse.BooleanOptionalAction,
+                    default=None,
+                    help=meaning.replace("`", "'") + ("" if create else " Not given: unchanged."),
+                )
+                continue
             text = WebhookChange.takes_text(field)
             p.add_argument(
                 "--new-name" if field == "name" and not create else f"--{flag}",

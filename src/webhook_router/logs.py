@@ -1,4 +1,5 @@
-"""structlog set-up: JSON lines when not on a terminal, readable lines on one."""
+"""structlog set-up: JSON lines when not on a terminal, readable lines on one; with tracing
+on, a line logged in a sampled span carries its `trace_id` and `span_id`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import logging
 import sys
 
 import structlog
+
+from webhook_router import tracing
 
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
@@ -20,6 +23,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            tracing.log_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -355,6 +355,14 @@ class WebhookChange(_Input):
             "(Bearer), PEM certificate and key (mTLS)."
         ),
     ] = None
+    trace_context: Annotated[
+        bool | None,
+        WithJsonSchema({"type": "boolean"}),
+        Field(
+            description="Whether its POSTs carry `traceparent` and `tracestate` (W3C trace "
+            "context of the attempt) when tracing is on; default true."
+        ),
+    ] = None
     enabled: Annotated[bool | None, WithJsonSchema({"type": "boolean"})] = None
     id: Ignored = None
     secret: Ignored = None
@@ -374,8 +382,11 @@ class WebhookChange(_Input):
         "auth_strategy",
         "headers",
         "auth",
+        "trace_context",
         "enabled",
     )
+    SWITCHES: ClassVar[tuple[str, ...]] = ("traceContext",)
+    """True-or-false fields a front end offers as a checkbox (or `--x`/`--no-x`)."""
     ENTRIES: ClassVar[dict[str, str]] = {"headers": "header"}
     """Maps a front end takes entry by entry (`Name: value`), with one entry's name."""
     WRITE_ONLY: ClassVar[dict[str, tuple[str, ...]]] = {"auth": AUTH_PARTS}
@@ -389,8 +400,11 @@ class WebhookChange(_Input):
             for key in ("name", "type", "event", "url")
             if key in data and data[key] is None
         ]
-        if "enabled" in data and data["enabled"] is None:
-            errors.append({"field": "enabled", "message": "must be true or false"})
+        errors += [
+            {"field": key, "message": "must be true or false"}
+            for key in ("enabled", *cls.SWITCHES)
+            if key in data and data[key] is None
+        ]
         try:
             change = cls.model_validate(data)
         except ValidationError as exc:
@@ -588,6 +602,7 @@ class Webhook(_Output):
     url: str
     auth_strategy: str | None
     headers: dict[str, str]
+    trace_context: bool
     auth_set_at: Annotated[
         datetime | None,
         Field(description="When the write-only credentials were last set; null: none held."),
@@ -662,6 +677,10 @@ class Job(_Output):
     response_status: int | None
     duration_ms: float | None
     completed_at: datetime | None
+    trace_id: str | None = Field(
+        default=None,
+        description="The job's trace (32 hex digits) when its event was traced and sampled.",
+    )
     space: str = Field(exclude=True)
     replay: int = Field(exclude=True)
 

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import asyncpg
 import orjson
 
+from webhook_router import tracing
 from webhook_router.jobs import Outcome, Status
 from webhook_router.models import BRIEF_JOB_COLUMNS, JOB_COLUMNS, Attempt, Job
 from webhook_router.signing import generate_secret
@@ -60,6 +61,7 @@ def webhook_of(row: asyncpg.Record) -> Webhook:
         auth_strategy=row["auth_strategy"],
         enabled=row["enabled"],
         headers=dict(row["headers"]),  # [name, value] pairs: jsonb keeps no key order
+        trace_context=row["trace_context"],
         auth=row["auth"],
         auth_set_at=row["auth_set_at"],
         secret=row["secret"],
@@ -251,6 +253,7 @@ class Store:
         enabled: bool = True,
         headers: dict[str, str] | None = None,
         auth: dict[str, str] | None = None,
+        trace_context: bool = True,
     ) -> Webhook | None:
         """The new webhook, or None when its name is taken in its scope."""
         row = await self.pool.fetchrow(
@@ -268,13 +271,14 @@ class Store:
             generate_secret(),
             list((headers or {}).items()),
             auth,
+            trace_context,
         )
         return webhook_of(row) if row else None
 
     async def update_webhook(self, webhook: Webhook, *, auth_given: bool = False) -> Webhook | None:
-        """Saves name, type, event, filter, url, auth strategy, headers and enabled, and the
-        credentials when `auth_given` (stamping when they were set); None on a name taken in
-        the scope."""
+        """Saves name, type, event, filter, url, auth strategy, headers, trace context and
+        enabled, and the credentials when `auth_given` (stamping when they were set); None on
+        a name taken in the scope."""
         try:
             row = await self.pool.fetchrow(
                 Q["update_webhook"],
@@ -289,6 +293,7 @@ class Store:
                 webhook.auth,
                 auth_given,
                 list(webhook.headers.items()),
+                webhook.trace_context,
             )
         except asyncpg.UniqueViolationError:
             return None
@@ -358,6 +363,7 @@ class Store:
                     _ts(d.created_at) or now,
                     now,
                     completed,
+                    tracing.trace_id_of(d.trace),
                 )
             )
         for o in outcomes:

@@ -136,6 +136,7 @@ class MemoryStore(Store):
         enabled: bool = True,
         headers: dict[str, str] | None = None,
         auth: dict[str, str] | None = None,
+        trace_context: bool = True,
     ) -> Webhook | None:
         if await self.get_webhook(space, kapp, name) is not None:
             return None
@@ -152,6 +153,7 @@ class MemoryStore(Store):
             auth_strategy,
             enabled,
             headers=headers or {},
+            trace_context=trace_context,
             auth=auth,
             auth_set_at=now if auth is not None else None,
             secret=generate_secret(),
