@@ -302,6 +302,7 @@ class Worker:
             )
         await asyncio.gather(*publishes)
         metrics.delivery_done(decision, attempt.duration_ms / 1000)
+        metrics.webhook_attempt(delivery, decision)
         log.info(
             "attempt made",
             event_id=delivery.event_id,
