@@ -16,13 +16,15 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+import structlog
 from aiohttp import web
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from structlog.testing import LogCapture
 
-from webhook_router import tracing
+from webhook_router import logs, tracing
 from webhook_router.runtime import serve
 
 from ..conftest import eventually, free_port
@@ -98,6 +100,21 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
         await runner.cleanup()
 
 
+@pytest.fixture
+def log_lines() -> Iterator[LogCapture]:
+    """Every line the roles log meanwhile, through the processors `logs.configure` sets."""
+    saved = structlog.get_config()
+    captured = LogCapture()
+    structlog.configure(
+        processors=[*logs.processors(), captured],
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield captured
+    finally:
+        structlog.configure(**saved)
+
+
 @contextmanager
 def tracing_on(
     monkeypatch: pytest.MonkeyPatch, endpoint: str, sampler: str | None = None
@@ -148,7 +165,10 @@ def sampled(header: str) -> bool:
 
 
 async def test_one_event_two_webhooks_one_retried_make_one_trace(
-    stack: Stack, receiver: tuple[Receiver, str], monkeypatch: pytest.MonkeyPatch
+    stack: Stack,
+    receiver: tuple[Receiver, str],
+    monkeypatch: pytest.MonkeyPatch,
+    log_lines: LogCapture,
 ) -> None:
     found, endpoint = receiver
     space = stack.space()
@@ -220,6 +240,15 @@ async def test_one_event_two_webhooks_one_retried_make_one_trace(
     status, shown = await stack.api("GET", job_path)
     assert status == 200
     assert shown["webhookJob"]["traceId"] == trace_id
+
+    # the job's log lines name its trace and the span they were logged in
+    job_ids = {str(job["id"]) for job in jobs}
+    made = [e for e in log_lines.entries if e["event"] == "attempt made" and e["job_id"] in job_ids]
+    assert len(made) == 3
+    assert {e["trace_id"] for e in made} == {trace_id}
+    assert sorted(e["span_id"] for e in made) == sorted(a.span_id for a in attempts)
+    queued = [e for e in log_lines.entries if e["event"] == "job queued" and e["job_id"] in job_ids]
+    assert [e["span_id"] for e in queued] == [router.span_id] * 2
 
 
 async def test_a_publishers_traceparent_is_continued_and_sampling_is_kept(
@@ -296,7 +325,10 @@ async def test_a_publishers_traceparent_is_continued_and_sampling_is_kept(
 
 
 async def test_with_tracing_off_nothing_is_exported_or_sent(
-    stack: Stack, receiver: tuple[Receiver, str], monkeypatch: pytest.MonkeyPatch
+    stack: Stack,
+    receiver: tuple[Receiver, str],
+    monkeypatch: pytest.MonkeyPatch,
+    log_lines: LogCapture,
 ) -> None:
     found, endpoint = receiver
     for name in OTEL_VARIABLES:
@@ -321,6 +353,12 @@ async def test_with_tracing_off_nothing_is_exported_or_sent(
     assert job["trace_id"] is None
     assert [h.get("traceparent") for h in seen] == [None]
     assert found.requests == 0 and found.spans == []
+    [made] = [
+        e
+        for e in log_lines.entries
+        if e["event"] == "attempt made" and e["job_id"] == str(job["id"])
+    ]
+    assert "trace_id" not in made and "span_id" not in made
     assert not tracing.wanted({"OTEL_TRACES_EXPORTER": "none"})
     assert not tracing.wanted({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"})
     assert tracing.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
