@@ -225,6 +225,12 @@ class Outcome:
     """The trace context of the span that made this outcome (the router's, an attempt's),
     parent of its record span."""
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.trace, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.trace.items()
+        ):
+            raise TypeError("an outcome's trace must be an object of strings")
+
     @property
     def attempts(self) -> int:
         """Attempts made in the job's current replay: none for a job that failed before
