@@ -3,7 +3,9 @@
 Configured by the standard variables only (`OTEL_TRACES_EXPORTER`, `OTEL_EXPORTER_OTLP_*`,
 `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_PROPAGATORS`, `OTEL_BSP_*`). Tracing
 is on when an exporter or an OTLP endpoint is named and `OTEL_SDK_DISABLED` is not true;
-otherwise every function here returns at once (no span, no header, no context lookup).
+otherwise every function here returns at once (no span, no header, no context lookup), and
+the OpenTelemetry packages are not even imported (that alone takes a noticeable part of a
+second, which every CLI command would pay).
 
 W3C trace context travels in the AMQP headers of an event, and per job in its delivery and
 outcome (`trace`, a small carrier of `traceparent`/`tracestate`), since one message of
@@ -20,25 +22,29 @@ docs/operations.md, "Tracing").
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import structlog
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from webhook_router.classify import Decision, Verdict
 from webhook_router.jobs import Attempt, Delivery, Outcome
 
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Span, Tracer
+
 log = structlog.get_logger(__name__)
 
-CONSUMER = SpanKind.CONSUMER
-CLIENT = SpanKind.CLIENT
-SERVER = SpanKind.SERVER
+CONSUMER = "CONSUMER"
+CLIENT = "CLIENT"
+SERVER = "SERVER"
+INTERNAL = "INTERNAL"
+"""Span kinds, by their name in `opentelemetry.trace.SpanKind`."""
 
 Carrier = dict[str, str]
 CARRIED = ("traceparent", "tracestate")
@@ -46,6 +52,9 @@ CARRIED = ("traceparent", "tracestate")
 
 _provider: Any = None
 _tracer: Tracer | None = None
+_propagate: Any = None
+_trace: Any = None
+"""The `opentelemetry.propagate` and `opentelemetry.trace` modules, once tracing is on."""
 
 
 def wanted(environ: Mapping[str, str] = os.environ) -> bool:
@@ -70,6 +79,7 @@ def setup(service: str) -> bool:
     environ = os.environ
     if not wanted(environ):
         return False
+    from opentelemetry import propagate, trace
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -101,6 +111,8 @@ def setup(service: str) -> bool:
     provider = TracerProvider(resource=Resource.create(attributes))
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
+    global _propagate, _trace
+    _propagate, _trace = propagate, trace
     _provider = provider
     _tracer = provider.get_tracer("webhook_router", __version__)
     log.info("tracing on", exporters=names)
@@ -109,8 +121,9 @@ def setup(service: str) -> bool:
 
 def shutdown() -> None:
     """Export what is buffered and stop; tracing is off afterwards."""
-    global _provider, _tracer
+    global _provider, _tracer, _propagate, _trace
     provider, _provider, _tracer = _provider, None, None
+    _propagate = _trace = None
     if provider is not None:
         provider.shutdown()
 
@@ -124,19 +137,25 @@ def enabled() -> bool:
     return _tracer is not None
 
 
-def extract(carrier: Mapping[str, Any] | None) -> otel_context.Context | None:
-    """The trace context a carrier (AMQP headers, HTTP headers, a job's `trace`) holds."""
-    if not carrier:
+def extract(carrier: Mapping[str, Any] | None) -> Context | None:
+    """The trace context a carrier (AMQP headers, HTTP headers, a job's `trace`) holds;
+    None when tracing is off or the carrier is empty."""
+    if _propagate is None or not carrier:
         return None
     text = {k.lower(): v.decode() if isinstance(v, bytes) else str(v) for k, v in carrier.items()}
-    return propagate.extract(text)
+    context: Context = _propagate.extract(text)
+    return context
 
 
 def carrier(*, ambient: bool = False) -> Carrier:
     """The current span's context as a carrier; empty when no span is current, or when
-    tracing is off here and not `ambient` (the caller's own tracing, for a publisher)."""
-    if _tracer is None and not ambient:
-        return {}
+    tracing is off here and not `ambient`: the caller's own tracing, for a publisher, which
+    can only have a span when it imported OpenTelemetry itself."""
+    propagate = _propagate
+    if propagate is None:
+        if not ambient or "opentelemetry.trace" not in sys.modules:
+            return {}
+        from opentelemetry import propagate
     found: Carrier = {}
     propagate.inject(found)
     return {k: v for k, v in found.items() if k in CARRIED}
@@ -152,7 +171,7 @@ def span(
     name: str,
     *,
     parent: Mapping[str, Any] | None = None,
-    kind: SpanKind = SpanKind.INTERNAL,
+    kind: str = INTERNAL,
     attributes: Mapping[str, Any] | None = None,
 ) -> Iterator[Span | None]:
     """A span made current for the block, child of the context in `parent` (a carrier)
@@ -160,9 +179,12 @@ def span(
     if _tracer is None:
         yield None
         return
-    context = extract(parent) if parent else None
     with _tracer.start_as_current_span(
-        name, context=context, kind=kind, attributes=attributes, record_exception=True
+        name,
+        context=extract(parent),
+        kind=_trace.SpanKind[kind],
+        attributes=attributes,
+        record_exception=True,
     ) as current:
         yield current
 
@@ -174,7 +196,6 @@ def record(
     start_ns: int,
     end_ns: int,
     attributes: Mapping[str, Any],
-    error: str | None = None,
 ) -> None:
     """A span that already happened (a job's part of a batch write), child of `parent`."""
     if _tracer is None or not parent:
@@ -182,8 +203,6 @@ def record(
     made = _tracer.start_span(
         name, context=extract(parent), attributes=attributes, start_time=start_ns
     )
-    if error is not None:
-        made.set_status(Status(StatusCode.ERROR, error))
     made.end(end_time=end_ns)
 
 
@@ -191,7 +210,7 @@ def annotate(attributes: Mapping[str, Any], *, name: str | None = None) -> None:
     """Add attributes to the current span (and rename it), when tracing is on."""
     if _tracer is None:
         return
-    current = trace.get_current_span()
+    current = _trace.get_current_span()
     current.set_attributes(attributes)
     if name is not None:
         current.update_name(name)
@@ -217,7 +236,7 @@ def attempt_done(attempt: Attempt, decision: Decision) -> None:
     """What an attempt's span says once decided: status, verdict, the retry's wait."""
     if _tracer is None:
         return
-    current = trace.get_current_span()
+    current = _trace.get_current_span()
     found: dict[str, Any] = {
         "webhook_router.verdict": decision.verdict.value,
         "webhook_router.summary": decision.summary,
@@ -230,7 +249,7 @@ def attempt_done(attempt: Attempt, decision: Decision) -> None:
         found["error.type"] = attempt.error
     current.set_attributes(found)
     if decision.verdict is not Verdict.COMPLETE:
-        current.set_status(Status(StatusCode.ERROR, decision.summary))
+        current.set_status(_trace.Status(_trace.StatusCode.ERROR, decision.summary))
 
 
 def recorded(outcomes: Sequence[Outcome], started_ns: int) -> None:
@@ -273,7 +292,7 @@ def log_ids(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
     """structlog processor: `trace_id` and `span_id` of the current sampled span."""
     if _tracer is None:
         return event
-    found = trace.get_current_span().get_span_context()
+    found = _trace.get_current_span().get_span_context()
     if found.is_valid and found.trace_flags.sampled:
         event.setdefault("trace_id", format(found.trace_id, "032x"))
         event.setdefault("span_id", format(found.span_id, "016x"))

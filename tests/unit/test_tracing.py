@@ -3,6 +3,10 @@ it makes nothing."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from webhook_router import tracing
@@ -65,3 +69,18 @@ def test_off_nothing_is_made_or_sent(monkeypatch: pytest.MonkeyPatch) -> None:
         tracing.inject(headers)
         assert headers == {} and tracing.carrier() == {}
     assert tracing.log_ids(None, "info", {"event": "x"}) == {"event": "x"}
+
+
+@pytest.mark.timeout(60)
+def test_off_the_roles_do_not_even_import_opentelemetry() -> None:
+    """Importing it takes a noticeable part of a second, which every CLI command would pay."""
+    code = (
+        "import sys, webhook_router.cli, webhook_router.api, webhook_router.router, "
+        "webhook_router.worker, webhook_router.recorder; "
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.strip() == "[]"
