@@ -73,7 +73,7 @@ def wanted(environ: Mapping[str, str] = os.environ) -> bool:
 def setup(service: str) -> bool:
     """Start exporting spans as the OTEL_* variables say; `service` names the process
     when OTEL_SERVICE_NAME does not. Returns whether tracing is on."""
-    global _provider, _tracer
+    global _provider, _tracer, _propagate, _trace
     if _provider is not None:
         return True
     environ = os.environ
@@ -88,13 +88,19 @@ def setup(service: str) -> bool:
 
     names = [
         n.strip()
-        for n in environ.get("OTEL_TRACES_EXPORTER", "otlp").lower().split(",")
+        for n in (environ.get("OTEL_TRACES_EXPORTER") or "otlp").lower().split(",")
         if n.strip() and n.strip() != "none"
     ]
     exporters: list[SpanExporter] = []
     for name in names:
         if name == "otlp":
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get(
+                "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+            )
+            if protocol != "http/protobuf":
+                log.warning("only OTLP over HTTP with protobuf is sent", asked=protocol)
 
             exporters.append(OTLPSpanExporter())
         elif name == "console":
@@ -111,7 +117,6 @@ def setup(service: str) -> bool:
     provider = TracerProvider(resource=Resource.create(attributes))
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
-    global _propagate, _trace
     _propagate, _trace = propagate, trace
     _provider = provider
     _tracer = provider.get_tracer("webhook_router", __version__)

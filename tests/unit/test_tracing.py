@@ -84,3 +84,34 @@ def test_off_the_roles_do_not_even_import_opentelemetry() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_on_a_span_carries_its_context_into_headers_and_log_lines(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    assert tracing.setup("test")
+    try:
+        parent = {"traceparent": f"00-{TRACE}-00f067aa0ba902b7-01"}
+        with tracing.span("x", parent=parent, kind=tracing.CLIENT) as span:
+            assert span is not None
+            headers: dict[str, str] = {}
+            tracing.inject(headers)
+            line = tracing.log_ids(None, "info", {"event": "x"})
+        trace_id, span_id = headers["traceparent"].split("-")[1:3]
+        assert trace_id == TRACE and span_id != "00f067aa0ba902b7"
+        assert line == {"event": "x", "trace_id": TRACE, "span_id": span_id}
+        assert tracing.trace_id_of(headers) == TRACE
+    finally:
+        tracing.shutdown()
+    assert not tracing.enabled()
+    assert TRACE in capsys.readouterr().out, "the console exporter printed the span"
+
+
+def test_an_endpoint_alone_turns_on_the_otlp_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    assert tracing.setup("test")
+    tracing.shutdown()  # no span was made: nothing is sent
