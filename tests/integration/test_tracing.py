@@ -324,6 +324,52 @@ async def test_a_publishers_traceparent_is_continued_and_sampling_is_kept(
     assert {s.trace_id for s in found.spans} == {publisher_trace}
 
 
+async def test_an_admins_retry_starts_a_trace_of_its_own(
+    stack: Stack, receiver: tuple[Receiver, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    found, endpoint = receiver
+    space = stack.space()
+    seen: list[dict[str, str]] = []
+    answers = iter([422, 200])
+
+    async def refuse_then_take(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.Response(status=next(answers))
+
+    with tracing_on(monkeypatch, endpoint):
+        runner, url = await answer_app(refuse_then_take)
+        try:
+            await stack.webhook(space, type="User", event="Created", url=url)
+            await stack.publisher.publish(
+                event_for(space, "User", "Created", user={"username": "again"})
+            )
+            [failed] = await stack.settled(space, 1, statuses=("Failed",))
+            first_trace = failed["trace_id"]
+            assert first_trace is not None
+            job_path = f"/app/api/v1/spaces/{space}/webhookJobs/{failed['id']}"
+            status, _ = await stack.api("PUT", job_path, json={"webhookJob": {"status": "queued"}})
+            assert status == 200
+            [done] = await stack.settled(space, 1, statuses=("Complete",))
+        finally:
+            await runner.cleanup()
+        retry_trace = done["trace_id"]
+        assert retry_trace not in (None, first_trace)
+
+        async def exported() -> list[Exported] | None:
+            await flushed()
+            spans = found.of(retry_trace)
+            names = sorted(s.name for s in spans)
+            return spans if names.count("record job") >= 2 else None
+
+        spans = await eventually(exported, timeout=15)
+        assert spans, f"the retry's trace never came whole: {found.of(retry_trace)}"
+    [retry] = [s for s in spans if s.name == "retry job"]
+    [attempt] = [s for s in spans if s.name == "webhook attempt"]
+    assert retry.parent_id == "" and attempt.parent_id == retry.span_id
+    assert attempt.attributes["webhook_router.replay"] == 1
+    assert parent_of(seen[-1]["traceparent"]) == (retry_trace, attempt.span_id)
+
+
 async def test_with_tracing_off_nothing_is_exported_or_sent(
     stack: Stack,
     receiver: tuple[Receiver, str],
