@@ -201,6 +201,7 @@ class Admin:
                 headers=draft.headers,
                 auth=draft.auth,
                 rate_limit=draft.rate_limit,
+                trace_context=draft.trace_context,
             )
             if created is None:
                 raise Conflict(f"a webhook named {draft.name!r} already exists here", field="name")

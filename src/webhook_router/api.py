@@ -23,7 +23,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from webhook_router import metrics
+from webhook_router import metrics, tracing
 from webhook_router.admin import Admin, BrokerUnavailable, Conflict, NotFound
 from webhook_router.catalogue import EXTENSIONS, Level, events_at, types_at
 from webhook_router.console import console_app
@@ -264,25 +264,31 @@ class Api:
     async def healthz(self, request: web.Request) -> web.Response:
         return json_response({"status": "alive"})
 
-    async def readyz(self, request: web.Request) -> web.Response:
+    async def _problems(self, timeout: float | None = None) -> dict[str, str]:
+        """What keeps the API from being ready: the database, the broker, each with why."""
         problems = {}
         try:
-            await self.store.pool.fetchval("SELECT 1")
+            await asyncio.wait_for(self.store.pool.fetchval("SELECT 1"), timeout)
         except Exception as exc:  # any failure means not ready
             problems["database"] = repr(exc)
         try:
-            await self.ensure_broker()
+            await asyncio.wait_for(self.ensure_broker(), timeout)
         except Exception as exc:  # any failure means not ready
             problems["broker"] = repr(exc)
+        return problems
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        problems = await self._problems()
+        metrics.role_ready("api", not problems)
         if problems:
             return json_response({"status": "unavailable", "problems": problems}, 503)
         return json_response({"status": "ready"})
 
     async def _refresh_depths(self) -> None:
-        try:
-            await asyncio.wait_for(self.ensure_broker(), self.depths.timeout)
-        except Exception as exc:  # no broker: the counters are still worth serving
-            log.warning("queue depths not read: broker unavailable", error=repr(exc))
+        problems = await self._problems(self.depths.timeout)
+        metrics.role_ready("api", not problems)
+        if "broker" in problems:  # no broker: the counters are still worth serving
+            log.warning("queue depths not read: broker unavailable", error=problems["broker"])
         await self.depths.refresh(self.admin.connection)
 
     async def prometheus(self, request: web.Request) -> web.Response:
@@ -328,6 +334,11 @@ class Api:
     # ingest
 
     async def ingest(self, request: web.Request) -> web.Response:
+        """Accept an event, in a span continuing the request's `traceparent` if any."""
+        with tracing.span("ingest event", parent=request.headers, kind=tracing.SERVER):
+            return await self._ingest(request)
+
+    async def _ingest(self, request: web.Request) -> web.Response:
         try:
             event = await read_event(
                 request, self.settings.body_timeout, publisher=principal_of(request)

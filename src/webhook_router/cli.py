@@ -782,6 +782,15 @@ def definition(*, create: bool) -> Argument:
                         help=f"{OWNER[part]} {part} ({'a PEM file' if pem else 'write-only'})",
                     )
                 continue
+            if field in WebhookChange.SWITCHES:
+                p.add_argument(
+                    f"--{flag}",
+                    dest=field,
+                    action=argparse.BooleanOptionalAction,
+                    default=None,
+                    help=meaning.replace("`", "'") + ("" if create else " Not given: unchanged."),
+                )
+                continue
             text = WebhookChange.takes_text(field)
             if not create and field in WebhookChange.NULLABLE:
                 p.add_argument(

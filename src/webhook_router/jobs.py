@@ -144,12 +144,18 @@ class Delivery:
     attempt: int = 1
     replay: int = 0
     created_at: str = ""
+    trace: dict[str, str] = field(default_factory=dict)
+    """The W3C trace context of the router's span for this job (empty: not traced); each
+    job carries its own, a message of deliveries holding jobs of many events."""
+    trace_context: bool = True
+    """Whether the webhook's POSTs carry `traceparent`/`tracestate` (its `traceContext`)."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.headers, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
-        ):
-            raise TypeError("a delivery's headers must be an object of strings")
+        for name, value in (("headers", self.headers), ("trace", self.trace)):
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            ):
+                raise TypeError(f"a delivery's {name} must be an object of strings")
 
     def encode(self) -> bytes:
         return orjson.dumps(self)
@@ -215,6 +221,15 @@ class Outcome:
     response_content: str | None = None
     attempt: Attempt | None = None
     disable_webhook: str | None = None
+    trace: dict[str, str] = field(default_factory=dict)
+    """The trace context of the span that made this outcome (the router's, an attempt's),
+    parent of its record span."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.trace, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.trace.items()
+        ):
+            raise TypeError("an outcome's trace must be an object of strings")
 
     @property
     def attempts(self) -> int:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import structlog
 
-from webhook_router import store
+from webhook_router import store, tracing
 from webhook_router.encryption import Keyring
 from webhook_router.service import Role
 from webhook_router.settings import Settings
@@ -182,6 +182,7 @@ async def _run(
     from webhook_router.roles import build_roles
     from webhook_router.runtime import RoleDied, health_app, run_roles, serve
 
+    tracing.setup("webhook-router" + (f"-{names[0]}" if len(names) == 1 else ""))
     if up:
         await ensure_database(settings)
     st = await open_store(settings)
@@ -212,6 +213,7 @@ async def _run(
         if health is not None:
             await health.cleanup()
         await st.pool.close()
+        await asyncio.to_thread(tracing.shutdown)
 
 
 def run_forever(main: Awaitable[None]) -> None:

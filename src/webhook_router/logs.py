@@ -1,4 +1,5 @@
-"""structlog set-up: JSON lines when not on a terminal, readable lines on one."""
+"""structlog set-up: JSON lines when not on a terminal, readable lines on one; with tracing
+on, a line logged in a sampled span carries its `trace_id` and `span_id`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import logging
 import sys
 
 import structlog
+
+from webhook_router import tracing
 
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
@@ -18,15 +21,20 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         else structlog.processors.JSONRenderer()
     )
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*processors(), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+
+
+def processors() -> list[structlog.typing.Processor]:
+    """What every line goes through before it is rendered."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        tracing.log_ids,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]

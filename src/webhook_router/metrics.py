@@ -29,7 +29,7 @@ from prometheus_client import (
 )
 
 from webhook_router.classify import Decision, Verdict
-from webhook_router.jobs import Outcome
+from webhook_router.jobs import Delivery, Outcome
 from webhook_router.topology import Names, delay_name
 
 log = structlog.get_logger(__name__)
@@ -55,6 +55,13 @@ DELIVERY_SECONDS = Histogram(
     "webhook_router_delivery_seconds",
     "Time of one HTTP attempt to a webhook, from connect to the answer read.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+    registry=REGISTRY,
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "webhook_router_webhook_attempts",
+    "HTTP attempts per webhook (space, kapp or empty, name), by result: complete or failed "
+    "(a retry, a failure or a disabled webhook); two series per webhook.",
+    ["space", "kapp", "webhook", "result"],
     registry=REGISTRY,
 )
 RETRIES = Counter(
@@ -92,6 +99,12 @@ QUEUE_MESSAGES = Gauge(
     ["queue"],
     registry=REGISTRY,
 )
+ROLE_READY = Gauge(
+    "webhook_router_role_ready",
+    "1 while a role of the process is ready (what /readyz answers), else 0; set when scraped.",
+    ["component"],
+    registry=REGISTRY,
+)
 API_REQUESTS = Counter(
     "webhook_router_api_requests",
     "API requests by method, route template and status.",
@@ -113,6 +126,17 @@ def delivery_done(decision: Decision, seconds: float) -> None:
         RETRIES.labels(delay_name(decision.delay)).inc()
     if decision.exhausted:
         dead_lettered("worker")
+
+
+def webhook_attempt(delivery: Delivery, decision: Decision) -> None:
+    """An attempt of one webhook: what its failure ratio is computed from."""
+    kapp = delivery.scope_id if delivery.scope_type == "Kapp" else ""
+    result = "complete" if decision.verdict is Verdict.COMPLETE else "failed"
+    WEBHOOK_ATTEMPTS.labels(delivery.space, kapp, delivery.webhook_name, result).inc()
+
+
+def role_ready(component: str, ready: bool) -> None:
+    ROLE_READY.labels(component).set(1 if ready else 0)
 
 
 def deferred() -> None:

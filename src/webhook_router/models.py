@@ -378,6 +378,14 @@ class WebhookChange(_Input):
             "it a delivery waits (no attempt spent). null: no limit."
         ),
     ] = None
+    trace_context: Annotated[
+        bool | None,
+        WithJsonSchema({"type": "boolean"}),
+        Field(
+            description="Whether its POSTs carry `traceparent` and `tracestate` (W3C trace "
+            "context of the attempt) when tracing is on; default true."
+        ),
+    ] = None
     enabled: Annotated[bool | None, WithJsonSchema({"type": "boolean"})] = None
     id: Ignored = None
     secret: Ignored = None
@@ -400,8 +408,11 @@ class WebhookChange(_Input):
         "headers",
         "auth",
         "rate_limit",
+        "trace_context",
         "enabled",
     )
+    SWITCHES: ClassVar[tuple[str, ...]] = ("traceContext",)
+    """True-or-false fields a front end offers as a checkbox (or `--x`/`--no-x`)."""
     ENTRIES: ClassVar[dict[str, str]] = {"headers": "header"}
     """Maps a front end takes entry by entry (`Name: value`), with one entry's name."""
     WRITE_ONLY: ClassVar[dict[str, tuple[str, ...]]] = {"auth": AUTH_PARTS}
@@ -415,8 +426,11 @@ class WebhookChange(_Input):
             for key in ("name", "type", "event", "url")
             if key in data and data[key] is None
         ]
-        if "enabled" in data and data["enabled"] is None:
-            errors.append({"field": "enabled", "message": "must be true or false"})
+        errors += [
+            {"field": key, "message": "must be true or false"}
+            for key in ("enabled", *cls.SWITCHES)
+            if key in data and data[key] is None
+        ]
         try:
             change = cls.model_validate(data)
         except ValidationError as exc:
@@ -704,6 +718,7 @@ class Webhook(_Output):
     url: str
     auth_strategy: str | None
     headers: dict[str, str]
+    trace_context: bool
     auth_set_at: Annotated[
         datetime | None,
         Field(description="When the write-only credentials were last set; null: none held."),
@@ -784,6 +799,10 @@ class Job(_Output):
     response_status: int | None
     duration_ms: float | None
     completed_at: datetime | None
+    trace_id: str | None = Field(
+        default=None,
+        description="The job's trace (32 hex digits) when its event was traced and sampled.",
+    )
     space: str = Field(exclude=True)
     replay: int = Field(exclude=True)
 

@@ -44,10 +44,16 @@ def parent_of(event: Event) -> str | None:
 
 
 def plan(
-    event: Event, matches: Sequence[Match], *, replay: int = 0
+    event: Event,
+    matches: Sequence[Match],
+    *,
+    replay: int = 0,
+    trace: dict[str, str] | None = None,
 ) -> tuple[list[Delivery], list[Outcome]]:
     """The deliveries to publish and the outcomes to record for the event's matches; an
-    operator event about a webhook makes no job of that webhook (no loops)."""
+    operator event about a webhook makes no job of that webhook (no loops); each job carries
+    `trace`, the context of the span that planned it."""
+    trace = trace or {}
     tree = tree_of(event.type, event.action, event.body)
     body = event.encode().decode()
     created = utcnow().isoformat()
@@ -80,13 +86,15 @@ def plan(
             headers=match.headers,
             replay=replay,
             created_at=created,
+            trace=trace,
+            trace_context=w.trace_context,
         )
         if match.error is not None:
             summary = bounded_summary(storable(match.error)[0] or "")
-            outcomes.append(Outcome(delivery, Status.FAILED, summary=summary))
+            outcomes.append(Outcome(delivery, Status.FAILED, summary=summary, trace=trace))
         else:
             deliveries.append(delivery)
-            outcomes.append(Outcome(delivery, Status.QUEUED))
+            outcomes.append(Outcome(delivery, Status.QUEUED, trace=trace))
     return deliveries, outcomes
 
 

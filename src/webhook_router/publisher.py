@@ -5,7 +5,9 @@
                                             "space": {"slug": "acme"}, "user": {...}})
 
 `publish` returns once the broker confirmed the event is stored; it raises EventInvalid
-for an event the router would refuse, before anything is sent.
+for an event the router would refuse, before anything is sent. The current OpenTelemetry
+span's context (the caller's own tracing, or the ingest's) goes along in the message's
+headers, so the router continues that trace.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
-from webhook_router import broker
+from webhook_router import broker, tracing
 from webhook_router.events import Event, parse_event
 from webhook_router.settings import Settings
 from webhook_router.topology import Names, declare_ingress
@@ -68,5 +70,11 @@ class Publisher:
             raise RuntimeError("Publisher is not open: use `async with Publisher() as p`")
         if not isinstance(event, Event):
             event = parse_event(event)
-        await broker.publish(self._exchange, event.encode(), event.routing_key, message_id=event.id)
+        await broker.publish(
+            self._exchange,
+            event.encode(),
+            event.routing_key,
+            message_id=event.id,
+            headers=tracing.carrier(ambient=True),
+        )
         return event.id

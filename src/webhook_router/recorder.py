@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TypeVar
@@ -39,7 +40,7 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from webhook_router import acks, broker, metrics
+from webhook_router import acks, broker, metrics, tracing
 from webhook_router.deadletters import DeadLetter, DeadLetterKeeper
 from webhook_router.jobs import Outcome, Status, without_contents
 from webhook_router.operator_events import (
@@ -214,6 +215,7 @@ class Recorder:
     async def _write(self, batch: Batch) -> None:
         """Record the batch, apply its side effects, then settle its messages: acknowledged
         when every outcome was recorded or dead-lettered, else given back."""
+        started = time.time_ns()
         try:
             recorded = await self._record([o for outcomes, _ in batch for o in outcomes])
             await self._apply_side_effects(recorded)
@@ -225,6 +227,7 @@ class Recorder:
             return
         await acks.ack_batch([m for _, m in batch])
         metrics.recorded(recorded)
+        tracing.recorded(recorded, started)
         log.debug("outcomes recorded", messages=len(batch), outcomes=len(recorded))
 
     async def _record(self, outcomes: list[Outcome], *, whole: bool = True) -> list[Outcome]:

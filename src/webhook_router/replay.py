@@ -13,6 +13,7 @@ from datetime import datetime
 
 import structlog
 
+from webhook_router import tracing
 from webhook_router.events import EventInvalid, parse_event
 from webhook_router.jobs import Status
 from webhook_router.models import Job
@@ -50,8 +51,10 @@ async def replay_job(store: Store, topology: Topology, job: Job, engine_url: str
     except EventInvalid as exc:
         raise ReplayRefused(f"its recorded event is no longer valid: {exc}") from None
     match = match_one(webhook, event.body, engine_url, check_filter=False) or Match(webhook, None)
-    deliveries, outcomes = plan(event, [match], replay=job.replay + 1)
-    await publish_jobs(topology, deliveries, outcomes)
+    attributes = {"webhook_router.job_id": str(job.id), "webhook_router.replay": job.replay + 1}
+    with tracing.span("retry job", attributes=attributes):  # an admin's retry: its own trace
+        deliveries, outcomes = plan(event, [match], replay=job.replay + 1, trace=tracing.carrier())
+        await publish_jobs(topology, deliveries, outcomes)
     outcome = outcomes[0]
     log.info(
         "job retried",

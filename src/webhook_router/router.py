@@ -23,7 +23,7 @@ import orjson
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from webhook_router import broker, metrics
+from webhook_router import broker, metrics, tracing
 from webhook_router.acks import Acks
 from webhook_router.cache import WebhookCache
 from webhook_router.events import Event, EventInvalid, derived_id, iso_timestamp, parse_event
@@ -89,11 +89,23 @@ class Router:
         assert self.topology is not None
         topology = self.topology
         self.acks.received(message)
-        with self.inflight.hold():
+        with (
+            self.inflight.hold(),
+            tracing.span("route event", parent=message.headers, kind=tracing.CONSUMER) as span,
+        ):
             try:
                 event = await self.event_of(message)
                 metrics.event_received(event.type, event.action)
-                await self.route(event)
+                jobs = await self.route(event)
+                if span is not None:
+                    span.set_attributes(
+                        {
+                            "event.id": event.id,
+                            "event.type": event.type,
+                            "event.action": event.action,
+                            "webhook_router.jobs": jobs,
+                        }
+                    )
             except (EventInvalid, Unroutable) as exc:
                 try:
                     await dead_letter(topology.dead, message, role=self.name, reason=str(exc))
@@ -141,7 +153,7 @@ class Router:
         assert self.topology is not None
         matches = self.cache.index.match(event, self.settings.engine_url)
         try:
-            deliveries, outcomes = plan(event, matches)
+            deliveries, outcomes = plan(event, matches, trace=tracing.carrier())
         except (TypeError, ValueError) as exc:  # orjson's encoding errors are ValueErrors
             raise Unroutable(f"event not encodable: {exc}") from None
         too_large = oversized(outcomes, self.settings.max_message_bytes)

@@ -32,8 +32,14 @@ def health_app(
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
-    async def readyz(request: web.Request) -> web.Response:
+    def states() -> dict[str, bool]:
         state = {role.name: role.ready() for role in roles}
+        for name, ready in state.items():
+            metrics.role_ready(name, ready)
+        return state
+
+    async def readyz(request: web.Request) -> web.Response:
+        state = states()
         ready = all(state.values())
         return web.json_response(
             {"status": "ready" if ready else "unavailable", "roles": state},
@@ -41,6 +47,7 @@ def health_app(
         )
 
     async def refresh() -> None:
+        states()
         if queue_depths is not None:
             await queue_depths.refresh(_connection_of(roles))
 

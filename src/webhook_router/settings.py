@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         description="Page of a run in the workflow engine, `{run}` replaced by the run "
         "number; the console links run numbers to it.",
     )
+    trace_url_template: str | None = Field(
+        default=None,
+        description="Page of a trace in a trace viewer, `{trace}` replaced by the trace id; "
+        "the console links each job's trace id to it.",
+    )
     tree_source: str = Field(
         default="Kinetic Request CE", description="Source part of run-tree paths."
     )

@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import asyncpg
 import orjson
 
+from webhook_router import tracing
 from webhook_router.audit import Action, AuditEntry, shown, webhook_target
 from webhook_router.deadletters import DeadLetter, DeadLetterFilter
 from webhook_router.encryption import KeyMissing, Keyring, is_sealed
@@ -516,6 +517,7 @@ class Store:
         headers: dict[str, str] | None = None,
         auth: dict[str, str] | None = None,
         rate_limit: float | None = None,
+        trace_context: bool = True,
     ) -> Webhook | None:
         """The new webhook, or None when its name is taken in its scope."""
         row = await self.pool.fetchrow(
@@ -534,13 +536,14 @@ class Store:
             list((headers or {}).items()),
             self._sealed_auth(auth),
             rate_limit,
+            trace_context,
         )
         return self.webhook_of(row) if row else None
 
     async def update_webhook(self, webhook: Webhook, *, auth_given: bool = False) -> Webhook | None:
-        """Saves name, type, event, filter, url, auth strategy, headers, rate limit and
-        enabled, and the credentials when `auth_given` (stamping when they were set); None
-        on a name taken in the scope."""
+        """Saves name, type, event, filter, url, auth strategy, headers, rate limit, trace
+        context and enabled, and the credentials when `auth_given` (stamping when they were
+        set); None on a name taken in the scope."""
         try:
             row = await self.pool.fetchrow(
                 Q["update_webhook"],
@@ -556,6 +559,7 @@ class Store:
                 auth_given,
                 list(webhook.headers.items()),
                 webhook.rate_limit,
+                webhook.trace_context,
             )
         except asyncpg.UniqueViolationError:
             return None
@@ -702,6 +706,7 @@ class Store:
                     _ts(d.created_at) or now,
                     now,
                     completed,
+                    tracing.trace_id_of(d.trace),
                 )
             )
         for o in outcomes:

@@ -186,6 +186,7 @@ class MemoryStore(Store):
         headers: dict[str, str] | None = None,
         auth: dict[str, str] | None = None,
         rate_limit: float | None = None,
+        trace_context: bool = True,
     ) -> Webhook | None:
         if await self.get_webhook(space, kapp, name) is not None:
             return None
@@ -202,6 +203,7 @@ class MemoryStore(Store):
             auth_strategy,
             enabled,
             headers=headers or {},
+            trace_context=trace_context,
             auth=auth,
             auth_set_at=now if auth is not None else None,
             secret=generate_secret(),

@@ -74,6 +74,8 @@ class Webhook:
     auth_strategy: str | None = None
     enabled: bool = True
     headers: dict[str, str] = field(default_factory=dict)
+    trace_context: bool = True
+    """Whether its POSTs carry the attempt's `traceparent`/`tracestate` when tracing is on."""
     auth: dict[str, str] | None = field(default=None, repr=False)
     """Write-only credentials of `auth_strategy` (credentials.AUTH_FIELDS)."""
     auth_set_at: datetime | None = None

@@ -41,7 +41,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from webhook_router import __version__, broker, metrics
+from webhook_router import __version__, broker, metrics, tracing
 from webhook_router.answers import read_answer
 from webhook_router.batching import Batcher, TooLarge
 from webhook_router.cache import WebhookCache
@@ -193,7 +193,7 @@ class Worker:
                     await message.nack(requeue=True)
                 return
             try:
-                await asyncio.gather(*(self.deliver(d) for d in deliveries))
+                await asyncio.gather(*(self.traced(d) for d in deliveries))
             except Exception:
                 # the broker or a bug: give the message back; the delivery limit stops a loop
                 log.exception("deliveries not handled", count=len(deliveries))
@@ -201,6 +201,16 @@ class Worker:
                     await message.nack(requeue=True)
                 return
             await message.ack()
+
+    async def traced(self, delivery: Delivery) -> None:
+        """`deliver` in its attempt's span, child of the router's span of the job."""
+        with tracing.span(
+            "webhook attempt",
+            parent=delivery.trace,
+            kind=tracing.CLIENT,
+            attributes=tracing.attempt_attributes(delivery),
+        ):
+            await self.deliver(delivery)
 
     async def deliver(self, delivery: Delivery) -> None:
         if not await self.within_rate(delivery):
@@ -282,6 +292,7 @@ class Worker:
             headers={RETRY_HEADER: delay_name(wait), "x-deferred": reason},
         )
         metrics.deferred()
+        tracing.annotate({"webhook_router.deferred": reason}, name="webhook attempt deferred")
         log.debug(
             "delivery deferred",
             event_id=delivery.event_id,
@@ -295,6 +306,9 @@ class Worker:
         assert self.topology is not None
         assert self.batcher is not None
         outcome = outcome_of(delivery, attempt, decision)
+        tracing.attempt_done(attempt, decision)
+        if carried := tracing.carrier():
+            outcome = replace(outcome, trace=carried)
         publishes: list[Awaitable[None]] = [self.send_outcome(outcome)]
         if decision.verdict is Verdict.RETRY:
             assert decision.delay is not None
@@ -321,6 +335,7 @@ class Worker:
             )
         await asyncio.gather(*publishes)
         metrics.delivery_done(decision, attempt.duration_ms / 1000)
+        metrics.webhook_attempt(delivery, decision)
         log.info(
             "attempt made",
             event_id=delivery.event_id,
@@ -419,6 +434,8 @@ class Worker:
         headers: dict[str, str] = {}
         try:
             headers = await self.headers_for(delivery, body)
+            if delivery.trace_context:
+                tracing.inject(headers)
             tls = await self.tls_for(delivery)
             # a body above 1 MiB is streamed from a buffer, as aiohttp asks, not written whole
             data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > LARGE_BODY else body

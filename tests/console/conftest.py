@@ -43,6 +43,7 @@ ARTIFACTS = ROOT / "test-artifacts" / "console"
 TOKEN = "test-token"
 ANSWERED_4XX = "Failed to load resource: the server responded with a status of 4"
 RUN_URL_TEMPLATE = "http://127.0.0.1:9/engine/runs/{run}"
+TRACE_URL_TEMPLATE = "http://127.0.0.1:9/jaeger/trace/{trace}"
 
 
 @dataclass
@@ -62,6 +63,7 @@ async def console(settings: Settings, services: Services) -> AsyncIterator[Conso
         update={
             "namespace": f"wrconsole_{uuid.uuid4().hex[:10]}",
             "run_url_template": RUN_URL_TEMPLATE,
+            "trace_url_template": TRACE_URL_TEMPLATE,
         }
     )
     try:

@@ -121,6 +121,11 @@ def test_run_link_fills_the_template_and_refuses_other_schemes() -> None:
     assert run_link("javascript:alert({run})", "1") is None
     assert run_link(None, "1") is None
     assert run_link("https://engine/{run}", None) is None
+    # the same rules for a trace viewer's page, with its own key
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert run_link("https://j/trace/{trace}", trace, key="{trace}") == f"https://j/trace/{trace}"
+    assert run_link("https://j/trace/{run}", trace, key="{trace}") == "https://j/trace/{run}"
+    assert run_link("javascript:{trace}", trace, key="{trace}") is None
 
 
 def test_form_dates_are_utc_unless_they_say_otherwise() -> None:

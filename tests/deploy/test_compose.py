@@ -5,7 +5,8 @@ it is read for what a newcomer meets: the host ports it takes (only the API's, o
 so a machine that already runs PostgreSQL or RabbitMQ can run it), a health check on every
 long-running service that matches the port its command serves, `demo` waiting for all of
 them, and a closing hint that works from the host. The `observability` profile adds only
-Prometheus and Grafana, each on its own loopback port with a health check. The health probe
+Prometheus, Grafana and Jaeger, each on its own loopback port with a health check; tracing
+stays off unless OTEL_TRACES_EXPORTER is set where compose runs. The health probe
 the checks run is run here against real servers on 127.0.0.1; the build context is computed
 from `.dockerignore` by docker-py's own matcher (the one `docker build` through the SDK
 uses).
@@ -26,6 +27,7 @@ import pytest
 import yaml
 from docker.utils.build import exclude_paths  # type: ignore[import-untyped]
 
+from webhook_router import tracing
 from webhook_router.cli import parser
 from webhook_router.runtime import health_app, serve
 from webhook_router.settings import Settings
@@ -42,7 +44,7 @@ ONE_SHOTS = ("migrate", "demo")
 HOST_CLI = "docker compose exec api webhook-router"
 
 
-OBSERVABILITY = {"prometheus": 9090, "grafana": 3000}
+OBSERVABILITY = {"prometheus": 9090, "grafana": 3000, "jaeger": 16686}
 
 
 def compose(profile: str | None = None) -> dict[str, Any]:
@@ -62,7 +64,7 @@ def test_only_the_api_is_published_and_only_on_loopback() -> None:
     assert "postgres" in compose() and "rabbitmq" in compose()
 
 
-def test_the_observability_profile_publishes_its_two_uis_on_loopback_only() -> None:
+def test_the_observability_profile_publishes_its_uis_on_loopback_only() -> None:
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     profiled = {name for name, s in services.items() if s.get("profiles")}
     assert profiled == set(OBSERVABILITY), "plain `docker compose up` stays as it was"
@@ -73,7 +75,7 @@ def test_the_observability_profile_publishes_its_two_uis_on_loopback_only() -> N
 
 
 def test_the_observability_services_check_their_own_readiness() -> None:
-    paths = {"prometheus": "/-/ready", "grafana": "/api/health"}
+    paths = {"prometheus": "/-/ready", "grafana": "/api/health", "jaeger": "/"}
     for name, port in OBSERVABILITY.items():
         check = compose("observability")[name]["healthcheck"]
         assert not check.get("disable", False)
@@ -91,7 +93,7 @@ def test_the_observability_services_check_their_own_readiness() -> None:
 
 def test_the_observability_services_mount_files_that_exist() -> None:
     for name in OBSERVABILITY:
-        for volume in compose("observability")[name]["volumes"]:
+        for volume in compose("observability")[name].get("volumes", []):
             source, _, mode = volume.split(":")
             assert mode == "ro", volume
             assert (ROOT / source).exists(), volume
@@ -279,3 +281,19 @@ async def test_the_probe_sees_the_demo_engine_listening() -> None:
 async def test_the_probe_refuses_a_bad_call() -> None:
     code, err = await _probe()
     assert code == 1 and "usage:" in err
+
+
+def test_tracing_is_off_unless_asked_for_and_then_goes_to_the_profiles_jaeger() -> None:
+    checked = set()
+    for name, service in long_running().items():
+        env = service.get("environment", {})
+        if not name.startswith(("router", "worker", "recorder", "api")):
+            continue
+        checked.add(name)
+        assert env["OTEL_TRACES_EXPORTER"] == "${OTEL_TRACES_EXPORTER:-none}", name
+        host = urlsplit(env["OTEL_EXPORTER_OTLP_ENDPOINT"]).hostname
+        assert host in compose("observability"), name
+        assert "{trace}" in env["WEBHOOK_ROUTER_TRACE_URL_TEMPLATE"], name
+        assert not tracing.wanted({**env, "OTEL_TRACES_EXPORTER": "none"}), "off by default"
+        assert tracing.wanted({**env, "OTEL_TRACES_EXPORTER": "otlp"})
+    assert checked == {*ROLES, "api"}

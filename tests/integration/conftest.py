@@ -108,6 +108,7 @@ class Stack:
             filter=fields.pop("filter", None),
             url=fields.pop("url"),
             auth_strategy=fields.pop("auth_strategy", None),
+            trace_context=fields.pop("trace_context", True),
         )
         assert created is not None
         await eventually(self._cached(created.id), timeout=10)

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aio_pika
 import aiohttp
@@ -39,6 +40,8 @@ FAMILIES = {
     "webhook_router_recorder_lag_seconds": "histogram",
     "webhook_router_queue_messages": "gauge",
     "webhook_router_api_requests": "counter",
+    "webhook_router_webhook_attempts": "counter",
+    "webhook_router_role_ready": "gauge",
 }
 USERS_TREE = "/app/api/v1/run-tree/Kinetic%20Request%20CE/Users/Created"
 
@@ -162,6 +165,31 @@ async def test_a_role_process_serves_metrics_on_its_health_port(stack: Stack) ->
         exposed = await scrape(f"http://127.0.0.1:{port}/metrics", token=None)
         for name, kind in FAMILIES.items():
             assert exposed.types.get(name) == kind, name
+        assert exposed("webhook_router_role_ready", component="router") == 1
+        assert exposed("webhook_router_role_ready", component="recorder") == 1
+    finally:
+        await runner.cleanup()
+
+
+class Stuck:
+    """A role whose background task died: connected or not, it is not ready."""
+
+    name = "stuck"
+
+    def ready(self) -> bool:
+        return False
+
+
+async def test_the_readiness_gauge_says_which_role_is_not_ready(stack: Stack) -> None:
+    port = free_port()
+    roles: list[Any] = [stack.worker, Stuck()]
+    runner = await serve(health_app(roles), "127.0.0.1", port)
+    try:
+        exposed = await scrape(f"http://127.0.0.1:{port}/metrics", token=None)
+        assert exposed("webhook_router_role_ready", component="worker") == 1
+        assert exposed("webhook_router_role_ready", component="stuck") == 0
+        api = await scrape(stack.api_url + "/metrics")
+        assert api("webhook_router_role_ready", component="api") == 1
     finally:
         await runner.cleanup()
 
@@ -293,6 +321,25 @@ async def test_the_counters_move_when_events_flow(stack: Stack) -> None:
     assert moved("webhook_router_dead_letters_total", role="worker") >= 1
     assert moved("webhook_router_recorder_batch_size_count") >= 1
     assert moved("webhook_router_recorder_batch_size_sum") >= 3 + 1 + 1 + 4
+    per_webhook = {
+        (name, result): after(
+            "webhook_router_webhook_attempts_total",
+            space=space,
+            kapp="",
+            webhook=name,
+            result=result,
+        )
+        for name in ("ok", "fails", "retries")
+        for result in ("complete", "failed")
+    }
+    assert per_webhook == {
+        ("ok", "complete"): 1,
+        ("ok", "failed"): 0,
+        ("fails", "complete"): 0,
+        ("fails", "failed"): 1,
+        ("retries", "complete"): 0,
+        ("retries", "failed"): len(TEST_SCHEDULE) + 1,
+    }
 
 
 async def test_queues_that_do_not_exist_are_left_out(stack: Stack) -> None:

@@ -51,6 +51,7 @@ async def record(
     retry_count: int = 0,
     parent_id: str = "s1",
     at: datetime = NOW,
+    trace: dict[str, str] | None = None,
 ) -> str:
     """One job with one attempt started at `at`; returns its id."""
     event_id = str(uuid.uuid4())
@@ -72,6 +73,7 @@ async def record(
         url=url,
         body='{"event": {}}',
         created_at=at.isoformat(),
+        trace=trace or {},
     )
     attempt = Attempt(1, at.isoformat(), 12.0, answer, None, error)
     summary = f"{answer}" if answer else error

@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from webhook_router.jobs import RANK, Attempt, Delivery, Outcome, Status, job_id
+from webhook_router.jobs import RANK, Attempt, Delivery, Outcome, Status, Unreadable, job_id
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -109,3 +109,32 @@ def test_outcomes_are_ordered_by_replay_then_attempt_then_status_rank() -> None:
     # the end states rank alike, above the others: none replaces another at one attempt
     assert RANK[Status.COMPLETE] == RANK[Status.FAILED] == RANK[Status.CANCELLED]
     assert RANK[Status.QUEUED] < RANK[Status.IN_PROGRESS] < RANK[Status.COMPLETE]
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_each_job_carries_its_own_trace_context_through_its_messages() -> None:
+    traced = delivery(trace={"traceparent": TRACEPARENT}, trace_context=False)
+    untraced = delivery(job_id="other")
+    assert Delivery.decode_batch(orjson.dumps([traced, untraced])) == [traced, untraced]
+    assert traced.next_attempt().trace == traced.trace
+    outcome = Outcome(traced, Status.COMPLETE, trace={"traceparent": TRACEPARENT})
+    assert Outcome.decode_batch(orjson.dumps([outcome])) == [outcome]
+    # a delivery or outcome of an older version, without the fields, is read as untraced
+    old = orjson.loads(untraced.encode())
+    del old["trace"], old["trace_context"]
+    assert Delivery.decode(orjson.dumps(old)) == untraced
+
+
+@pytest.mark.parametrize("trace", [[], "x", {"traceparent": 1}])
+def test_a_bad_trace_context_makes_its_item_unreadable_alone(trace: object) -> None:
+    good = orjson.loads(delivery().encode())
+    bad = {**good, "trace": trace}
+    [first, second] = Delivery.decode_each(orjson.dumps([bad, good]))
+    assert isinstance(first, Unreadable) and "trace" in first.reason
+    assert second == delivery()
+    outcome = orjson.loads(orjson.dumps(Outcome(delivery(), Status.QUEUED)))
+    [refused, kept] = Outcome.decode_each(orjson.dumps([{**outcome, "trace": trace}, outcome]))
+    assert isinstance(refused, Unreadable) and "trace" in refused.reason
+    assert kept == Outcome(delivery(), Status.QUEUED)

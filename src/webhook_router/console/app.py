@@ -168,13 +168,14 @@ def page_size(value: str) -> int:
     raise ValueError("must be an integer from 1 to 500")
 
 
-def run_link(template: str | None, run_id: str | None) -> str | None:
-    """The run page of a run number, from a template with `{run}`; only http(s) or a path."""
+def run_link(template: str | None, run_id: str | None, *, key: str = "{run}") -> str | None:
+    """The run page of a run number, from a template with `{run}` (or the page of another
+    id, with its own `key`); only http(s) or a path."""
     if not template or not run_id:
         return None
     if not template.startswith(("http://", "https://", "/")):
         return None
-    return template.replace("{run}", quote(run_id, safe=""))
+    return template.replace(key, quote(run_id, safe=""))
 
 
 class Console:
@@ -438,6 +439,7 @@ class Console:
             headers=attempts[-1].request_headers if attempts else {},
             webhook=webhook if webhook and webhook.space == request.match_info["space"] else None,
             run_url=run_link(self.settings.run_url_template, row.run_id),
+            trace_url=run_link(self.settings.trace_url_template, row.trace_id, key="{trace}"),
             shown_status=Status.QUEUED.value if queued_again else row.status,
             queued_again=queued_again,
             can_retry=row.status in RETRYABLE and not queued_again,
@@ -513,11 +515,16 @@ class Console:
         """The edit form's values: the model's fields (as on the wire; maps as `Name:
         value` lines, write-only ones never), the kapp, enabled."""
         shown = [k for k in WebhookChange.options() if k not in WebhookChange.WRITE_ONLY]
+        switches = dict.fromkeys(WebhookChange.SWITCHES, True)
         if webhook is None:
-            return dict.fromkeys(shown, "") | {"kapp": kapp, "enabled": True}
+            return dict.fromkeys(shown, "") | switches | {"kapp": kapp, "enabled": True}
         wire = WebhookView.of(webhook).wire()
         fields = {
-            k: entry_lines(wire[k]) if k in WebhookChange.ENTRIES else shown_value(wire[k])
+            k: entry_lines(wire[k])
+            if k in WebhookChange.ENTRIES
+            else wire[k]
+            if k in switches
+            else shown_value(wire[k])
             for k in shown
         }
         return fields | {"kapp": webhook.kapp or "", "enabled": webhook.enabled}
@@ -526,10 +533,15 @@ class Console:
     def _values_from(form: MultiDictProxy[Any]) -> dict[str, Any]:
         """As typed; every field but the filter and maps trimmed (those may span lines).
         Write-only parts are kept apart (`secrets`): the page never shows them again."""
-        shown = [k for k in WebhookChange.options() if k not in WebhookChange.WRITE_ONLY]
-        values = {k: form_text(form, k) or "" for k in [*shown, "kapp"]}
+        shown = [
+            k
+            for k in WebhookChange.options()
+            if k not in WebhookChange.WRITE_ONLY and k not in WebhookChange.SWITCHES
+        ]
+        values: dict[str, Any] = {k: form_text(form, k) or "" for k in [*shown, "kapp"]}
         keep = {"filter", *WebhookChange.ENTRIES}
         values = {k: v if k in keep else v.strip() for k, v in values.items()}
+        values |= {k: form_text(form, k) == "on" for k in WebhookChange.SWITCHES}
         secrets = {
             key: {p: v for p in parts if (v := form_text(form, f"{key}.{p}") or "").strip()}
             for key, parts in WebhookChange.WRITE_ONLY.items()

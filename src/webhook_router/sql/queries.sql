@@ -25,9 +25,10 @@ SELECT * FROM webhooks WHERE id = $1;
 
 -- name: insert_webhook
 INSERT INTO webhooks (id, space, kapp, name, type, event, filter, url, auth_strategy,
-                      enabled, secret, headers, auth, auth_set_at, rate_limit)
+                      enabled, secret, headers, auth, auth_set_at, rate_limit,
+                      trace_context)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-        CASE WHEN $13::jsonb IS NULL THEN NULL ELSE now() END, $14)
+        CASE WHEN $13::jsonb IS NULL THEN NULL ELSE now() END, $14, $15)
 ON CONFLICT DO NOTHING
 RETURNING *;
 
@@ -38,7 +39,7 @@ UPDATE webhooks SET name = $2, type = $3, event = $4, filter = $5, url = $6,
                     auth = CASE WHEN $10 THEN $9::jsonb ELSE auth END,
                     auth_set_at = CASE WHEN NOT $10 THEN auth_set_at
                                        WHEN $9::jsonb IS NULL THEN NULL ELSE now() END,
-                    headers = $11, rate_limit = $12,
+                    headers = $11, rate_limit = $12, trace_context = $13,
                     disabled_reason = CASE WHEN $8 THEN NULL ELSE disabled_reason END,
                     updated_at = now()
 WHERE id = $1
@@ -132,13 +133,14 @@ INSERT INTO webhook_jobs AS j (
     id, event_at, event_id, webhook_id, webhook_name, space, scope_type, scope_id, type, event,
     parent_type, parent_id, tree_group, tree_name, url, request_content, response_status,
     response_content, summary, run_id, status, retry_count, attempts, replay, duration_ms,
-    scheduled_at, created_at, updated_at, completed_at)
+    scheduled_at, created_at, updated_at, completed_at, trace_id)
 SELECT * FROM unnest(
     $1::uuid[], $2::timestamptz[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::text[],
     $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
     $15::text[], $16::text[], $17::integer[], $18::text[], $19::text[], $20::text[],
     $21::text[], $22::integer[], $23::integer[], $24::integer[], $25::double precision[],
-    $26::timestamptz[], $27::timestamptz[], $28::timestamptz[], $29::timestamptz[])
+    $26::timestamptz[], $27::timestamptz[], $28::timestamptz[], $29::timestamptz[],
+    $30::text[])
 ON CONFLICT (id, event_at) DO UPDATE SET
     webhook_name = EXCLUDED.webhook_name,
     url = EXCLUDED.url,
@@ -154,7 +156,8 @@ ON CONFLICT (id, event_at) DO UPDATE SET
     duration_ms = EXCLUDED.duration_ms,
     scheduled_at = EXCLUDED.scheduled_at,
     updated_at = EXCLUDED.updated_at,
-    completed_at = EXCLUDED.completed_at
+    completed_at = EXCLUDED.completed_at,
+    trace_id = coalesce(EXCLUDED.trace_id, j.trace_id)
 WHERE (EXCLUDED.replay, EXCLUDED.attempts, webhook_router_status_rank(EXCLUDED.status))
     > (j.replay, j.attempts, webhook_router_status_rank(j.status));
 
@@ -177,8 +180,8 @@ SELECT event_at FROM webhook_jobs WHERE event_id = $1 LIMIT 1;
 SELECT id, webhook_name, event, type, webhook_id, parent_id, parent_type, scope_id,
        scope_type, url, request_content, response_content, summary, retry_count,
        scheduled_at, status, created_at, updated_at, run_id, tree_group, tree_name,
-       event_id, event_at, attempts, response_status, duration_ms, completed_at, space,
-       replay
+       event_id, event_at, attempts, response_status, duration_ms, completed_at, trace_id,
+       space, replay
 FROM webhook_jobs WHERE id = $1;
 
 -- name: job_ids_between
