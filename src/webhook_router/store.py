@@ -345,6 +345,7 @@ class Store:
             disabled_reason=row["disabled_reason"],
             unreadable="; ".join(why) or None,
             rate_limit=row["rate_limit"],
+            trace_context=row["trace_context"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
         )
