@@ -106,7 +106,8 @@ def setup(service: str) -> bool:
         elif name == "console":
             from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-            exporters.append(ConsoleSpanExporter())
+            # the stdout of now: the exporter's default is the one of its import
+            exporters.append(ConsoleSpanExporter(out=sys.stdout))
         else:
             log.warning("trace exporter not known, ignored", exporter=name)
     if not exporters:

@@ -245,27 +245,20 @@ async def test_the_recorder_lag_is_measured_from_each_outcome(stack: Stack) -> N
 
 
 async def take_dead(stack: Stack, message_ids: set[str]) -> set[str]:
-    """Take these dead letters out of the dead-letter queue, leaving every other."""
-    taken: set[str] = set()
-    connection = await aio_pika.connect(stack.settings.amqp_url[0])
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue(stack.router.names.dead)
+    """Those of these messages the recorder stored as dead letters (moved out of the
+    dead-letter queue), waiting for all of them."""
 
-        async def sweep() -> bool:
-            others = []
-            while (message := await queue.get(no_ack=False, fail=False)) is not None:
-                if message.message_id in message_ids:
-                    await message.ack()
-                    taken.add(str(message.message_id))
-                else:
-                    others.append(message)
-            for message in others:
-                await message.nack(requeue=True)
-            return taken == message_ids
+    async def stored() -> set[str]:
+        rows = await stack.store.pool.fetch(
+            "SELECT message_id FROM dead_letters WHERE message_id = ANY($1)", list(message_ids)
+        )
+        return {r["message_id"] for r in rows}
 
-        await eventually(sweep, timeout=10)
-    return taken
+    async def all_stored() -> bool:
+        return await stored() == message_ids
+
+    await eventually(all_stored, timeout=10)
+    return await stored()
 
 
 async def test_the_counters_move_when_events_flow(stack: Stack) -> None:

@@ -1,7 +1,8 @@
 """Promises the docs make, each proved on the real broker, database and HTTP servers: the
 job log never goes back, a poison message stops after the delivery limit, answers are cut
 at the response limit, connect and total timeouts, 413 over 1 MiB at ingest, an event
-delivered twice makes the same jobs, and the API will not start without a token."""
+delivered twice makes the same jobs. (The API without WEBHOOK_ROUTER_API_TOKEN starts and
+takes only stored tokens: test_tokens.py.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import asyncio
 import contextlib
 import io
 import socket
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -31,8 +31,7 @@ from webhook_router.settings import Settings
 from webhook_router.topology import DELIVERY_LIMIT, RECORD_KEY
 from webhook_router.worker import Worker
 
-from ..conftest import drop_namespace, eventually, free_port
-from ..support.processes import env_of
+from ..conftest import drop_namespace, eventually
 from .conftest import Stack, answer_app, event_for, open_stack
 from .test_delivery import find_dead
 
@@ -447,31 +446,3 @@ async def post_event(stack: Stack, body: bytes) -> tuple[int, str]:
         ) as response,
     ):
         return response.status, await response.text()
-
-
-# the API's token
-
-
-async def test_the_api_refuses_to_start_without_a_token(settings: Settings) -> None:
-    port = free_port()
-    env = env_of(settings.model_copy(update={"api_token": [], "api_port": port}))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "webhook_router.cli",
-        "api",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), 30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode != 0
-    assert "WEBHOOK_ROUTER_API_TOKEN" in (out + err).decode()
-    # it exited, and nothing listens where it would have
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", port), 2).close()
