@@ -163,6 +163,7 @@ class Admin:
             enabled=draft.enabled,
             headers=draft.headers,
             auth=draft.auth,
+            ordered=draft.ordered,
         )
         if created is None:
             raise Conflict(f"a webhook named {draft.name!r} already exists here", field="name")

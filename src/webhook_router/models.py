@@ -356,6 +356,14 @@ class WebhookChange(_Input):
         ),
     ] = None
     enabled: Annotated[bool | None, WithJsonSchema({"type": "boolean"})] = None
+    ordered: Annotated[
+        bool | None,
+        WithJsonSchema({"type": "boolean"}),
+        Field(
+            description="Ordered per key: events of one parent (submission, form, user, "
+            "team, space) are POSTed one at a time, in the order they were published."
+        ),
+    ] = None
     id: Ignored = None
     secret: Ignored = None
     previous_secret_until: Ignored = None
@@ -375,7 +383,11 @@ class WebhookChange(_Input):
         "headers",
         "auth",
         "enabled",
+        "ordered",
     )
+    FLAGS: ClassVar[tuple[str, ...]] = ("ordered",)
+    """Yes/no fields a front end offers as a checkbox or an option pair (`enabled` has its
+    own actions)."""
     ENTRIES: ClassVar[dict[str, str]] = {"headers": "header"}
     """Maps a front end takes entry by entry (`Name: value`), with one entry's name."""
     WRITE_ONLY: ClassVar[dict[str, tuple[str, ...]]] = {"auth": AUTH_PARTS}
@@ -389,8 +401,9 @@ class WebhookChange(_Input):
             for key in ("name", "type", "event", "url")
             if key in data and data[key] is None
         ]
-        if "enabled" in data and data["enabled"] is None:
-            errors.append({"field": "enabled", "message": "must be true or false"})
+        for key in ("enabled", *cls.FLAGS):
+            if key in data and data[key] is None:
+                errors.append({"field": key, "message": "must be true or false"})
         try:
             change = cls.model_validate(data)
         except ValidationError as exc:
@@ -409,7 +422,16 @@ class WebhookChange(_Input):
         return {
             info.alias or key: info.description or ""
             for key, info in cls.model_fields.items()
-            if key in cls.DEFINITION and key != "enabled"
+            if key in cls.DEFINITION and key != "enabled" and key not in cls.FLAGS
+        }
+
+    @classmethod
+    def flags(cls) -> dict[str, str]:
+        """Each yes/no field's wire name and what it means."""
+        return {
+            info.alias or key: info.description or ""
+            for key, info in cls.model_fields.items()
+            if key in cls.FLAGS
         }
 
     @classmethod
@@ -593,6 +615,7 @@ class Webhook(_Output):
         Field(description="When the write-only credentials were last set; null: none held."),
     ]
     enabled: bool
+    ordered: bool
     disabled_reason: str | None
     created_at: datetime
     updated_at: datetime

@@ -59,6 +59,7 @@ def webhook_of(row: asyncpg.Record) -> Webhook:
         url=row["url"],
         auth_strategy=row["auth_strategy"],
         enabled=row["enabled"],
+        ordered=row["ordered"],
         headers=dict(row["headers"]),  # [name, value] pairs: jsonb keeps no key order
         auth=row["auth"],
         auth_set_at=row["auth_set_at"],
@@ -251,6 +252,7 @@ class Store:
         enabled: bool = True,
         headers: dict[str, str] | None = None,
         auth: dict[str, str] | None = None,
+        ordered: bool = False,
     ) -> Webhook | None:
         """The new webhook, or None when its name is taken in its scope."""
         row = await self.pool.fetchrow(
@@ -268,13 +270,14 @@ class Store:
             generate_secret(),
             list((headers or {}).items()),
             auth,
+            ordered,
         )
         return webhook_of(row) if row else None
 
     async def update_webhook(self, webhook: Webhook, *, auth_given: bool = False) -> Webhook | None:
-        """Saves name, type, event, filter, url, auth strategy, headers and enabled, and the
-        credentials when `auth_given` (stamping when they were set); None on a name taken in
-        the scope."""
+        """Saves name, type, event, filter, url, auth strategy, headers, enabled and ordered,
+        and the credentials when `auth_given` (stamping when they were set); None on a name
+        taken in the scope."""
         try:
             row = await self.pool.fetchrow(
                 Q["update_webhook"],
@@ -289,6 +292,7 @@ class Store:
                 webhook.auth,
                 auth_given,
                 list(webhook.headers.items()),
+                webhook.ordered,
             )
         except asyncpg.UniqueViolationError:
             return None
@@ -493,3 +497,77 @@ class Store:
         partition but never the partitioned tables themselves, whose statistics the views'
         plans rely on."""
         await self.pool.execute(Q["analyze_job_log"])
+
+
+class ShardLost(Exception):
+    """A ledger write under an epoch the shard has moved past: another holder took it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShardState:
+    """What the ledger holds of one ordered shard when a holder takes it."""
+
+    epoch: int
+    heads: list[tuple[str, bytes, datetime]]
+    """(key, head delivery, when it is due)."""
+    parked: list[tuple[str, str, bytes]]
+    """(key, job id, delivery), in the order they were parked."""
+
+
+class Ledger:
+    """The ordered shards' ledger (docs/ordering.md). Every write but taking a shard is
+    fenced by the writer's epoch: it raises ShardLost once another holder took the shard."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def take(self, shard: int, owner: str, keep_finals: timedelta) -> ShardState:
+        async with self.pool.acquire() as conn, conn.transaction():
+            epoch = await conn.fetchval(Q["take_ordered_shard"], shard, owner)
+            heads = await conn.fetch(Q["ordered_heads"], shard)
+            parked = await conn.fetch(Q["ordered_parked_of_shard"], shard)
+        await self.pool.execute(Q["forget_old_ordered_finals"], keep_finals)
+        return ShardState(
+            int(epoch),
+            [(r["key"], orjson.dumps(r["head"]), r["due_at"]) for r in heads],
+            [(r["key"], str(r["job_id"]), orjson.dumps(r["delivery"])) for r in parked],
+        )
+
+    @staticmethod
+    async def _fence(conn: asyncpg.Connection, shard: int, epoch: int) -> None:
+        if not await conn.fetchval(Q["hold_ordered_shard"], shard, epoch):
+            raise ShardLost(f"ordered shard {shard} moved past epoch {epoch}")
+
+    async def park(self, shard: int, epoch: int, key: str, job: str, delivery: bytes) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._fence(conn, shard, epoch)
+            await conn.execute(
+                Q["park_ordered"], key, shard, uuid.UUID(job), orjson.Fragment(delivery)
+            )
+
+    async def set_head(
+        self, shard: int, epoch: int, key: str, head: bytes, due_at: datetime
+    ) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._fence(conn, shard, epoch)
+            await conn.execute(Q["set_ordered_head"], key, shard, orjson.Fragment(head), due_at)
+
+    async def finish(self, shard: int, epoch: int, key: str, job: str, replay: int) -> bytes | None:
+        """The job is final: recorded as such, and the key's first parked delivery, if any,
+        made its head (returned); else the key leaves the ledger. One transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._fence(conn, shard, epoch)
+            await conn.execute(Q["add_ordered_final"], uuid.UUID(job), replay)
+            nxt = await conn.fetchval(Q["take_first_parked"], key)
+            if nxt is None:
+                await conn.execute(Q["clear_ordered_head"], key)
+                return None
+            head = orjson.dumps(nxt)
+            await conn.execute(
+                Q["set_ordered_head"], key, shard, orjson.Fragment(head), datetime.now(UTC)
+            )
+            return head
+
+    async def final_at(self, job: str, replay: int) -> bool:
+        """Whether a holder made the job final at this replay or a later one."""
+        return bool(await self.pool.fetchval(Q["ordered_final_at"], uuid.UUID(job), replay))

@@ -136,6 +136,7 @@ class MemoryStore(Store):
         enabled: bool = True,
         headers: dict[str, str] | None = None,
         auth: dict[str, str] | None = None,
+        ordered: bool = False,
     ) -> Webhook | None:
         if await self.get_webhook(space, kapp, name) is not None:
             return None
@@ -151,6 +152,7 @@ class MemoryStore(Store):
             url,
             auth_strategy,
             enabled,
+            ordered=ordered,
             headers=headers or {},
             auth=auth,
             auth_set_at=now if auth is not None else None,

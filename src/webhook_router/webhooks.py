@@ -73,6 +73,8 @@ class Webhook:
     url: str
     auth_strategy: str | None = None
     enabled: bool = True
+    ordered: bool = False
+    """Deliveries of one key (its event's parent) go one at a time, in publish order."""
     headers: dict[str, str] = field(default_factory=dict)
     auth: dict[str, str] | None = field(default=None, repr=False)
     """Write-only credentials of `auth_strategy` (credentials.AUTH_FIELDS)."""

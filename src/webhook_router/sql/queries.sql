@@ -25,9 +25,9 @@ SELECT * FROM webhooks WHERE id = $1;
 
 -- name: insert_webhook
 INSERT INTO webhooks (id, space, kapp, name, type, event, filter, url, auth_strategy,
-                      enabled, secret, headers, auth, auth_set_at)
+                      enabled, secret, headers, auth, auth_set_at, ordered)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-        CASE WHEN $13::jsonb IS NULL THEN NULL ELSE now() END)
+        CASE WHEN $13::jsonb IS NULL THEN NULL ELSE now() END, $14)
 ON CONFLICT DO NOTHING
 RETURNING *;
 
@@ -38,7 +38,7 @@ UPDATE webhooks SET name = $2, type = $3, event = $4, filter = $5, url = $6,
                     auth = CASE WHEN $10 THEN $9::jsonb ELSE auth END,
                     auth_set_at = CASE WHEN NOT $10 THEN auth_set_at
                                        WHEN $9::jsonb IS NULL THEN NULL ELSE now() END,
-                    headers = $11,
+                    headers = $11, ordered = $12,
                     disabled_reason = CASE WHEN $8 THEN NULL ELSE disabled_reason END,
                     updated_at = now()
 WHERE id = $1
@@ -182,3 +182,45 @@ SELECT webhook_router_drop_partition($1::text::regclass, $2::text::regclass, $3:
 
 -- name: analyze_job_log
 ANALYZE webhook_jobs, webhook_job_attempts;
+
+-- name: take_ordered_shard
+-- A holder takes a shard: the epoch goes up, fencing off the writes of any earlier holder.
+INSERT INTO ordered_shards AS s (shard, epoch, owner, taken_at) VALUES ($1, 1, $2, now())
+ON CONFLICT (shard) DO UPDATE SET epoch = s.epoch + 1, owner = $2, taken_at = now()
+RETURNING epoch;
+
+-- name: hold_ordered_shard
+-- Inside a ledger write: true while the shard is still at the writer's epoch; the row lock
+-- makes a taker wait for the write to commit.
+SELECT epoch = $2 FROM ordered_shards WHERE shard = $1 FOR SHARE;
+
+-- name: ordered_heads
+SELECT key, head, due_at FROM ordered_keys WHERE shard = $1;
+
+-- name: ordered_parked_of_shard
+SELECT key, job_id, delivery FROM ordered_parked WHERE shard = $1 ORDER BY position;
+
+-- name: forget_old_ordered_finals
+DELETE FROM ordered_finals WHERE final_at < now() - $1::interval;
+
+-- name: park_ordered
+INSERT INTO ordered_parked (key, shard, job_id, delivery) VALUES ($1, $2, $3, $4)
+ON CONFLICT (job_id) DO NOTHING;
+
+-- name: set_ordered_head
+INSERT INTO ordered_keys (key, shard, head, due_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (key) DO UPDATE SET shard = $2, head = $3, due_at = $4;
+
+-- name: clear_ordered_head
+DELETE FROM ordered_keys WHERE key = $1;
+
+-- name: add_ordered_final
+INSERT INTO ordered_finals (job_id, replay) VALUES ($1, $2) ON CONFLICT DO NOTHING;
+
+-- name: take_first_parked
+DELETE FROM ordered_parked
+WHERE position = (SELECT min(position) FROM ordered_parked WHERE key = $1)
+RETURNING delivery;
+
+-- name: ordered_final_at
+SELECT EXISTS (SELECT 1 FROM ordered_finals WHERE job_id = $1 AND replay >= $2);
