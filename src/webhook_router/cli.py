@@ -222,7 +222,8 @@ def _time(option: str, text: str | None) -> datetime | None:
 
 def _change(args: argparse.Namespace) -> WebhookChange:
     """The webhook fields given on the command line (options named after the model's)."""
-    data = {k: v for k in WebhookChange.options() if (v := getattr(args, k, None)) is not None}
+    fields = [*WebhookChange.options(), *WebhookChange.flags()]
+    data = {k: v for k in fields if (v := getattr(args, k, None)) is not None}
     for key in WebhookChange.ENTRIES:
         if key in data:
             data[key] = dict(data[key])
@@ -447,6 +448,9 @@ def cmd_jobs_retry(args: argparse.Namespace, settings: Settings) -> None:
 
     result = _with_admin(settings, work)
     print(f"job {result.job_id} {result.status} -> {result.url}")
+    if result.out_of_order:
+        print("delivered out of order: its webhook is ordered per key, a retry by hand does not")
+        print("wait for the key")
 
 
 def cmd_jobs_replay(args: argparse.Namespace, settings: Settings) -> None:
@@ -542,6 +546,14 @@ def definition(*, create: bool) -> Argument:
                 help=meaning.replace("`", "'")
                 + ("" if text else " (JSON)")
                 + ("" if create else " Not given: unchanged."),
+            )
+        for field, meaning in WebhookChange.flags().items():
+            p.add_argument(
+                f"--{field}",
+                dest=field,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=meaning.replace("`", "'") + ("" if create else " Not given: unchanged."),
             )
 
     return add

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 from dataclasses import dataclass, field
@@ -68,7 +69,8 @@ class Key:
 
 @dataclass
 class Shard:
-    index: int
+    name: str
+    """Its queue's name: what the ledger knows it by."""
     epoch: int | None = None
     keys: dict[str, Key] = field(default_factory=dict)
 
@@ -84,6 +86,12 @@ class Shard:
         key.users -= 1
         if key.idle and self.keys.get(name) is key:
             del self.keys[name]
+
+
+async def _received(
+    intake: asyncio.Queue[AbstractIncomingMessage], message: AbstractIncomingMessage
+) -> None:
+    intake.put_nowait(message)  # before any await: the intake keeps the shard's order
 
 
 class Holder:
@@ -145,10 +153,10 @@ class Holder:
         await channel.set_qos(prefetch_count=SHARD_PREFETCH)
         topology = await declare_ordered(channel, self.names)
         loops = []
-        for index, queue in enumerate(topology.shards):
+        for queue in topology.shards:
             intake: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-            shard = Shard(index)
-            await queue.consume(intake.put_nowait)  # type: ignore[arg-type]
+            shard = Shard(queue.name)
+            await queue.consume(functools.partial(_received, intake))
             loops.append(asyncio.create_task(self._hold(shard, intake, lost)))
         loops.append(asyncio.create_task(self._tick(channel, lost)))
         log.info("holder subscribed", shards=len(topology.shards), owner=self.owner)
@@ -178,7 +186,7 @@ class Holder:
                 try:
                     await self._take(shard, lost)
                 except Exception:
-                    log.exception("ordered shard not taken", shard=shard.index)
+                    log.exception("ordered shard not taken", shard=shard.name)
                     lost.set()
                     return
             if (message.headers or {}).get(TICK):
@@ -187,7 +195,7 @@ class Holder:
             try:
                 [delivery] = Delivery.decode_batch(message.body)
             except (ValueError, TypeError):
-                log.error("not an ordered delivery: dropped", shard=shard.index)
+                log.error("not an ordered delivery: dropped", shard=shard.name)
                 await message.reject()
                 continue
             name = key_of(delivery)
@@ -198,7 +206,7 @@ class Holder:
             )
 
     async def _take(self, shard: Shard, lost: asyncio.Event) -> None:
-        state = await self.ledger.take(shard.index, self.owner, KEEP_FINALS)
+        state = await self.ledger.take(shard.name, self.owner, KEEP_FINALS)
         shard.epoch = state.epoch
         now = datetime.now(UTC)
         for name, raw, due in state.heads:
@@ -211,7 +219,7 @@ class Holder:
             shard.release(name, key)
         log.info(
             "ordered shard taken",
-            shard=shard.index,
+            shard=shard.name,
             epoch=state.epoch,
             waiting=len(state.heads),
             parked=len(state.parked),
@@ -274,7 +282,7 @@ class Holder:
             await message.ack()
             return
         if key.head is not None or key.parked:
-            await self.ledger.park(shard.index, shard.epoch, name, job, delivery.encode())
+            await self.ledger.park(shard.name, shard.epoch, name, job, delivery.encode())
             if job not in key.parked:
                 key.parked.append(job)
             await message.ack()
@@ -302,7 +310,7 @@ class Holder:
             await self._wait(shard, name, key, delivery.next_attempt(), decision.delay, lost)
             return None
         raw = await self.ledger.finish(
-            shard.index, shard.epoch, name, delivery.job_id, delivery.replay
+            shard.name, shard.epoch, name, delivery.job_id, delivery.replay
         )
         key.head = None
         if raw is None:
@@ -323,7 +331,7 @@ class Holder:
     ) -> None:
         assert shard.epoch is not None
         due = datetime.now(UTC) + timedelta(seconds=delay)
-        await self.ledger.set_head(shard.index, shard.epoch, name, head.encode(), due)
+        await self.ledger.set_head(shard.name, shard.epoch, name, head.encode(), due)
         key.head = head
         shard.key(name)  # the timer's use, released when it has run
         self._arm(shard, name, key, delay, lost)

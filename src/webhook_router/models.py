@@ -701,6 +701,16 @@ class JobDetail(Job):
     attempt_history: list[Attempt]
 
 
+class JobRetried(Job):
+    out_of_order: Annotated[
+        bool,
+        Field(
+            description="True when the job's webhook is ordered per key: a retry by hand "
+            "does not wait for its key, so it reaches the endpoint out of order."
+        ),
+    ]
+
+
 JOB_COLUMNS = ", ".join(
     "webhook_name" if k == "name" else k for k in Job.model_fields if k != "attempt_history"
 )

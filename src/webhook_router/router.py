@@ -32,7 +32,7 @@ from webhook_router.planning import Batchers, plan, publish_jobs
 from webhook_router.sequencer import Sequencer
 from webhook_router.service import InFlight, SideTasks, dead_letter, link
 from webhook_router.settings import Settings
-from webhook_router.store import Store
+from webhook_router.store import Ledger, Store
 from webhook_router.topology import Topology
 
 log = structlog.get_logger(__name__)
@@ -61,7 +61,7 @@ class Router:
         self.topology: Topology | None = None
         self._consumer_tag: str | None = None
         self.batchers: Batchers | None = None
-        self.sequencer = Sequencer(settings, self.cache, self.event_of)
+        self.sequencer = Sequencer(settings, self.cache, self.event_of, Ledger(store.pool))
 
     async def start(self) -> None:
         self.side.watch(await self.cache.start())

@@ -8,8 +8,10 @@ acknowledged once its deliveries and Queued records were confirmed. A publish th
 ends the connection: what it held returns to the queue in order, and nothing of it is
 published on another connection.
 
-It also binds `ordered` to the events ordered webhooks take; the main routers skip an
-ordered webhook only once its event's binding is made (`carries`).
+It also binds `ordered` to the events ordered webhooks take, and notes in the ledger when
+each binding was first made. Both sides decide by the event's timestamp: an ordered
+webhook's job of an event stamped from that time on is the sequencer's, of an earlier one
+the main routers' (`carries`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import functools
 import os
 import socket
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 import orjson
 import structlog
@@ -41,6 +44,7 @@ from webhook_router.ordered import (
 )
 from webhook_router.planning import plan
 from webhook_router.settings import Settings
+from webhook_router.store import Ledger
 from webhook_router.topology import RECORD_KEY
 from webhook_router.webhooks import Webhook
 
@@ -55,13 +59,15 @@ class Sequencer:
         settings: Settings,
         cache: WebhookCache,
         event_of: Callable[[AbstractIncomingMessage], Awaitable[Event]],
+        ledger: Ledger,
     ) -> None:
         self.settings = settings
         self.names = settings.names
         self.cache = cache
         self.event_of = event_of
-        self.carried: set[str] = set()
-        """Event routing keys `ordered` is bound to: ordered webhooks of these are ours."""
+        self.ledger = ledger
+        self.carried: dict[str, datetime] = {}
+        """Event routing keys `ordered` is bound to, with when each was first bound."""
         self._tails: dict[str, asyncio.Task[None]] = {}
         self._settling: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -69,7 +75,8 @@ class Sequencer:
 
     def carries(self, webhook: Webhook, event: Event) -> bool:
         """Whether this webhook's job of this event is the sequencer's, not the router's."""
-        return webhook.ordered and event.routing_key in self.carried
+        bound_at = self.carried.get(event.routing_key)
+        return webhook.ordered and bound_at is not None and event.timestamp >= bound_at
 
     def _wanted(self) -> set[str]:
         return ordered_event_keys(self.cache.by_id.values())
@@ -130,12 +137,15 @@ class Sequencer:
 
     async def _bind(self, topology: OrderedTopology) -> None:
         wanted = self._wanted()
-        for key in sorted(wanted - self.carried):
+        namespace = self.names.namespace
+        for key in sorted(wanted - set(self.carried)):
             await topology.ordered.bind(topology.events, routing_key=key)
-            self.carried.add(key)
-        for key in sorted(self.carried - wanted):
-            self.carried.discard(key)  # first: the main routers take the webhook again
+            await self.ledger.bound(namespace, key)
+        for key in sorted(set(self.carried) - wanted):
+            self.carried.pop(key)  # first: the main routers take the webhook again
+            await self.ledger.unbound(namespace, key)
             await topology.ordered.unbind(topology.events, routing_key=key)
+        self.carried = {k: at for k, at in (await self.ledger.bindings(namespace)).items()}
 
     async def _bind_all(self, topology: OrderedTopology, lost: asyncio.Event) -> None:
         while not lost.is_set():
@@ -189,7 +199,7 @@ class Sequencer:
         except EventInvalid:
             return []
         matches = self.cache.index.match(event, self.settings.engine_url)
-        matches = [m for m in matches if m.webhook.ordered]
+        matches = [m for m in matches if self.carries(m.webhook, event)]
         try:
             return plan(event, matches)[1]
         except (TypeError, ValueError):

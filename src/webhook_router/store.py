@@ -521,7 +521,7 @@ class Ledger:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def take(self, shard: int, owner: str, keep_finals: timedelta) -> ShardState:
+    async def take(self, shard: str, owner: str, keep_finals: timedelta) -> ShardState:
         async with self.pool.acquire() as conn, conn.transaction():
             epoch = await conn.fetchval(Q["take_ordered_shard"], shard, owner)
             heads = await conn.fetch(Q["ordered_heads"], shard)
@@ -534,11 +534,11 @@ class Ledger:
         )
 
     @staticmethod
-    async def _fence(conn: asyncpg.Connection, shard: int, epoch: int) -> None:
+    async def _fence(conn: asyncpg.Connection, shard: str, epoch: int) -> None:
         if not await conn.fetchval(Q["hold_ordered_shard"], shard, epoch):
             raise ShardLost(f"ordered shard {shard} moved past epoch {epoch}")
 
-    async def park(self, shard: int, epoch: int, key: str, job: str, delivery: bytes) -> None:
+    async def park(self, shard: str, epoch: int, key: str, job: str, delivery: bytes) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await self._fence(conn, shard, epoch)
             await conn.execute(
@@ -546,13 +546,13 @@ class Ledger:
             )
 
     async def set_head(
-        self, shard: int, epoch: int, key: str, head: bytes, due_at: datetime
+        self, shard: str, epoch: int, key: str, head: bytes, due_at: datetime
     ) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await self._fence(conn, shard, epoch)
             await conn.execute(Q["set_ordered_head"], key, shard, orjson.Fragment(head), due_at)
 
-    async def finish(self, shard: int, epoch: int, key: str, job: str, replay: int) -> bytes | None:
+    async def finish(self, shard: str, epoch: int, key: str, job: str, replay: int) -> bytes | None:
         """The job is final: recorded as such, and the key's first parked delivery, if any,
         made its head (returned); else the key leaves the ledger. One transaction."""
         async with self.pool.acquire() as conn, conn.transaction():
@@ -567,6 +567,18 @@ class Ledger:
                 Q["set_ordered_head"], key, shard, orjson.Fragment(head), datetime.now(UTC)
             )
             return head
+
+    async def bound(self, namespace: str, routing_key: str) -> None:
+        """The `ordered` queue is bound to this event routing key (the first time counts)."""
+        await self.pool.execute(Q["add_ordered_binding"], namespace, routing_key)
+
+    async def unbound(self, namespace: str, routing_key: str) -> None:
+        await self.pool.execute(Q["drop_ordered_binding"], namespace, routing_key)
+
+    async def bindings(self, namespace: str) -> dict[str, datetime]:
+        """Each event routing key `ordered` is bound to, with when it was first bound."""
+        rows = await self.pool.fetch(Q["ordered_bindings"], namespace)
+        return {r["routing_key"]: r["bound_at"] for r in rows}
 
     async def final_at(self, job: str, replay: int) -> bool:
         """Whether a holder made the job final at this replay or a later one."""

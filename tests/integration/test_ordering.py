@@ -19,6 +19,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from webhook_router.events import parse_event
 from webhook_router.settings import Settings
 from webhook_router.webhooks import Webhook
 
@@ -195,7 +196,9 @@ async def test_ordered_keys_arrive_in_publish_order_through_faults(
                 return len(receiver.posts) - warm >= KEYS * EVENTS * 2 // 3
 
             assert await eventually(a_third_posted, timeout=60)
-            owners = await st.store.pool.fetch("SELECT owner FROM ordered_shards")
+            owners = await st.store.pool.fetch(
+                "SELECT owner FROM ordered_shards WHERE shard LIKE $1", st.settings.namespace + ".%"
+            )
             pids = {int(r["owner"].rsplit(":", 1)[1]) for r in owners}
             [holding] = [w for w in workers if w.pid in pids] or [workers[0]]
             holding.kill()
@@ -228,5 +231,109 @@ async def test_ordered_keys_arrive_in_publish_order_through_faults(
         ]
         assert raced, "the unordered twin showed no out-of-order arrival: the test proves nothing"
         print(f"unordered keys out of order: {len(raced)} of {KEYS}")
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def ordered_in_process(settings: Settings) -> AsyncIterator[Stack]:
+    """Every role in this process on a namespace of the test's own, ordered shards few."""
+    own = settings.model_copy(
+        update={
+            "namespace": f"wrtest_{time.time_ns() % 10**10}",
+            "ordered_shards": 2,
+            "ordered_tick": 1.0,
+        }
+    )
+    try:
+        async with open_stack(own) as st:
+            yield st
+    finally:
+        await drop_namespace(
+            own.amqp_url[0], own.namespace, schedule=own.schedule, ordered_shards=2
+        )
+
+
+async def ready_for(st: Stack, space: str, url: str) -> Webhook:
+    """An ordered webhook the router carries and a worker holds (one event through)."""
+    hook = await add_webhook(st, space, url, ordered=True)
+
+    async def carried() -> bool:
+        known = hook.id in st.router.cache.by_id and hook.id in st.worker.cache.by_id
+        event = parse_event(user_updated(space, "k", 0))
+        return known and st.router.sequencer.carries(hook, event)
+
+    assert await eventually(carried, timeout=10)
+    await st.publisher.publish(user_updated(space, "warm-up", 0))
+    await settle(st, space, 1, timeout=30)
+    return hook
+
+
+@pytest.mark.timeout(120)
+async def test_a_job_failed_for_good_holds_its_key_through_its_retries_then_releases_it(
+    settings: Settings,
+) -> None:
+    receiver = Receiver(fail_share=0.0, seed=1)
+    runner, base = await answer_app(receiver.handle)
+    try:
+        async with ordered_in_process(settings) as st:
+            space = st.space()
+            await ready_for(st, space, base + "/ordered")
+            receiver.fail_seq[("ordered", "user-a")] = 1  # every attempt of event 1 fails
+            for seq in range(3):
+                await st.publisher.publish(user_updated(space, "user-a", seq))
+            await st.publisher.publish(user_updated(space, "user-b", 0))
+            rows = await settle(st, space, 5, timeout=60)
+        posts = receiver.of("ordered")["user-a"]
+        attempts = len(st.settings.schedule) + 1
+        assert [(p.seq, p.status) for p in posts] == [
+            (0, 200),
+            *[(1, 503)] * attempts,
+            (2, 200),
+        ]
+        assert not order_breaches(posts)
+        other = receiver.of("ordered")["user-b"][0]
+        assert other.start < posts[-2].end  # (other keys are not held by the retries)
+        by_seq = {
+            orjson.loads(r["request_content"])["user"]["seq"]: r
+            for r in rows
+            if orjson.loads(r["request_content"])["user"]["username"] == "user-a"
+        }
+        assert by_seq[1]["status"] == "Failed"
+        assert by_seq[2]["status"] == "Complete"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.timeout(120)
+async def test_a_retry_by_hand_of_an_ordered_job_goes_out_of_order_and_says_so(
+    settings: Settings,
+) -> None:
+    receiver = Receiver(fail_share=0.0, seed=1)
+    runner, base = await answer_app(receiver.handle)
+    try:
+        async with ordered_in_process(settings) as st:
+            space = st.space()
+            await ready_for(st, space, base + "/ordered")
+            receiver.fail_seq[("ordered", "user-a")] = 0
+            await st.publisher.publish(user_updated(space, "user-a", 0))
+            [failed] = [
+                r for r in await settle(st, space, 2, timeout=60) if r["status"] == "Failed"
+            ]
+            receiver.fail_seq.clear()
+            await st.publisher.publish(user_updated(space, "user-a", 1))
+            await settle(st, space, 3, timeout=30)
+            one = f"/app/api/v1/spaces/{space}/webhookJobs/{failed['id']}"
+            status, body = await st.api("PUT", one, json={"webhookJob": {"status": "queued"}})
+            assert status == 200, body
+            assert body["webhookJob"]["outOfOrder"] is True
+
+            async def posted() -> bool:
+                return any(p.seq == 0 and p.status == 200 for p in receiver.posts)
+
+            assert await eventually(posted, timeout=30)
+        posts = [(p.seq, p.status) for p in receiver.of("ordered")["user-a"]]
+        # event 0 arrives after event 1: the retry did not wait for its key
+        assert posts[-2:] == [(1, 200), (0, 200)]
     finally:
         await runner.cleanup()

@@ -53,6 +53,8 @@ LIST_REFRESH = 5
 OVERVIEW_REFRESH = 30
 CHECK_LIMIT = 10_000
 BROKER_WAIT = 15.0
+FLAG_LABELS = {"ordered": "Ordered per key"}
+"""The edit form's label of each yes/no field of the webhook (WebhookChange.FLAGS)."""
 
 
 def console_app(admin: Admin, store: Store, settings: Settings) -> web.Application:
@@ -374,6 +376,8 @@ class Console:
             message = "The webhook's URL could not be rendered for this event."
             raise self.back(request, "error", message, *here)
         message = f"Queued again, to {result.url}."
+        if result.out_of_order:
+            message += " It is delivered out of order: a retry by hand does not wait for its key."
         raise self.back(request, "ok", message, *here, follow=str(row.replay))
 
     # webhooks: the form's fields are the model's (WebhookChange), plus the kapp and enabled
@@ -419,6 +423,8 @@ class Console:
             secret_until=webhook.previous_secret_until if webhook else None,
             auth_fields=AUTH_FIELDS,
             file_fields=FILE_FIELDS,
+            flags=WebhookChange.flags(),
+            flag_labels=FLAG_LABELS,
             now=datetime.now(UTC),
         )
 
@@ -428,12 +434,14 @@ class Console:
         value` lines, write-only ones never), the kapp, enabled."""
         shown = [k for k in WebhookChange.options() if k not in WebhookChange.WRITE_ONLY]
         if webhook is None:
-            return dict.fromkeys(shown, "") | {"kapp": kapp, "enabled": True}
+            flags = dict.fromkeys(WebhookChange.flags(), False)
+            return dict.fromkeys(shown, "") | flags | {"kapp": kapp, "enabled": True}
         wire = WebhookView.of(webhook).wire()
         fields = {
             k: entry_lines(wire[k]) if k in WebhookChange.ENTRIES else wire[k] or "" for k in shown
         }
-        return fields | {"kapp": webhook.kapp or "", "enabled": webhook.enabled}
+        flags = {k: bool(wire[k]) for k in WebhookChange.flags()}
+        return fields | flags | {"kapp": webhook.kapp or "", "enabled": webhook.enabled}
 
     @staticmethod
     def _values_from(form: MultiDictProxy[Any]) -> dict[str, Any]:
@@ -447,14 +455,16 @@ class Console:
             key: {p: v for p in parts if (v := form_text(form, f"{key}.{p}") or "").strip()}
             for key, parts in WebhookChange.WRITE_ONLY.items()
         }
-        return values | {"enabled": form_text(form, "enabled") == "on", "secrets": secrets}
+        flags = {k: form_text(form, k) == "on" for k in WebhookChange.flags()}
+        return values | flags | {"enabled": form_text(form, "enabled") == "on", "secrets": secrets}
 
     @staticmethod
     def _change(values: dict[str, Any]) -> WebhookChange:
         """An empty filter or authentication is none; a write-only field left blank keeps
         what is stored."""
         shown = [k for k in WebhookChange.options() if k not in WebhookChange.WRITE_ONLY]
-        data = {k: values[k] for k in shown} | {"enabled": values["enabled"]}
+        data = {k: values[k] for k in [*shown, *WebhookChange.flags()]}
+        data["enabled"] = values["enabled"]
         blank = {k: None for k in ("filter", "authStrategy") if not values[k].strip()}
         for key in WebhookChange.ENTRIES:
             try:

@@ -224,3 +224,12 @@ RETURNING delivery;
 
 -- name: ordered_final_at
 SELECT EXISTS (SELECT 1 FROM ordered_finals WHERE job_id = $1 AND replay >= $2);
+
+-- name: add_ordered_binding
+INSERT INTO ordered_bindings (namespace, routing_key) VALUES ($1, $2) ON CONFLICT DO NOTHING;
+
+-- name: drop_ordered_binding
+DELETE FROM ordered_bindings WHERE namespace = $1 AND routing_key = $2;
+
+-- name: ordered_bindings
+SELECT routing_key, bound_at FROM ordered_bindings WHERE namespace = $1;

@@ -5,8 +5,9 @@
 
 ALTER TABLE webhooks ADD COLUMN ordered boolean NOT NULL DEFAULT false;
 
+-- A shard is named by its queue, so namespaces sharing a database never meet.
 CREATE TABLE ordered_shards (
-    shard integer PRIMARY KEY,
+    shard text PRIMARY KEY,
     epoch bigint NOT NULL DEFAULT 0,
     owner text,
     taken_at timestamptz
@@ -14,7 +15,7 @@ CREATE TABLE ordered_shards (
 
 CREATE TABLE ordered_keys (
     key text PRIMARY KEY,
-    shard integer NOT NULL,
+    shard text NOT NULL,
     head jsonb NOT NULL,
     due_at timestamptz NOT NULL
 );
@@ -23,7 +24,7 @@ CREATE INDEX ordered_keys_shard ON ordered_keys (shard);
 CREATE TABLE ordered_parked (
     position bigserial PRIMARY KEY,
     key text NOT NULL,
-    shard integer NOT NULL,
+    shard text NOT NULL,
     job_id uuid NOT NULL UNIQUE,
     delivery jsonb NOT NULL
 );
@@ -37,3 +38,14 @@ CREATE TABLE ordered_finals (
     PRIMARY KEY (job_id, replay)
 );
 CREATE INDEX ordered_finals_at ON ordered_finals (final_at);
+
+-- When the `ordered` queue was first bound to an event routing key, by namespace: events
+-- of that key stamped from then on are the sequencer's, those stamped before the main
+-- routers' (both sides decide by the event's timestamp, so neither or both never happens
+-- when the publishers' clocks agree with the database's).
+CREATE TABLE ordered_bindings (
+    namespace text NOT NULL,
+    routing_key text NOT NULL,
+    bound_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (namespace, routing_key)
+);
