@@ -21,14 +21,15 @@ import os
 import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from webhook_router.classify import Verdict
-from webhook_router.jobs import Delivery
+from webhook_router.cache import WebhookCache
+from webhook_router.classify import Decision, Verdict
+from webhook_router.jobs import Attempt, Delivery
 from webhook_router.ordered import (
     REDELIVERED,
     TICK,
@@ -37,10 +38,23 @@ from webhook_router.ordered import (
     declare_ordered,
     key_of,
 )
+from webhook_router.settings import Settings
 from webhook_router.store import Ledger
 
-if TYPE_CHECKING:
-    from webhook_router.worker import Worker
+
+class Poster(Protocol):
+    """What a holder needs of its worker: one attempt at a time, and its report."""
+
+    settings: Settings
+    schedule: tuple[float, ...]
+    cache: WebhookCache
+
+    async def attempt(self, delivery: Delivery) -> tuple[Attempt, Decision] | str: ...
+
+    async def report(
+        self, delivery: Delivery, attempt: Attempt, decision: Decision, *, retry: bool = True
+    ) -> None: ...
+
 
 log = structlog.get_logger(__name__)
 
@@ -95,7 +109,7 @@ async def _received(
 
 
 class Holder:
-    def __init__(self, worker: Worker, ledger: Ledger) -> None:
+    def __init__(self, worker: Poster, ledger: Ledger) -> None:
         self.worker = worker
         self.settings = worker.settings
         self.names = worker.settings.names

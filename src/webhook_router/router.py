@@ -77,6 +77,7 @@ class Router:
         return broker.connected(self.connection) and self.side.alive
 
     async def stop(self, deadline: float) -> None:
+        self.side.retire()  # the sequencer's loop ends now, and that is no death
         await self.sequencer.stop()
         if self.topology is not None and self._consumer_tag is not None:
             await broker.cancel([(self.topology.router, self._consumer_tag)])

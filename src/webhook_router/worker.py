@@ -153,6 +153,7 @@ class Worker:
 
     async def stop(self, deadline: float) -> None:
         await broker.cancel(self._consumer_tags)
+        self.side.retire()  # the holder's loop ends now, and that is no death
         await self.holder.stop(deadline)
         await self.inflight.wait_idle(deadline)
         if self.batcher is not None:
