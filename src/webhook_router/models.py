@@ -699,6 +699,20 @@ class Job(_Output):
 
 class JobDetail(Job):
     attempt_history: list[Attempt]
+    after_failed_job: Annotated[
+        uuid.UUID | None,
+        Field(
+            description="Ordered webhooks: the job of the same key just before this one, "
+            "when it failed for good and the key moved on to this one."
+        ),
+    ] = None
+    key_moved_on_to: Annotated[
+        uuid.UUID | None,
+        Field(
+            description="Ordered webhooks: for a job failed for good, the job of the same "
+            "key its key moved on to."
+        ),
+    ] = None
 
 
 class JobRetried(Job):

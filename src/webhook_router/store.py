@@ -414,6 +414,19 @@ class Store:
         rows = await self.pool.fetch(Q["job_attempts"], uuid.UUID(job_id))
         return [Attempt.of(r) for r in rows]
 
+    async def key_neighbours(self, job: Job) -> dict[str, tuple[str, str]]:
+        """The jobs of the job's webhook and key routed just before and after it, by side
+        (`before`, `after`): (id, status)."""
+        rows = await self.pool.fetch(
+            Q["key_neighbours"],
+            job.space,
+            job.webhook_id,
+            job.parent_type,
+            job.parent_id,
+            job.created_at,
+        )
+        return {r["side"]: (str(r["id"]), r["status"]) for r in rows}
+
     async def list_jobs(self, f: JobFilter, *, brief: bool = False) -> list[Job]:
         """Newest first by scheduledAt then id; `after` continues a page. `brief`: without
         the request and response contents, for pages that show many jobs but none of them."""

@@ -286,6 +286,21 @@ async def test_a_job_failed_for_good_holds_its_key_through_its_retries_then_rele
                 await st.publisher.publish(user_updated(space, "user-a", seq))
             await st.publisher.publish(user_updated(space, "user-b", 0))
             rows = await settle(st, space, 5, timeout=60)
+            by_seq = {
+                orjson.loads(r["request_content"])["user"]["seq"]: r
+                for r in rows
+                if orjson.loads(r["request_content"])["user"]["username"] == "user-a"
+            }
+            assert by_seq[1]["status"] == "Failed"
+            assert by_seq[2]["status"] == "Complete"
+            # the API shows that the key moved on past the failure, from both sides
+            failed, next_one = str(by_seq[1]["id"]), str(by_seq[2]["id"])
+            jobs = f"/app/api/v1/spaces/{space}/webhookJobs"
+            status, body = await st.api("GET", f"{jobs}/{failed}")
+            assert status == 200 and body["webhookJob"]["keyMovedOnTo"] == next_one
+            status, body = await st.api("GET", f"{jobs}/{next_one}")
+            assert status == 200 and body["webhookJob"]["afterFailedJob"] == failed
+            assert body["webhookJob"]["keyMovedOnTo"] is None
         posts = receiver.of("ordered")["user-a"]
         attempts = len(st.settings.schedule) + 1
         assert [(p.seq, p.status) for p in posts] == [
@@ -296,13 +311,6 @@ async def test_a_job_failed_for_good_holds_its_key_through_its_retries_then_rele
         assert not order_breaches(posts)
         other = receiver.of("ordered")["user-b"][0]
         assert other.start < posts[-2].end  # (other keys are not held by the retries)
-        by_seq = {
-            orjson.loads(r["request_content"])["user"]["seq"]: r
-            for r in rows
-            if orjson.loads(r["request_content"])["user"]["username"] == "user-a"
-        }
-        assert by_seq[1]["status"] == "Failed"
-        assert by_seq[2]["status"] == "Complete"
     finally:
         await runner.cleanup()
 

@@ -340,7 +340,8 @@ class Console:
 
     async def job(self, request: web.Request) -> web.Response:
         row = await self._job(request)
-        attempts = (await self.admin.job_detail(row)).attempt_history
+        detail = await self.admin.job_detail(row)
+        attempts = detail.attempt_history
         follow = request.query.get("follow", "")
         following = follow.isdigit() and len(follow) < 10 and row.replay <= int(follow)
         # Just retried: the broker holds the new run, the recorder has not written it yet.
@@ -350,6 +351,7 @@ class Console:
             request,
             "job.html",
             job=row,
+            detail=detail,
             attempts=attempts,
             headers=attempts[-1].request_headers if attempts else {},
             webhook=webhook if webhook and webhook.space == request.match_info["space"] else None,

@@ -233,3 +233,16 @@ DELETE FROM ordered_bindings WHERE namespace = $1 AND routing_key = $2;
 
 -- name: ordered_bindings
 SELECT routing_key, bound_at FROM ordered_bindings WHERE namespace = $1;
+
+-- name: key_neighbours
+-- The jobs of one webhook and key routed just before and just after a job (an ordered
+-- webhook's jobs of a key are routed, and so created, in their order).
+(SELECT 'before' AS side, id, status FROM webhook_jobs
+ WHERE space = $1 AND webhook_id = $2 AND parent_type = $3
+   AND parent_id IS NOT DISTINCT FROM $4 AND created_at < $5
+ ORDER BY created_at DESC LIMIT 1)
+UNION ALL
+(SELECT 'after' AS side, id, status FROM webhook_jobs
+ WHERE space = $1 AND webhook_id = $2 AND parent_type = $3
+   AND parent_id IS NOT DISTINCT FROM $4 AND created_at > $5
+ ORDER BY created_at LIMIT 1);
