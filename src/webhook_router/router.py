@@ -69,6 +69,7 @@ class Router:
             self.settings, self.name, prefetch=self.settings.router_prefetch
         )
         self.batchers = Batchers.of(self.topology, self.settings.max_message_bytes)
+        await self.sequencer.load()
         self._consumer_tag = await self.topology.router.consume(self.on_event)
         self.side.start(self.sequencer.run(), "sequencer")
         log.info("router started", queue=self.names.router)

@@ -78,6 +78,11 @@ class Sequencer:
         bound_at = self.carried.get(event.routing_key)
         return webhook.ordered and bound_at is not None and event.timestamp >= bound_at
 
+    async def load(self) -> None:
+        """The bindings made so far, before the router takes its first event: from its
+        start the router leaves to the sequencers what `ordered` holds copies of."""
+        self.carried = await self.ledger.bindings(self.names.namespace)
+
     def _wanted(self) -> set[str]:
         return ordered_event_keys(self.cache.by_id.values())
 
