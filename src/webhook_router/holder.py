@@ -209,7 +209,7 @@ class Holder:
             try:
                 [delivery] = Delivery.decode_batch(message.body)
             except (ValueError, TypeError):
-                log.error("not an ordered delivery: dropped", shard=shard.name)
+                log.error("not an ordered delivery: dead-lettered", shard=shard.name)
                 await message.reject()
                 continue
             name = key_of(delivery)
