@@ -29,6 +29,7 @@ import structlog
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from webhook_router import broker
+from webhook_router.batching import Batcher
 from webhook_router.cache import WebhookCache
 from webhook_router.events import Event, EventInvalid
 from webhook_router.jobs import Outcome, Status
@@ -72,6 +73,7 @@ class Sequencer:
         self._settling: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._connection: AbstractConnection | None = None
+        self._records: Batcher[Outcome] | None = None
 
     def carries(self, webhook: Webhook, event: Event) -> bool:
         """Whether this webhook's job of this event is the sequencer's, not the router's."""
@@ -119,6 +121,13 @@ class Sequencer:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         await channel.set_qos(prefetch_count=self.settings.router_prefetch)
         topology = await declare_ordered(channel, self.names)
+        # Queued records of all keys share messages; a new batcher per connection, so
+        # nothing of a lost one is published on the next
+        self._records = Batcher(
+            lambda: topology.results,
+            lambda _: RECORD_KEY,
+            max_bytes=self.settings.max_message_bytes,
+        )
         intake: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         await self._bind(topology)
 
@@ -224,9 +233,8 @@ class Sequencer:
             await before  # its failure is this one's: the key stops here
         if lost.is_set():
             raise ConnectionError("the sequencer's connection is lost")
-        publishes = [
-            broker.publish(topology.results, orjson.dumps([outcome]), RECORD_KEY),
-        ]
+        assert self._records is not None
+        publishes = [self._records.add(outcome)]
         if outcome.status == Status.QUEUED:
             d = outcome.delivery
             publishes.append(
