@@ -6,10 +6,15 @@ waited for until it is recorded Complete; then figures, and a check of the resul
     python bench/e2e.py --scenario fanout --events 4000
     python bench/e2e.py --scenario retry --events 10000
     python bench/e2e.py --scenario latency --rate 300 --seconds 30
+    python bench/e2e.py --scenario ordered --events 6000
     python bench/e2e.py --all            # the four, with the issue's sizes
     python bench/e2e.py --vs-peers --events 3000 --rounds 3
 
 It makes its own database and namespace and drops them at the end.
+
+`--scenario ordered` runs, one after the other, the webhook unordered then ordered per key
+(docs/ordering.md): closed loop with 1,000 keys and with 10 keys (deliveries/s), then open
+loop at 300 events/s with 1,000 keys (event -> POST); an event's key is its username.
 
 `--vs-peers` (needs the `bench` extra, and `rabbitmqctl` for the Celery peer's vhost)
 runs, in each round, webhook-router's single scenario and the peers in bench/peers/
@@ -46,7 +51,6 @@ from webhook_router import store
 from webhook_router.events import Event, parse_event
 from webhook_router.publisher import Publisher
 from webhook_router.settings import Settings
-from webhook_router.topology import Names
 
 HERE = Path(__file__).parent
 TICK = os.sysconf("SC_CLK_TCK")
@@ -188,6 +192,8 @@ async def run(
     processes: dict[str, int],
     profile_dir: Path | None = None,
     shards: int = 1,
+    ordered: bool = False,
+    keys: int | None = None,
 ) -> Result:
     namespace = f"bench_{uuid.uuid4().hex[:8]}"
     dbname = f"webhook_router_bench_{uuid.uuid4().hex[:8]}"
@@ -223,6 +229,7 @@ async def run(
                 filter=None,
                 url=URL,
                 auth_strategy=None,
+                ordered=ordered,
             )
         receiver = subprocess.Popen(
             [
@@ -275,7 +282,7 @@ async def run(
         receiver_before = cpu_seconds(receiver.pid)
         async with Publisher(settings.amqp_url, settings.namespace) as publisher:
             began = time.time()
-            await publish(publisher, events, space, rate)
+            await publish(publisher, events, space, rate, keys)
             published = time.time()
         jobs = events * fanout
         await wait_complete(pool, jobs)
@@ -331,13 +338,14 @@ async def run(
 async def drop_namespace(settings: Settings) -> None:
     import aio_pika
 
-    names = Names(settings.namespace, settings.delivery_shards)
+    names = settings.names
     connection = await aio_pika.connect(settings.amqp_url[0])
     async with connection:
         channel = await connection.channel()
-        for queue in [*names.work_queues(), names.dead, *(names.retry_queue(s) for s in (1, 2, 4))]:
+        queues = [*names.work_queues(), names.dead, *(names.retry_queue(s) for s in (1, 2, 4))]
+        for queue in [*queues, names.ordered, *names.ordered_queues()]:
             await channel.queue_delete(queue)
-        for exchange in names.exchanges():
+        for exchange in (*names.exchanges(), names.ordered_deliveries):
             await channel.exchange_delete(exchange)
 
 
@@ -354,8 +362,9 @@ async def wait_ready(port: int) -> None:
     raise RuntimeError("receiver did not start")
 
 
-def event(n: int, space: str) -> Event:
-    """The benchmark's n-th event, stamped now (the receiver measures latency from it)."""
+def event(n: int, space: str, keys: int | None = None) -> Event:
+    """The benchmark's n-th event, stamped now (the receiver measures latency from it); with
+    `keys`, its user (its key) is one of that many."""
     stamp = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     return parse_event(
         {
@@ -366,19 +375,21 @@ def event(n: int, space: str) -> Event:
                 "timestamp": stamp,
             },
             "space": {"slug": space},
-            "user": {"username": f"user-{n}"},
+            "user": {"username": f"user-{n if keys is None else n % keys}"},
         }
     )
 
 
-async def publish(publisher: Publisher, events: int, space: str, rate: float | None) -> None:
+async def publish(
+    publisher: Publisher, events: int, space: str, rate: float | None, keys: int | None = None
+) -> None:
     """Closed loop (as fast as confirms come back, 200 in flight) or open loop at `rate`."""
     if rate is None:
         window = asyncio.Semaphore(200)
 
         async def one(n: int) -> None:
             async with window:
-                await publisher.publish(event(n, space))
+                await publisher.publish(event(n, space, keys))
 
         await asyncio.gather(*(one(n) for n in range(events)))
         return
@@ -388,7 +399,7 @@ async def publish(publisher: Publisher, events: int, space: str, rate: float | N
         delay = began + n / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        pending.add(asyncio.create_task(publisher.publish(event(n, space))))
+        pending.add(asyncio.create_task(publisher.publish(event(n, space, keys))))
         pending = {t for t in pending if not t.done()}
     await asyncio.gather(*pending)
 
@@ -632,7 +643,25 @@ SCENARIOS = {
     "fanout": {"events": 4000, "fanout": 5, "fail_share": 0.0, "rate": None},
     "retry": {"events": 10000, "fanout": 1, "fail_share": 0.1, "rate": None},
     "latency": {"events": 9000, "fanout": 1, "fail_share": 0.0, "rate": 300.0},
+    "ordered": {"events": 6000, "fanout": 1, "fail_share": 0.0, "rate": None},
 }
+ORDERED_RUNS = (
+    ("1000 keys", {"keys": 1000}),
+    ("10 keys", {"keys": 10}),
+    ("300 events/s, 1000 keys", {"keys": 1000, "rate": 300.0}),
+)
+"""The ordered scenario's runs, each made unordered then ordered."""
+
+
+def runs_of(name: str, spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A scenario's runs, each with its label: one, but for the ordered scenario."""
+    if name != "ordered":
+        return [("", spec)]
+    return [
+        (f"{'ordered' if ordered else 'unordered'}, {label}", spec | more | {"ordered": ordered})
+        for label, more in ORDERED_RUNS
+        for ordered in (False, True)
+    ]
 
 
 def main() -> None:
@@ -685,14 +714,24 @@ def main() -> None:
             if args.rate and args.seconds:
                 spec["events"] = int(args.rate * args.seconds)
         for shards in args.shards:
-            result = asyncio.run(
-                run(
-                    base, name, processes=processes, profile_dir=args.profile, shards=shards, **spec
-                )  # type: ignore[arg-type]
-            )
-            if len(args.shards) > 1:
-                print(f"delivery shards: {shards}")
-            print(result.report(), flush=True)
+            for label, one in runs_of(name, spec):
+                if one.get("rate") and name == "ordered":
+                    one["events"] = int(one["rate"] * (args.seconds or 20))
+                result = asyncio.run(
+                    run(
+                        base,
+                        name,
+                        processes=processes,
+                        profile_dir=args.profile,
+                        shards=shards,
+                        **one,
+                    )  # type: ignore[arg-type]
+                )
+                if len(args.shards) > 1:
+                    print(f"delivery shards: {shards}")
+                if label:
+                    print(f"run: {label}")
+                print(result.report(), flush=True)
             failed |= not (result.checks["all_complete"] and result.checks["posts_answered_once"])
     sys.exit(1 if failed else 0)
 

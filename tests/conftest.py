@@ -178,26 +178,30 @@ async def database_url(services: Services) -> AsyncIterator[str]:
 
 
 async def drop_namespace(
-    amqp_url: str, name: str, shards: int = 1, schedule: Sequence[float] | None = None
+    amqp_url: str,
+    name: str,
+    shards: int = 1,
+    schedule: Sequence[float] | None = None,
+    ordered_shards: int = 16,
 ) -> None:
-    """Delete every queue and exchange of a namespace; `schedule` names its retry queues
-    (the suite's own schedule when not given), besides the rate limit's (`endpoint_wait`,
-    which the suite leaves at its default)."""
+    """Delete every queue and exchange of a namespace, its ordered path's too; `schedule`
+    names its retry queues (the suite's own schedule when not given), besides the rate
+    limit's (`endpoint_wait`, which the suite leaves at its default)."""
     import aio_pika
 
     from webhook_router.settings import Settings
     from webhook_router.topology import Names
 
-    names = Names(name, shards)
+    names = Names(name, shards, ordered_shards)
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
-        queues = [*names.work_queues(), names.dead]
+        queues = [*names.work_queues(), names.dead, names.ordered, *names.ordered_queues()]
         queues += [names.retry_queue(s) for s in (TEST_SCHEDULE if schedule is None else schedule)]
         queues.append(names.retry_queue(Settings.model_fields["endpoint_wait"].default))
         for queue in queues:
             await channel.queue_delete(queue)
-        for exchange in names.exchanges():
+        for exchange in (*names.exchanges(), names.ordered_deliveries):
             await channel.exchange_delete(exchange)
 
 

@@ -30,6 +30,7 @@ from webhook_router.deadletters import (
     requeue_plan,
 )
 from webhook_router.defaults import install_defaults
+from webhook_router.jobs import Status
 from webhook_router.models import (
     SLUG_MAX,
     InputInvalid,
@@ -202,6 +203,7 @@ class Admin:
                 auth=draft.auth,
                 rate_limit=draft.rate_limit,
                 trace_context=draft.trace_context,
+                ordered=draft.ordered,
             )
             if created is None:
                 raise Conflict(f"a webhook named {draft.name!r} already exists here", field="name")
@@ -455,7 +457,22 @@ class Admin:
     async def job_detail(self, job: Job) -> JobDetail:
         attempts = await self.store.job_attempts(str(job.id))
         fields = {k: getattr(job, k) for k in Job.model_fields}
-        return JobDetail.model_validate(fields | {"attempt_history": attempts})
+        fields |= {"attempt_history": attempts} | await self._key_moves(job)
+        return JobDetail.model_validate(fields)
+
+    async def _key_moves(self, job: Job) -> dict[str, str]:
+        """For a job of an ordered webhook: the failed job its key moved on past, and for
+        a failed job the job its key moved on to."""
+        webhook = await self.store.get_webhook_by_id(str(job.webhook_id))
+        if webhook is None or not webhook.ordered:
+            return {}
+        near = await self.store.key_neighbours(job)
+        moves = {}
+        if "before" in near and near["before"][1] == Status.FAILED:
+            moves["after_failed_job"] = near["before"][0]
+        if "after" in near and job.status == Status.FAILED:
+            moves["key_moved_on_to"] = near["after"][0]
+        return moves
 
     async def retry_job(self, job: Job, *, by: str) -> ReplayResult:
         """Send a Failed or Cancelled job again through its webhook's current definition."""

@@ -444,7 +444,11 @@ class Api:
         job = await self.admin.find_job(request.match_info["id"], *self._scope(request))
         parse_input(JobRetry, await self._body(request, "webhookJob"), "only a retry can be asked")
         result = await self.admin.retry_job(job, by=principal_of(request).actor)
-        body = job.wire() | {"status": result.status, "url": result.url}
+        body = job.wire() | {
+            "status": result.status,
+            "url": result.url,
+            "outOfOrder": result.out_of_order,
+        }
         return json_response({"webhookJob": body})
 
     async def replay_jobs(self, request: web.Request) -> web.Response:

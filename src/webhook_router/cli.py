@@ -251,7 +251,7 @@ def _change(args: argparse.Namespace) -> WebhookChange:
     """The webhook fields given on the command line (options named after the model's)."""
     data: dict[str, Any] = {
         k: None if v is CLEARED else v
-        for k in WebhookChange.options()
+        for k in [*WebhookChange.options(), *WebhookChange.flags()]
         if (v := getattr(args, k, None)) is not None
     }
     for key in WebhookChange.ENTRIES:
@@ -503,6 +503,9 @@ def cmd_jobs_retry(args: argparse.Namespace, settings: Settings) -> None:
 
     result = _with_admin(settings, work)
     print(f"job {result.job_id} {result.status} -> {result.url}")
+    if result.out_of_order:
+        print("delivered out of order: its webhook is ordered per key, a retry by hand does not")
+        print("wait for the key")
 
 
 def cmd_jobs_replay(args: argparse.Namespace, settings: Settings) -> None:
@@ -782,15 +785,6 @@ def definition(*, create: bool) -> Argument:
                         help=f"{OWNER[part]} {part} ({'a PEM file' if pem else 'write-only'})",
                     )
                 continue
-            if field in WebhookChange.SWITCHES:
-                p.add_argument(
-                    f"--{flag}",
-                    dest=field,
-                    action=argparse.BooleanOptionalAction,
-                    default=None,
-                    help=meaning.replace("`", "'") + ("" if create else " Not given: unchanged."),
-                )
-                continue
             text = WebhookChange.takes_text(field)
             if not create and field in WebhookChange.NULLABLE:
                 p.add_argument(
@@ -809,6 +803,14 @@ def definition(*, create: bool) -> Argument:
                 help=meaning.replace("`", "'")
                 + ("" if text else " (JSON)")
                 + ("" if create else " Not given: unchanged."),
+            )
+        for field, meaning in WebhookChange.flags().items():
+            p.add_argument(
+                f"--{_flag(field).removeprefix('--')}",
+                dest=field,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=meaning.replace("`", "'") + ("" if create else " Not given: unchanged."),
             )
 
     return add

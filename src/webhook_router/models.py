@@ -387,6 +387,14 @@ class WebhookChange(_Input):
         ),
     ] = None
     enabled: Annotated[bool | None, WithJsonSchema({"type": "boolean"})] = None
+    ordered: Annotated[
+        bool | None,
+        WithJsonSchema({"type": "boolean"}),
+        Field(
+            description="Ordered per key: events of one parent (submission, form, user, "
+            "team, space) are POSTed one at a time, in the order they were published."
+        ),
+    ] = None
     id: Ignored = None
     secret: Ignored = None
     previous_secret_until: Ignored = None
@@ -410,9 +418,11 @@ class WebhookChange(_Input):
         "rate_limit",
         "trace_context",
         "enabled",
+        "ordered",
     )
-    SWITCHES: ClassVar[tuple[str, ...]] = ("traceContext",)
-    """True-or-false fields a front end offers as a checkbox (or `--x`/`--no-x`)."""
+    FLAGS: ClassVar[dict[str, bool]] = {"trace_context": True, "ordered": False}
+    """Yes/no fields, with their defaults, that a front end offers as a checkbox or an
+    option pair (`enabled` has its own actions)."""
     ENTRIES: ClassVar[dict[str, str]] = {"headers": "header"}
     """Maps a front end takes entry by entry (`Name: value`), with one entry's name."""
     WRITE_ONLY: ClassVar[dict[str, tuple[str, ...]]] = {"auth": AUTH_PARTS}
@@ -428,7 +438,7 @@ class WebhookChange(_Input):
         ]
         errors += [
             {"field": key, "message": "must be true or false"}
-            for key in ("enabled", *cls.SWITCHES)
+            for key in ("enabled", *cls.flags())
             if key in data and data[key] is None
         ]
         try:
@@ -449,7 +459,25 @@ class WebhookChange(_Input):
         return {
             info.alias or key: info.description or ""
             for key, info in cls.model_fields.items()
-            if key in cls.DEFINITION and key != "enabled"
+            if key in cls.DEFINITION and key != "enabled" and key not in cls.FLAGS
+        }
+
+    @classmethod
+    def flags(cls) -> dict[str, str]:
+        """Each yes/no field's wire name and what it means."""
+        return {
+            info.alias or key: info.description or ""
+            for key, info in cls.model_fields.items()
+            if key in cls.FLAGS
+        }
+
+    @classmethod
+    def flag_defaults(cls) -> dict[str, bool]:
+        """Each yes/no field's wire name and its value on a new webhook."""
+        return {
+            info.alias or key: cls.FLAGS[key]
+            for key, info in cls.model_fields.items()
+            if key in cls.FLAGS
         }
 
     @classmethod
@@ -727,6 +755,7 @@ class Webhook(_Output):
         float | None, Field(description="Deliveries per second at most; null: no limit.")
     ]
     enabled: bool
+    ordered: bool
     disabled_reason: Annotated[
         str | None,
         Field(description="Why the router disabled it (410 Gone, failing too long), if so."),
@@ -817,6 +846,30 @@ class Job(_Output):
 
 class JobDetail(Job):
     attempt_history: list[Attempt]
+    after_failed_job: Annotated[
+        uuid.UUID | None,
+        Field(
+            description="Ordered webhooks: the job of the same key just before this one, "
+            "when it failed for good and the key moved on to this one."
+        ),
+    ] = None
+    key_moved_on_to: Annotated[
+        uuid.UUID | None,
+        Field(
+            description="Ordered webhooks: for a job failed for good, the job of the same "
+            "key its key moved on to."
+        ),
+    ] = None
+
+
+class JobRetried(Job):
+    out_of_order: Annotated[
+        bool,
+        Field(
+            description="True when the job's webhook is ordered per key: a retry by hand "
+            "does not wait for its key, so it reaches the endpoint out of order."
+        ),
+    ]
 
 
 JOB_COLUMNS = ", ".join(

@@ -52,6 +52,7 @@ def _component_schemas() -> dict[str, Schema]:
             models.WebhookWithSecret,
             models.Job,
             models.JobDetail,
+            models.JobRetried,
             models.Attempt,
             models.DeadLetter,
             models.DeadLetterDetail,
@@ -359,7 +360,7 @@ SCOPED: tuple[tuple[str, str, str, str, str, str, Schema, Any], ...] = (
     (
         "PUT", "/webhookJobs/{id}", "update_job", "retryWebhookJob",
         "Retry a Failed or Cancelled job through its webhook's current definition.", "webhookJobs",
-        _answers("200", "The job, now Queued.", _object("webhookJob", ref("Job")),
+        _answers("200", "The job, now Queued.", _object("webhookJob", ref("JobRetried")),
                  "400 409 " + FOUND, e409="Not Failed or Cancelled, or its webhook is gone."),
         _wrapped("webhookJob", ref("JobRetry")),
     ),

@@ -34,6 +34,8 @@ class ReplayResult:
     job_id: str
     status: str
     url: str | None
+    out_of_order: bool = False
+    """The job's webhook is ordered per key: a retry by hand does not wait for its key."""
 
 
 async def replay_job(store: Store, topology: Topology, job: Job, engine_url: str) -> ReplayResult:
@@ -64,8 +66,9 @@ async def replay_job(store: Store, topology: Topology, job: Job, engine_url: str
         url=match.url,
         replay=outcome.delivery.replay,
         status=outcome.status,
+        out_of_order=webhook.ordered,
     )
-    return ReplayResult(outcome.delivery.job_id, outcome.status, match.url)
+    return ReplayResult(outcome.delivery.job_id, outcome.status, match.url, webhook.ordered)
 
 
 async def replay_failed(

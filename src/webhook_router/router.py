@@ -29,9 +29,10 @@ from webhook_router.cache import WebhookCache
 from webhook_router.events import Event, EventInvalid, derived_id, iso_timestamp, parse_event
 from webhook_router.jobs import Outcome, Status
 from webhook_router.planning import Batchers, plan, publish_jobs
+from webhook_router.sequencer import Sequencer
 from webhook_router.service import InFlight, SideTasks, dead_letter, link
 from webhook_router.settings import Settings
-from webhook_router.store import Store
+from webhook_router.store import Ledger, Store
 from webhook_router.topology import Topology
 
 log = structlog.get_logger(__name__)
@@ -60,6 +61,7 @@ class Router:
         self.topology: Topology | None = None
         self._consumer_tag: str | None = None
         self.batchers: Batchers | None = None
+        self.sequencer = Sequencer(settings, self.cache, self.event_of, Ledger(store.pool))
 
     async def start(self) -> None:
         self.side.watch(await self.cache.start())
@@ -67,13 +69,17 @@ class Router:
             self.settings, self.name, prefetch=self.settings.router_prefetch
         )
         self.batchers = Batchers.of(self.topology, self.settings.max_message_bytes)
+        await self.sequencer.load()
         self._consumer_tag = await self.topology.router.consume(self.on_event)
+        self.side.start(self.sequencer.run(), "sequencer")
         log.info("router started", queue=self.names.router)
 
     def ready(self) -> bool:
         return broker.connected(self.connection) and self.side.alive
 
     async def stop(self, deadline: float) -> None:
+        self.side.retire()  # the sequencer's loop ends now, and that is no death
+        await self.sequencer.stop()
         if self.topology is not None and self._consumer_tag is not None:
             await broker.cancel([(self.topology.router, self._consumer_tag)])
         await self.inflight.wait_idle(deadline)
@@ -152,6 +158,7 @@ class Router:
         Raises Unroutable, having published nothing, for an event that can never be."""
         assert self.topology is not None
         matches = self.cache.index.match(event, self.settings.engine_url)
+        matches = [m for m in matches if not self.sequencer.carries(m.webhook, event)]
         try:
             deliveries, outcomes = plan(event, matches, trace=tracing.carrier())
         except (TypeError, ValueError) as exc:  # orjson's encoding errors are ValueErrors

@@ -33,6 +33,18 @@ class Settings(BaseSettings):
         description="Delivery queues, spread by webhook over the consistent-hash exchange "
         "(needs its plugin when above 1).",
     )
+    ordered_shards: int = Field(
+        default=16,
+        ge=1,
+        description="Queues the keys of ordered webhooks hash over, each held by one worker "
+        "at a time; change only with the ordered queues drained (docs/ordering.md).",
+    )
+    ordered_tick: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds between the ticks a worker sends each ordered shard, so that a "
+        "shard whose only work waits in the ledger still reaches a holder.",
+    )
     engine_url: str = Field(
         default="http://127.0.0.1:8081",
         description="Base URL of the workflow engine, for webhook URLs starting with `/`.",
@@ -160,7 +172,7 @@ class Settings(BaseSettings):
     @property
     def names(self) -> Names:
         """Every exchange and queue name under the namespace."""
-        return Names(self.namespace, self.delivery_shards)
+        return Names(self.namespace, self.delivery_shards, self.ordered_shards)
 
     @property
     def schedule(self) -> tuple[float, ...]:

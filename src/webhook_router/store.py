@@ -346,6 +346,7 @@ class Store:
             unreadable="; ".join(why) or None,
             rate_limit=row["rate_limit"],
             trace_context=row["trace_context"],
+            ordered=row["ordered"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
         )
@@ -519,6 +520,7 @@ class Store:
         auth: dict[str, str] | None = None,
         rate_limit: float | None = None,
         trace_context: bool = True,
+        ordered: bool = False,
     ) -> Webhook | None:
         """The new webhook, or None when its name is taken in its scope."""
         row = await self.pool.fetchrow(
@@ -538,13 +540,14 @@ class Store:
             self._sealed_auth(auth),
             rate_limit,
             trace_context,
+            ordered,
         )
         return self.webhook_of(row) if row else None
 
     async def update_webhook(self, webhook: Webhook, *, auth_given: bool = False) -> Webhook | None:
         """Saves name, type, event, filter, url, auth strategy, headers, rate limit, trace
-        context and enabled, and the credentials when `auth_given` (stamping when they were
-        set); None on a name taken in the scope."""
+        context, ordered and enabled, and the credentials when `auth_given` (stamping when
+        they were set); None on a name taken in the scope."""
         try:
             row = await self.pool.fetchrow(
                 Q["update_webhook"],
@@ -561,6 +564,7 @@ class Store:
                 list(webhook.headers.items()),
                 webhook.rate_limit,
                 webhook.trace_context,
+                webhook.ordered,
             )
         except asyncpg.UniqueViolationError:
             return None
@@ -760,6 +764,19 @@ class Store:
         rows = await self.pool.fetch(Q["job_attempts"], uuid.UUID(job_id))
         return [self._attempt(r) for r in rows]
 
+    async def key_neighbours(self, job: Job) -> dict[str, tuple[str, str]]:
+        """The jobs of the job's webhook and key routed just before and after it, by side
+        (`before`, `after`): (id, status)."""
+        rows = await self.pool.fetch(
+            Q["key_neighbours"],
+            job.space,
+            job.webhook_id,
+            job.parent_type,
+            job.parent_id,
+            job.created_at,
+        )
+        return {r["side"]: (str(r["id"]), r["status"]) for r in rows}
+
     async def list_jobs(self, f: JobFilter, *, brief: bool = False) -> list[Job]:
         """Newest first by scheduledAt then id; `after` continues a page. `brief`: without
         the request and response contents, for pages that show many jobs but none of them."""
@@ -891,3 +908,89 @@ class Store:
         """Note that a dead letter was sent back: when, and how many times in all."""
         row = await self.pool.fetchrow(Q["mark_dead_letter_requeued"], uuid.UUID(letter_id))
         return (row["requeued_at"], row["requeue_count"]) if row is not None else None
+
+
+class ShardLost(Exception):
+    """A ledger write under an epoch the shard has moved past: another holder took it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShardState:
+    """What the ledger holds of one ordered shard when a holder takes it."""
+
+    epoch: int
+    heads: list[tuple[str, bytes, datetime]]
+    """(key, head delivery, when it is due)."""
+    parked: list[tuple[str, str, bytes]]
+    """(key, job id, delivery), in the order they were parked."""
+
+
+class Ledger:
+    """The ordered shards' ledger (docs/ordering.md). Every write but taking a shard is
+    fenced by the writer's epoch: it raises ShardLost once another holder took the shard."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def take(self, shard: str, owner: str, keep_finals: timedelta) -> ShardState:
+        async with self.pool.acquire() as conn, conn.transaction():
+            epoch = await conn.fetchval(Q["take_ordered_shard"], shard, owner)
+            heads = await conn.fetch(Q["ordered_heads"], shard)
+            parked = await conn.fetch(Q["ordered_parked_of_shard"], shard)
+        await self.pool.execute(Q["forget_old_ordered_finals"], keep_finals)
+        return ShardState(
+            int(epoch),
+            [(r["key"], orjson.dumps(r["head"]), r["due_at"]) for r in heads],
+            [(r["key"], str(r["job_id"]), orjson.dumps(r["delivery"])) for r in parked],
+        )
+
+    @staticmethod
+    async def _fence(conn: asyncpg.Connection, shard: str, epoch: int) -> None:
+        if not await conn.fetchval(Q["hold_ordered_shard"], shard, epoch):
+            raise ShardLost(f"ordered shard {shard} moved past epoch {epoch}")
+
+    async def park(self, shard: str, epoch: int, key: str, job: str, delivery: bytes) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._fence(conn, shard, epoch)
+            await conn.execute(
+                Q["park_ordered"], key, shard, uuid.UUID(job), orjson.Fragment(delivery)
+            )
+
+    async def set_head(
+        self, shard: str, epoch: int, key: str, head: bytes, due_at: datetime
+    ) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._fence(conn, shard, epoch)
+            await conn.execute(Q["set_ordered_head"], key, shard, orjson.Fragment(head), due_at)
+
+    async def finish(self, shard: str, epoch: int, key: str, job: str, replay: int) -> bytes | None:
+        """The job is final: recorded as such, and the key's first parked delivery, if any,
+        made its head (returned); else the key leaves the ledger. One transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._fence(conn, shard, epoch)
+            await conn.execute(Q["add_ordered_final"], uuid.UUID(job), replay)
+            nxt = await conn.fetchval(Q["take_first_parked"], key)
+            if nxt is None:
+                await conn.execute(Q["clear_ordered_head"], key)
+                return None
+            head = orjson.dumps(nxt)
+            await conn.execute(
+                Q["set_ordered_head"], key, shard, orjson.Fragment(head), datetime.now(UTC)
+            )
+            return head
+
+    async def bound(self, namespace: str, routing_key: str) -> None:
+        """The `ordered` queue is bound to this event routing key (the first time counts)."""
+        await self.pool.execute(Q["add_ordered_binding"], namespace, routing_key)
+
+    async def unbound(self, namespace: str, routing_key: str) -> None:
+        await self.pool.execute(Q["drop_ordered_binding"], namespace, routing_key)
+
+    async def bindings(self, namespace: str) -> dict[str, datetime]:
+        """Each event routing key `ordered` is bound to, with when it was first bound."""
+        rows = await self.pool.fetch(Q["ordered_bindings"], namespace)
+        return {r["routing_key"]: r["bound_at"] for r in rows}
+
+    async def final_at(self, job: str, replay: int) -> bool:
+        """Whether a holder made the job final at this replay or a later one."""
+        return bool(await self.pool.fetchval(Q["ordered_final_at"], uuid.UUID(job), replay))

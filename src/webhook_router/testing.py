@@ -187,6 +187,7 @@ class MemoryStore(Store):
         auth: dict[str, str] | None = None,
         rate_limit: float | None = None,
         trace_context: bool = True,
+        ordered: bool = False,
     ) -> Webhook | None:
         if await self.get_webhook(space, kapp, name) is not None:
             return None
@@ -202,6 +203,7 @@ class MemoryStore(Store):
             url,
             auth_strategy,
             enabled,
+            ordered=ordered,
             headers=headers or {},
             trace_context=trace_context,
             auth=auth,

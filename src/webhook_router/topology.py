@@ -43,6 +43,7 @@ def delay_name(seconds: float) -> str:
 class Names:
     namespace: str
     shards: int = 1
+    ordered_shards: int = 16
 
     @property
     def events(self) -> str:
@@ -86,6 +87,19 @@ class Names:
     @property
     def dead(self) -> str:
         return f"{self.namespace}.dead"
+
+    @property
+    def ordered(self) -> str:
+        """The queue of copies of the events ordered webhooks take (one sequencer reads it)."""
+        return f"{self.namespace}.ordered"
+
+    @property
+    def ordered_deliveries(self) -> str:
+        """The consistent-hash exchange spreading ordered deliveries by key over the shards."""
+        return f"{self.namespace}.deliveries.ordered"
+
+    def ordered_queues(self) -> tuple[str, ...]:
+        return tuple(f"{self.namespace}.deliver.ordered.{i}" for i in range(self.ordered_shards))
 
     def delivery_key(self, webhook_id: str) -> str:
         """A delivery's routing key: its webhook when sharded (the hash keeps a webhook in

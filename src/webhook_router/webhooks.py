@@ -73,6 +73,8 @@ class Webhook:
     url: str
     auth_strategy: str | None = None
     enabled: bool = True
+    ordered: bool = False
+    """Deliveries of one key (its event's parent) go one at a time, in publish order."""
     headers: dict[str, str] = field(default_factory=dict)
     trace_context: bool = True
     """Whether its POSTs carry the attempt's `traceparent`/`tracestate` when tracing is on."""

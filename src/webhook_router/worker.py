@@ -54,6 +54,7 @@ from webhook_router.credentials import (
     authorization,
 )
 from webhook_router.deadletters import dead_headers
+from webhook_router.holder import Holder
 from webhook_router.isolation import AT_LIMIT, EndpointGuard, endpoint_of
 from webhook_router.jobs import (
     Attempt,
@@ -70,7 +71,7 @@ from webhook_router.service import InFlight, SideTasks, dead_letter, dead_letter
 from webhook_router.settings import Settings
 from webhook_router.signing import signature_headers
 from webhook_router.ssrf import AddressPolicy, EngineExemption, guarded_connector, refusal_of
-from webhook_router.store import Store
+from webhook_router.store import Ledger, Store
 from webhook_router.topology import (
     RECORD_KEY,
     RETRY_HEADER,
@@ -95,6 +96,7 @@ class Worker:
         self.settings = settings
         self.names = settings.names
         self.schedule = settings.schedule
+        self.holder = Holder(self, Ledger(store.pool))
         self.side = SideTasks(self.name)
         self.cache = WebhookCache(store, settings.database_url, settings.webhook_refresh)
         self.guard = EndpointGuard(
@@ -132,6 +134,7 @@ class Worker:
         self._consumer_tags = [
             (queue, await queue.consume(self.on_delivery)) for queue in self.topology.deliver_queues
         ]
+        self.side.start(self.holder.run(), "ordered-holder")
         log.info("worker started", queues=self.names.deliver_queues())
 
     def _session(self, policy: AddressPolicy) -> aiohttp.ClientSession:
@@ -159,6 +162,8 @@ class Worker:
 
     async def stop(self, deadline: float) -> None:
         await broker.cancel(self._consumer_tags)
+        self.side.retire()  # the holder's loop ends now, and that is no death
+        await self.holder.stop(deadline)
         await self.inflight.wait_idle(deadline)
         if self.batcher is not None:
             await self.batcher.drain()
@@ -213,14 +218,22 @@ class Worker:
             await self.deliver(delivery)
 
     async def deliver(self, delivery: Delivery) -> None:
-        if not await self.within_rate(delivery):
-            await self.defer(delivery, RATE_LIMITED)
+        tried = await self.attempt(delivery)
+        if isinstance(tried, str):
+            await self.defer(delivery, tried)
             return
+        await self.report(delivery, *tried)
+
+    async def attempt(self, delivery: Delivery) -> tuple[Attempt, Decision] | str:
+        """POST the delivery once and classify the answer; or, without POSTing, why it must
+        be deferred (its webhook's rate limit, its endpoint full, its circuit open). An
+        ordered delivery's holder calls it too, so the rate limit holds on both paths."""
+        if not await self.within_rate(delivery):
+            return RATE_LIMITED
         endpoint = endpoint_of(delivery.url)
         wait = await self.slot(endpoint)
         if wait is not None:
-            await self.defer(delivery, wait)
-            return
+            return wait
         healthy = True
         try:
             async with self._posts:
@@ -238,7 +251,7 @@ class Worker:
             retry_after_header=retry_after_header,
             refused=refused,
         )
-        await self.report(delivery, attempt, decision)
+        return attempt, decision
 
     async def within_rate(self, delivery: Delivery) -> bool:
         """Wait for the delivery's slot under its webhook's rate limit, if it has one;
@@ -302,7 +315,11 @@ class Worker:
             reason=reason,
         )
 
-    async def report(self, delivery: Delivery, attempt: Attempt, decision: Decision) -> None:
+    async def report(
+        self, delivery: Delivery, attempt: Attempt, decision: Decision, *, retry: bool = True
+    ) -> None:
+        """Publish the outcome (and the dead letter of an exhausted job) and, unless the
+        caller keeps the retry itself (`retry=False`, the ordered holder), the next attempt."""
         assert self.topology is not None
         assert self.batcher is not None
         outcome = outcome_of(delivery, attempt, decision)
@@ -310,7 +327,7 @@ class Worker:
         if carried := tracing.carrier():
             outcome = replace(outcome, trace=carried)
         publishes: list[Awaitable[None]] = [self.send_outcome(outcome)]
-        if decision.verdict is Verdict.RETRY:
+        if decision.verdict is Verdict.RETRY and retry:
             assert decision.delay is not None
             publishes.append(
                 broker.publish(

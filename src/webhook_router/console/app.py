@@ -65,6 +65,8 @@ OVERVIEW_REFRESH = 30
 CHECK_LIMIT = 10_000
 BROKER_WAIT = 15.0
 AUDIT_PAGE = 50
+FLAG_LABELS = {"traceContext": "Trace context", "ordered": "Ordered per key"}
+"""The edit form's label of each yes/no field of the webhook (WebhookChange.FLAGS)."""
 
 
 ANY_TOKEN = None
@@ -425,7 +427,8 @@ class Console:
 
     async def job(self, request: web.Request) -> web.Response:
         row = await self._job(request)
-        attempts = (await self.admin.job_detail(row)).attempt_history
+        detail = await self.admin.job_detail(row)
+        attempts = detail.attempt_history
         follow = request.query.get("follow", "")
         following = follow.isdigit() and len(follow) < 10 and row.replay <= int(follow)
         # Just retried: the broker holds the new run, the recorder has not written it yet.
@@ -435,6 +438,7 @@ class Console:
             request,
             "job.html",
             job=row,
+            detail=detail,
             attempts=attempts,
             headers=attempts[-1].request_headers if attempts else {},
             webhook=webhook if webhook and webhook.space == request.match_info["space"] else None,
@@ -462,6 +466,8 @@ class Console:
             message = "The webhook's URL could not be rendered for this event."
             raise self.back(request, "error", message, *here)
         message = f"Queued again, to {result.url}."
+        if result.out_of_order:
+            message += " It is delivered out of order: a retry by hand does not wait for its key."
         raise self.back(request, "ok", message, *here, follow=str(row.replay))
 
     # webhooks: the form's fields are the model's (WebhookChange), plus the kapp and enabled
@@ -507,6 +513,8 @@ class Console:
             secret_until=webhook.previous_secret_until if webhook else None,
             auth_fields=AUTH_FIELDS,
             file_fields=FILE_FIELDS,
+            flags=WebhookChange.flags(),
+            flag_labels=FLAG_LABELS,
             now=datetime.now(UTC),
         )
 
@@ -515,45 +523,39 @@ class Console:
         """The edit form's values: the model's fields (as on the wire; maps as `Name:
         value` lines, write-only ones never), the kapp, enabled."""
         shown = [k for k in WebhookChange.options() if k not in WebhookChange.WRITE_ONLY]
-        switches = dict.fromkeys(WebhookChange.SWITCHES, True)
         if webhook is None:
-            return dict.fromkeys(shown, "") | switches | {"kapp": kapp, "enabled": True}
+            flags = WebhookChange.flag_defaults()
+            return dict.fromkeys(shown, "") | flags | {"kapp": kapp, "enabled": True}
         wire = WebhookView.of(webhook).wire()
         fields = {
-            k: entry_lines(wire[k])
-            if k in WebhookChange.ENTRIES
-            else wire[k]
-            if k in switches
-            else shown_value(wire[k])
+            k: entry_lines(wire[k]) if k in WebhookChange.ENTRIES else shown_value(wire[k])
             for k in shown
         }
-        return fields | {"kapp": webhook.kapp or "", "enabled": webhook.enabled}
+        flags = {k: bool(wire[k]) for k in WebhookChange.flags()}
+        return fields | flags | {"kapp": webhook.kapp or "", "enabled": webhook.enabled}
 
     @staticmethod
     def _values_from(form: MultiDictProxy[Any]) -> dict[str, Any]:
         """As typed; every field but the filter and maps trimmed (those may span lines).
         Write-only parts are kept apart (`secrets`): the page never shows them again."""
-        shown = [
-            k
-            for k in WebhookChange.options()
-            if k not in WebhookChange.WRITE_ONLY and k not in WebhookChange.SWITCHES
-        ]
+        shown = [k for k in WebhookChange.options() if k not in WebhookChange.WRITE_ONLY]
         values: dict[str, Any] = {k: form_text(form, k) or "" for k in [*shown, "kapp"]}
         keep = {"filter", *WebhookChange.ENTRIES}
         values = {k: v if k in keep else v.strip() for k, v in values.items()}
-        values |= {k: form_text(form, k) == "on" for k in WebhookChange.SWITCHES}
         secrets = {
             key: {p: v for p in parts if (v := form_text(form, f"{key}.{p}") or "").strip()}
             for key, parts in WebhookChange.WRITE_ONLY.items()
         }
-        return values | {"enabled": form_text(form, "enabled") == "on", "secrets": secrets}
+        flags = {k: form_text(form, k) == "on" for k in WebhookChange.flags()}
+        return values | flags | {"enabled": form_text(form, "enabled") == "on", "secrets": secrets}
 
     @staticmethod
     def _change(values: dict[str, Any]) -> WebhookChange:
         """An empty filter or authentication is none; a write-only field left blank keeps
         what is stored."""
         shown = [k for k in WebhookChange.options() if k not in WebhookChange.WRITE_ONLY]
-        data = {k: values[k] for k in shown} | {"enabled": values["enabled"]}
+        data = {k: values[k] for k in [*shown, *WebhookChange.flags()]}
+        data["enabled"] = values["enabled"]
         blank = {k: None for k in ("filter", "authStrategy", "rateLimit") if not values[k].strip()}
         if values["rateLimit"].strip():
             data["rateLimit"] = number_or_text(values["rateLimit"])

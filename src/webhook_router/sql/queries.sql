@@ -26,9 +26,9 @@ SELECT * FROM webhooks WHERE id = $1;
 -- name: insert_webhook
 INSERT INTO webhooks (id, space, kapp, name, type, event, filter, url, auth_strategy,
                       enabled, secret, headers, auth, auth_set_at, rate_limit,
-                      trace_context)
+                      trace_context, ordered)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-        CASE WHEN $13::jsonb IS NULL THEN NULL ELSE now() END, $14, $15)
+        CASE WHEN $13::jsonb IS NULL THEN NULL ELSE now() END, $14, $15, $16)
 ON CONFLICT DO NOTHING
 RETURNING *;
 
@@ -39,7 +39,7 @@ UPDATE webhooks SET name = $2, type = $3, event = $4, filter = $5, url = $6,
                     auth = CASE WHEN $10 THEN $9::jsonb ELSE auth END,
                     auth_set_at = CASE WHEN NOT $10 THEN auth_set_at
                                        WHEN $9::jsonb IS NULL THEN NULL ELSE now() END,
-                    headers = $11, rate_limit = $12, trace_context = $13,
+                    headers = $11, rate_limit = $12, trace_context = $13, ordered = $14,
                     disabled_reason = CASE WHEN $8 THEN NULL ELSE disabled_reason END,
                     updated_at = now()
 WHERE id = $1
@@ -347,3 +347,67 @@ LIMIT $7;
 UPDATE webhook_job_attempts SET response_content = $5
 WHERE job_id = $1 AND event_at = $2 AND replay = $3 AND attempt = $4
   AND response_content IS NOT DISTINCT FROM $6;
+
+-- name: take_ordered_shard
+-- A holder takes a shard: the epoch goes up, fencing off the writes of any earlier holder.
+INSERT INTO ordered_shards AS s (shard, epoch, owner, taken_at) VALUES ($1, 1, $2, now())
+ON CONFLICT (shard) DO UPDATE SET epoch = s.epoch + 1, owner = $2, taken_at = now()
+RETURNING epoch;
+
+-- name: hold_ordered_shard
+-- Inside a ledger write: true while the shard is still at the writer's epoch; the row lock
+-- makes a taker wait for the write to commit.
+SELECT epoch = $2 FROM ordered_shards WHERE shard = $1 FOR SHARE;
+
+-- name: ordered_heads
+SELECT key, head, due_at FROM ordered_keys WHERE shard = $1;
+
+-- name: ordered_parked_of_shard
+SELECT key, job_id, delivery FROM ordered_parked WHERE shard = $1 ORDER BY position;
+
+-- name: forget_old_ordered_finals
+DELETE FROM ordered_finals WHERE final_at < now() - $1::interval;
+
+-- name: park_ordered
+INSERT INTO ordered_parked (key, shard, job_id, delivery) VALUES ($1, $2, $3, $4)
+ON CONFLICT (job_id) DO NOTHING;
+
+-- name: set_ordered_head
+INSERT INTO ordered_keys (key, shard, head, due_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (key) DO UPDATE SET shard = $2, head = $3, due_at = $4;
+
+-- name: clear_ordered_head
+DELETE FROM ordered_keys WHERE key = $1;
+
+-- name: add_ordered_final
+INSERT INTO ordered_finals (job_id, replay) VALUES ($1, $2) ON CONFLICT DO NOTHING;
+
+-- name: take_first_parked
+DELETE FROM ordered_parked
+WHERE position = (SELECT min(position) FROM ordered_parked WHERE key = $1)
+RETURNING delivery;
+
+-- name: ordered_final_at
+SELECT EXISTS (SELECT 1 FROM ordered_finals WHERE job_id = $1 AND replay >= $2);
+
+-- name: add_ordered_binding
+INSERT INTO ordered_bindings (namespace, routing_key) VALUES ($1, $2) ON CONFLICT DO NOTHING;
+
+-- name: drop_ordered_binding
+DELETE FROM ordered_bindings WHERE namespace = $1 AND routing_key = $2;
+
+-- name: ordered_bindings
+SELECT routing_key, bound_at FROM ordered_bindings WHERE namespace = $1;
+
+-- name: key_neighbours
+-- The jobs of one webhook and key routed just before and just after a job (an ordered
+-- webhook's jobs of a key are routed, and so created, in their order).
+(SELECT 'before' AS side, id, status FROM webhook_jobs
+ WHERE space = $1 AND webhook_id = $2 AND parent_type = $3
+   AND parent_id IS NOT DISTINCT FROM $4 AND created_at < $5
+ ORDER BY created_at DESC LIMIT 1)
+UNION ALL
+(SELECT 'after' AS side, id, status FROM webhook_jobs
+ WHERE space = $1 AND webhook_id = $2 AND parent_type = $3
+   AND parent_id IS NOT DISTINCT FROM $4 AND created_at > $5
+ ORDER BY created_at LIMIT 1);
