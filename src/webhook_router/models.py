@@ -17,7 +17,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar, get_args, get_origin
 
 import orjson
 from pydantic import (
@@ -629,49 +629,9 @@ class DeadLetterSelection(_Input):
     ] = None
 
 
-class DeadLetterQuery(DeadLetterSelection):
-    """The dead letter list's query parameters; the OpenAPI document lists them from this
-    model."""
+class _Paged(_Input):
+    """A list's paging parameters, and the reading of its query string."""
 
-    limit: Annotated[
-        int,
-        BeforeValidator(_limit),
-        WithJsonSchema(
-            {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX, "default": LIMIT_DEFAULT}
-        ),
-        Field(description="Dead letters per page."),
-    ] = LIMIT_DEFAULT
-    page_token: Annotated[
-        tuple[datetime, str] | None,
-        BeforeValidator(_page_token),
-        WithJsonSchema(TEXT_SCHEMA),
-        Field(description="The nextPageToken of the previous page (same filters)."),
-    ] = None
-
-    @classmethod
-    def parse(cls, query: Mapping[str, str]) -> DeadLetterQuery:
-        try:
-            return cls.model_validate(dict(query))
-        except ValidationError as exc:
-            errors = [
-                e if e["message"] != "unknown field" else e | {"message": "unknown parameter"}
-                for e in field_errors(exc)
-            ]
-            raise InputInvalid("bad query parameters", errors) from None
-
-
-class AuditQuery(_Input):
-    """The audit trail's query parameters; the OpenAPI document lists them from this model."""
-
-    space: Annotated[
-        Text | None, Field(description="Only this space's entries; absent: every space's.")
-    ] = None
-    start: Annotated[
-        Timestamp | None, Field(description="At or after (inclusive), RFC 3339 with a zone.")
-    ] = None
-    end: Annotated[
-        Timestamp | None, Field(description="Before (exclusive), RFC 3339 with a zone.")
-    ] = None
     limit: Annotated[
         int,
         BeforeValidator(_limit),
@@ -688,7 +648,7 @@ class AuditQuery(_Input):
     ] = None
 
     @classmethod
-    def parse(cls, query: Mapping[str, str]) -> AuditQuery:
+    def parse(cls, query: Mapping[str, str]) -> Self:
         try:
             return cls.model_validate(dict(query))
         except ValidationError as exc:
@@ -697,6 +657,30 @@ class AuditQuery(_Input):
                 for e in field_errors(exc)
             ]
             raise InputInvalid("bad query parameters", errors) from None
+
+
+class DeadLetterQuery(_Paged, DeadLetterSelection):
+    """The dead letter list's query parameters (its filters, then paging); the OpenAPI
+    document lists them from this model."""
+
+
+class AuditSelection(_Input):
+    """Which entries of the audit trail."""
+
+    space: Annotated[
+        Text | None, Field(description="Only this space's entries; absent: every space's.")
+    ] = None
+    start: Annotated[
+        Timestamp | None, Field(description="At or after (inclusive), RFC 3339 with a zone.")
+    ] = None
+    end: Annotated[
+        Timestamp | None, Field(description="Before (exclusive), RFC 3339 with a zone.")
+    ] = None
+
+
+class AuditQuery(_Paged, AuditSelection):
+    """The audit trail's query parameters (its filters, then paging); the OpenAPI document
+    lists them from this model."""
 
 
 class InputInvalid(ValueError):
