@@ -776,9 +776,6 @@ class Attempt(_Output):
         return cls.model_validate({k: row[k] for k in cls.model_fields})
 
 
-ATTEMPT_COLUMNS = ", ".join(Attempt.model_fields)
-
-
 class Job(_Output):
     """A webhook job as the log holds it; built from a row in one place (`of`)."""
 
@@ -960,7 +957,3 @@ class Error(_Output):
     errors: list[ErrorItem] | None = None
 
     model_config = ConfigDict(json_schema_serialization_defaults_required=False)
-
-
-def validation_schema(model: type[BaseModel]) -> dict[str, Any]:
-    return model.model_json_schema(by_alias=True, mode="validation")
