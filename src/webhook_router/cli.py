@@ -839,6 +839,20 @@ DEAD_ROLE = arg("--role", help="the role that failed it: router, worker, recorde
 DEAD_REASON = arg("--reason", help="text the reason contains, in any case")
 DEAD_START = arg("--start", help="dead at or after (ISO 8601 with zone)")
 DEAD_END = arg("--end", help="dead before (ISO 8601 with zone)")
+
+
+def paging(what: str, json: str = "print JSON, with its nextPageToken") -> list[Argument]:
+    """A list command's paging options, as the API's `limit` and `pageToken`."""
+    return [
+        arg("--limit", type=int, default=LIMIT_DEFAULT,
+            help=f"{what} per page, 1 to {LIMIT_MAX} (default {LIMIT_DEFAULT})"),
+        arg("--page-token", metavar="TOKEN", help="continue after the page that gave this "
+            f"token (printed on stderr when there are more {what}, and as nextPageToken with "
+            "--json); keep the same filters"),
+        arg("--json", action="store_true", help=json),
+    ]  # fmt: skip
+
+
 WEBHOOKS = "Create, update, delete, list and show webhooks."
 JOBS = "List, show, retry and replay webhook jobs."
 TOKENS = "Create, list and revoke the API's tokens (roles and spaces: docs/security.md)."
@@ -924,13 +938,7 @@ COMMANDS: tuple[tuple[str, Callable[..., Any], str, str | None, list[Argument]],
         arg("--parent-key", help="submission id, form slug, username..."),
         START,
         END,
-        arg("--limit", type=int, default=LIMIT_DEFAULT,
-            help=f"jobs per page, 1 to {LIMIT_MAX} (default {LIMIT_DEFAULT})"),
-        arg("--page-token", metavar="TOKEN", help="continue after the page that gave this "
-            "token (printed on stderr when there are more jobs, and as nextPageToken with "
-            "--json); keep the same filters"),
-        arg("--json", action="store_true",
-            help="print JSON, with the nextPageToken of the page"),
+        *paging("jobs"),
     ]),
     ("jobs show", cmd_jobs_show, "Show a job with its request, response and attempts.", None,
      [JOB_ID, JSON_OUT]),
@@ -965,13 +973,7 @@ COMMANDS: tuple[tuple[str, Callable[..., Any], str, str | None, list[Argument]],
         DEAD_REASON,
         DEAD_START,
         DEAD_END,
-        arg("--limit", type=int, default=LIMIT_DEFAULT,
-            help=f"dead letters per page, 1 to {LIMIT_MAX} (default {LIMIT_DEFAULT})"),
-        arg("--page-token", metavar="TOKEN", help="continue after the page that gave this "
-            "token (printed on stderr when there are more, and as nextPageToken with --json); "
-            "keep the same filters"),
-        arg("--json", action="store_true",
-            help="print JSON, with the nextPageToken of the page"),
+        *paging("dead letters"),
     ]),
     ("dead show", cmd_dead_show, "Show a dead letter whole: reason, headers and body.", None,
      [arg("id", help="the dead letter's id"), JSON_OUT]),
@@ -1004,11 +1006,7 @@ COMMANDS: tuple[tuple[str, Callable[..., Any], str, str | None, list[Argument]],
         arg("--all-spaces", action="store_true", help="every space's entries"),
         arg("--start", help="at or after (ISO 8601 with zone)"),
         arg("--end", help="before (ISO 8601 with zone)"),
-        arg("--limit", type=int, default=LIMIT_DEFAULT,
-            help=f"entries per page, 1 to {LIMIT_MAX} (default {LIMIT_DEFAULT})"),
-        arg("--page-token", metavar="TOKEN", help="continue after the page that gave this "
-            "token; keep the same filters"),
-        arg("--json", action="store_true", help="print JSON, with before and after"),
+        *paging("entries", json="print JSON, with before and after, and the nextPageToken"),
     ]),
 )  # fmt: skip
 

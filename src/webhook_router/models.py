@@ -547,8 +547,47 @@ def _status(value: Any) -> Any:
         raise _custom(str(exc)) from None
 
 
-class JobQuery(_Input):
-    """The job list's query parameters; the OpenAPI document lists them from this model."""
+class _Paged(_Input):
+    """A list's paging parameters, and the reading of its query string."""
+
+    limit: Annotated[
+        int,
+        BeforeValidator(_limit),
+        WithJsonSchema(
+            {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX, "default": LIMIT_DEFAULT}
+        ),
+        Field(description="Entries per page."),
+    ] = LIMIT_DEFAULT
+    page_token: Annotated[
+        tuple[datetime, str] | None,
+        BeforeValidator(_page_token),
+        WithJsonSchema(TEXT_SCHEMA),
+        Field(description="The nextPageToken of the previous page (same filters)."),
+    ] = None
+
+    @classmethod
+    def parse(cls, query: Mapping[str, str]) -> Self:
+        errors = cls.pairing_errors(query)
+        parsed = None
+        try:
+            parsed = cls.model_validate(dict(query))
+        except ValidationError as exc:
+            errors = [
+                e if e["message"] != "unknown field" else e | {"message": "unknown parameter"}
+                for e in field_errors(exc)
+            ] + errors
+        if errors or parsed is None:
+            raise InputInvalid("bad query parameters", errors)
+        return parsed
+
+    @classmethod
+    def pairing_errors(cls, query: Mapping[str, str]) -> FieldErrors:
+        """Parameters that make sense only together, given alone."""
+        return []
+
+
+class JobSelection(_Input):
+    """Which jobs: the job list's filters."""
 
     status: Annotated[
         str | None,
@@ -575,38 +614,18 @@ class JobQuery(_Input):
         Timestamp | None,
         Field(description="scheduledAt before (exclusive), RFC 3339 with a zone."),
     ] = None
-    limit: Annotated[
-        int,
-        BeforeValidator(_limit),
-        WithJsonSchema(
-            {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX, "default": LIMIT_DEFAULT}
-        ),
-        Field(description="Jobs per page."),
-    ] = LIMIT_DEFAULT
-    page_token: Annotated[
-        tuple[datetime, str] | None,
-        BeforeValidator(_page_token),
-        WithJsonSchema(TEXT_SCHEMA),
-        Field(description="The nextPageToken of the previous page (same filters)."),
-    ] = None
+
+
+class JobQuery(_Paged, JobSelection):
+    """The job list's query parameters (its filters, then paging); the OpenAPI document
+    lists them from this model."""
 
     @classmethod
-    def parse(cls, query: Mapping[str, str]) -> JobQuery:
-        errors: FieldErrors = []
-        parsed = None
-        try:
-            parsed = cls.model_validate(dict(query))
-        except ValidationError as exc:
-            errors = [
-                e if e["message"] != "unknown field" else e | {"message": "unknown parameter"}
-                for e in field_errors(exc)
-            ]
-        if ("parentType" in query) != ("parentKey" in query):
-            missing = "parentType" if "parentKey" in query else "parentKey"
-            errors.append({"field": missing, "message": "parentType and parentKey go together"})
-        if errors or parsed is None:
-            raise InputInvalid("bad query parameters", errors)
-        return parsed
+    def pairing_errors(cls, query: Mapping[str, str]) -> FieldErrors:
+        if ("parentType" in query) == ("parentKey" in query):
+            return []
+        missing = "parentType" if "parentKey" in query else "parentKey"
+        return [{"field": missing, "message": "parentType and parentKey go together"}]
 
 
 class DeadLetterSelection(_Input):
@@ -627,36 +646,6 @@ class DeadLetterSelection(_Input):
         Timestamp | None,
         Field(description="deadAt before (exclusive), RFC 3339 with a zone."),
     ] = None
-
-
-class _Paged(_Input):
-    """A list's paging parameters, and the reading of its query string."""
-
-    limit: Annotated[
-        int,
-        BeforeValidator(_limit),
-        WithJsonSchema(
-            {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX, "default": LIMIT_DEFAULT}
-        ),
-        Field(description="Entries per page."),
-    ] = LIMIT_DEFAULT
-    page_token: Annotated[
-        tuple[datetime, str] | None,
-        BeforeValidator(_page_token),
-        WithJsonSchema(TEXT_SCHEMA),
-        Field(description="The nextPageToken of the previous page (same filters)."),
-    ] = None
-
-    @classmethod
-    def parse(cls, query: Mapping[str, str]) -> Self:
-        try:
-            return cls.model_validate(dict(query))
-        except ValidationError as exc:
-            errors = [
-                e if e["message"] != "unknown field" else e | {"message": "unknown parameter"}
-                for e in field_errors(exc)
-            ]
-            raise InputInvalid("bad query parameters", errors) from None
 
 
 class DeadLetterQuery(_Paged, DeadLetterSelection):
