@@ -5,12 +5,19 @@ waited for until it is recorded Complete; then figures, and a check of the resul
     python bench/e2e.py --scenario single --events 20000
     python bench/e2e.py --scenario fanout --events 4000
     python bench/e2e.py --scenario retry --events 10000
+    python bench/e2e.py --scenario latency             # 300, 600 and 900 events/s, 20 s each
     python bench/e2e.py --scenario latency --rate 300 --seconds 30
     python bench/e2e.py --scenario ordered --events 6000
-    python bench/e2e.py --all            # the four, with the issue's sizes
+    python bench/e2e.py --scenario scaling --events 10000 --rounds 2
+    python bench/e2e.py --all            # every scenario, with the issue's sizes
     python bench/e2e.py --vs-peers --events 3000 --rounds 3
 
 It makes its own database and namespace and drops them at the end.
+
+`--scenario latency` runs open loop at each of LATENCY_RATES in turn (or at `--rate`), so
+the latency table comes from one run. `--scenario scaling` runs the single scenario with the
+roles laid out each way of LAYOUTS (one process per role; two routers and two workers; all
+roles in one `webhook-router up` process), the order rotated from round to round.
 
 `--scenario ordered` runs, one after the other, the webhook unordered then ordered per key
 (docs/ordering.md): closed loop with 1,000 keys and with 10 keys (deliveries/s), then open
@@ -210,6 +217,7 @@ async def run(
             "engine_url": f"http://127.0.0.1:{receiver_port}",
             "retry_schedule": "1s,2s,4s",
             "delivery_shards": shards,
+            "api_port": free_port(),  # for the one `up` process of the scaling scenario
         }
     )
     pool = await store.connect(database_url)
@@ -642,9 +650,19 @@ SCENARIOS = {
     "single": {"events": 20000, "fanout": 1, "fail_share": 0.0, "rate": None},
     "fanout": {"events": 4000, "fanout": 5, "fail_share": 0.0, "rate": None},
     "retry": {"events": 10000, "fanout": 1, "fail_share": 0.1, "rate": None},
-    "latency": {"events": 9000, "fanout": 1, "fail_share": 0.0, "rate": 300.0},
+    "latency": {"events": 0, "fanout": 1, "fail_share": 0.0, "rate": None},
     "ordered": {"events": 6000, "fanout": 1, "fail_share": 0.0, "rate": None},
+    "scaling": {"events": 10000, "fanout": 1, "fail_share": 0.0, "rate": None},
 }
+LATENCY_RATES = (300.0, 600.0, 900.0)
+LATENCY_SECONDS = 20.0
+"""The latency scenario's open-loop rates (events/s), each for this long."""
+LAYOUTS = {
+    "1 router, 1 worker, 1 recorder": {"router": 1, "worker": 1, "recorder": 1},
+    "2 routers, 2 workers, 1 recorder": {"router": 2, "worker": 2, "recorder": 1},
+    "one up process": {"up": 1},
+}
+"""The scaling scenario's ways of running the roles."""
 ORDERED_RUNS = (
     ("1000 keys", {"keys": 1000}),
     ("10 keys", {"keys": 10}),
@@ -653,15 +671,36 @@ ORDERED_RUNS = (
 """The ordered scenario's runs, each made unordered then ordered."""
 
 
-def runs_of(name: str, spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """A scenario's runs, each with its label: one, but for the ordered scenario."""
-    if name != "ordered":
-        return [("", spec)]
-    return [
-        (f"{'ordered' if ordered else 'unordered'}, {label}", spec | more | {"ordered": ordered})
-        for label, more in ORDERED_RUNS
-        for ordered in (False, True)
-    ]
+def runs_of(
+    name: str, spec: dict[str, Any], seconds: float | None = None, rounds: int = 1
+) -> list[tuple[str, dict[str, Any]]]:
+    """A scenario's runs, each with its label: one, but for the ordered scenario (each case
+    unordered then ordered), the latency scenario without a rate (each of LATENCY_RATES)
+    and the scaling scenario (each of LAYOUTS, `rounds` times, the order rotated)."""
+    if name == "ordered":
+        return [
+            (
+                f"{'ordered' if ordered else 'unordered'}, {label}",
+                spec | more | {"ordered": ordered},
+            )
+            for label, more in ORDERED_RUNS
+            for ordered in (False, True)
+        ]
+    if name == "latency":
+        rates = [spec["rate"]] if spec["rate"] else LATENCY_RATES
+        span = seconds or LATENCY_SECONDS
+        return [
+            (f"open loop, {rate:g} events/s", spec | {"rate": rate, "events": int(rate * span)})
+            for rate in rates
+        ]
+    if name == "scaling":
+        layouts = list(LAYOUTS)
+        return [
+            (f"round {r + 1}, {label}", spec | {"processes": LAYOUTS[label]})
+            for r in range(rounds)
+            for label in layouts[r % len(layouts) :] + layouts[: r % len(layouts)]
+        ]
+    return [("", spec)]
 
 
 def main() -> None:
@@ -682,7 +721,11 @@ def main() -> None:
         help="webhook-router's single scenario against the peers in bench/peers/, "
         "in alternating rounds (needs the bench extra)",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of --vs-peers")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds of --vs-peers (default 3) and of the scaling scenario (default 1)",
+    )
     parser.add_argument(
         "--shards",
         type=int,
@@ -694,7 +737,7 @@ def main() -> None:
     base = Settings()
     if args.vs_peers:
         print(f"machine: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")
-        sys.exit(0 if vs_peers(base, args.events or 3000, args.rounds) else 1)
+        sys.exit(0 if vs_peers(base, args.events or 3000, args.rounds or 3) else 1)
     processes = {"router": args.routers, "worker": args.workers, "recorder": args.recorders}
     print(
         f"machine: {os.cpu_count()} CPUs; broker {urlsplit(base.amqp_url[0]).netloc}; "
@@ -713,26 +756,41 @@ def main() -> None:
                 spec["rate"] = args.rate
             if args.rate and args.seconds:
                 spec["events"] = int(args.rate * args.seconds)
+        rates: dict[str, list[float]] = {}
         for shards in args.shards:
-            for label, one in runs_of(name, spec):
+            for label, one in runs_of(name, spec, args.seconds, args.rounds or 1):
                 if one.get("rate") and name == "ordered":
                     one["events"] = int(one["rate"] * (args.seconds or 20))
+                layout = one.pop("processes", processes)
                 result = asyncio.run(
                     run(
                         base,
                         name,
-                        processes=processes,
+                        processes=layout,
                         profile_dir=args.profile,
                         shards=shards,
                         **one,
-                    )  # type: ignore[arg-type]
+                    )
                 )
                 if len(args.shards) > 1:
                     print(f"delivery shards: {shards}")
                 if label:
                     print(f"run: {label}")
                 print(result.report(), flush=True)
-            failed |= not (result.checks["all_complete"] and result.checks["posts_answered_once"])
+                rates.setdefault(label.partition(", ")[2], []).append(
+                    result.jobs / result.total_seconds
+                )
+                failed |= not (
+                    result.checks["all_complete"] and result.checks["posts_answered_once"]
+                )
+        if name == "scaling":
+            print("recorded deliveries/s by layout:")
+            for label, values in rates.items():
+                print(
+                    f"  {label:34} "
+                    + " ".join(f"{v:7,.0f}" for v in values)
+                    + f"   median {statistics.median(values):7,.0f}"
+                )
     sys.exit(1 if failed else 0)
 
 
