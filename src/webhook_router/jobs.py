@@ -115,8 +115,8 @@ def _items(raw: bytes) -> list[Any]:
 
 def _strings(value: object) -> bool:
     """Whether `value` is an object of strings (a delivery's headers, a trace context)."""
-    return isinstance(value, dict) and all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    return isinstance(value, dict) and (
+        not value or all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
     )
 
 
