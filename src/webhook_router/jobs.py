@@ -14,14 +14,19 @@ slugs and names an index row of failed jobs stays within PostgreSQL's 2704 bytes
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from hashlib import sha1
+from operator import itemgetter
+from typing import Any, TypeVar
 
 import orjson
 
 JOB_NAMESPACE = uuid.UUID("5b0c7c62-4f0e-4a43-9d1e-6f1f3e0b7a10")
+_NAMESPACE_BYTES = JOB_NAMESPACE.bytes
+T = TypeVar("T")
 
 
 class Status(StrEnum):
@@ -32,13 +37,14 @@ class Status(StrEnum):
     CANCELLED = "Cancelled"
 
 
-RANK = {
+RANK: dict[str, int] = {
     Status.QUEUED: 0,
     Status.IN_PROGRESS: 1,
     Status.COMPLETE: 2,
     Status.FAILED: 2,
     Status.CANCELLED: 2,
 }
+"""Each status's rank, found by its text too (a status read from a message is text)."""
 
 
 SUMMARY_BYTES = 800
@@ -107,8 +113,42 @@ def _items(raw: bytes) -> list[Any]:
     return items
 
 
+def _strings(value: object) -> bool:
+    """Whether `value` is an object of strings (a delivery's headers, a trace context)."""
+    return isinstance(value, dict) and (
+        not value or all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    )
+
+
+def _reader(cls: type[T]) -> Callable[[Any], T]:
+    """How a message's JSON object becomes a `cls`: by position when it holds every field
+    and no other (what this version writes: binding 25 keywords costs more than the rest of
+    the decoding), else by keyword, so that a message of an older version (fields missing,
+    given their defaults) is read and a field unknown or missing is refused as ever."""
+    names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+    values = itemgetter(*names)
+    count = len(names)
+
+    def read(data: Any) -> T:
+        if type(data) is dict and len(data) == count:
+            try:
+                given = values(data)
+            except KeyError:
+                return cls(**data)
+            return cls(*given)
+        return cls(**data)
+
+    return read
+
+
 def job_id(event_id: str, webhook_id: str) -> str:
-    return str(uuid.uuid5(JOB_NAMESPACE, f"{event_id}\n{webhook_id}"))
+    """The UUID version 5 of the event and webhook ids in JOB_NAMESPACE, as text: what
+    `uuid.uuid5` makes, without its objects."""
+    digest = bytearray(sha1(_NAMESPACE_BYTES + f"{event_id}\n{webhook_id}".encode()).digest()[:16])
+    digest[6] = digest[6] & 0x0F | 0x50  # version 5
+    digest[8] = digest[8] & 0x3F | 0x80  # variant RFC 4122
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def utcnow() -> datetime:
@@ -151,11 +191,10 @@ class Delivery:
     """Whether the webhook's POSTs carry `traceparent`/`tracestate` (its `traceContext`)."""
 
     def __post_init__(self) -> None:
-        for name, value in (("headers", self.headers), ("trace", self.trace)):
-            if not isinstance(value, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-            ):
-                raise TypeError(f"a delivery's {name} must be an object of strings")
+        if not _strings(self.headers):
+            raise TypeError("a delivery's headers must be an object of strings")
+        if not _strings(self.trace):
+            raise TypeError("a delivery's trace must be an object of strings")
 
     def encode(self) -> bytes:
         return orjson.dumps(self)
@@ -165,7 +204,7 @@ class Delivery:
         data = orjson.loads(raw)
         if not isinstance(data, dict):
             raise ValueError("a delivery must be a JSON object")
-        return cls(**data)
+        return _delivery(data)
 
     @classmethod
     def decode_batch(cls, raw: bytes) -> list[Delivery]:
@@ -174,7 +213,7 @@ class Delivery:
         items = data if isinstance(data, list) else [data]
         if not items or not all(isinstance(item, dict) for item in items):
             raise ValueError("a deliveries message must be an array of JSON objects")
-        return [cls(**item) for item in items]
+        return [_delivery(item) for item in items]
 
     @classmethod
     def decode_each(cls, raw: bytes) -> list[Delivery | Unreadable]:
@@ -184,13 +223,16 @@ class Delivery:
             try:
                 if not isinstance(item, dict):
                     raise TypeError("a delivery must be a JSON object")
-                decoded.append(cls(**item))
+                decoded.append(_delivery(item))
             except (TypeError, ValueError) as exc:
                 decoded.append(Unreadable(item, f"bad delivery: {exc}"))
         return decoded
 
     def next_attempt(self) -> Delivery:
         return replace(self, attempt=self.attempt + 1)
+
+
+_delivery = _reader(Delivery)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +246,9 @@ class Attempt:
     response_content: str | None
     error: str | None
     request_headers: dict[str, str] = field(default_factory=dict)
+
+
+_attempt = _reader(Attempt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,9 +271,7 @@ class Outcome:
     parent of its record span."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.trace, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in self.trace.items()
-        ):
+        if not _strings(self.trace):
             raise TypeError("an outcome's trace must be an object of strings")
 
     @property
@@ -239,15 +282,19 @@ class Outcome:
 
     @property
     def version(self) -> tuple[int, int, int]:
-        return (self.delivery.replay, self.attempts, RANK[Status(self.status)])
+        try:
+            rank = RANK[self.status]
+        except (KeyError, TypeError):
+            raise ValueError(f"{self.status!r} is not a valid Status") from None
+        return (self.delivery.replay, self.attempts, rank)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Outcome:
         data = dict(data)
-        data["delivery"] = Delivery(**data["delivery"])
+        data["delivery"] = _delivery(data["delivery"])
         if data.get("attempt") is not None:
-            data["attempt"] = Attempt(**data["attempt"])
-        return cls(**data)
+            data["attempt"] = _attempt(data["attempt"])
+        return _outcome(data)
 
     @classmethod
     def decode_each(cls, raw: bytes) -> list[Outcome | Unreadable]:
@@ -270,3 +317,6 @@ class Outcome:
         data = orjson.loads(raw)
         items = data if isinstance(data, list) else [data]
         return [cls.from_dict(item) for item in items]
+
+
+_outcome = _reader(Outcome)

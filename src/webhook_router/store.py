@@ -32,6 +32,9 @@ from webhook_router.webhooks import Webhook
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 MIGRATION_LOCK = 0x7765_6268_6F6F_6B  # advisory lock key: one migrator at a time
+_CANONICAL_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 _WAITING_RETRY = "space = $1 AND status = 'Queued' AND retry_count > 0"
 """Jobs of a space queued again after a failed attempt (index webhook_jobs_retry_due)."""
 
@@ -49,6 +52,13 @@ RECORDER_ACTOR = "recorder"
 
 def _ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+def _uuid(text: str) -> str | uuid.UUID:
+    """An id for a uuid parameter: its canonical text as it is (the driver reads that
+    itself, for a fraction of the cost of a `uuid.UUID`), any other form read by
+    `uuid.UUID`, which accepts or refuses it as it always has."""
+    return text if type(text) is str and _CANONICAL_UUID.fullmatch(text) else uuid.UUID(text)
 
 
 def like_escape(text: str) -> str:
@@ -675,17 +685,16 @@ class Store:
             held = latest.get(o.delivery.job_id)
             if held is None or o.version > held.version:
                 latest[o.delivery.job_id] = o
-        for o in sorted(latest.values(), key=lambda o: o.delivery.job_id):
+        for key in sorted(latest):
+            o = latest[key]
             d = o.delivery
             event_at = datetime.fromisoformat(d.event_at)
-            completed = now if o.status in (Status.COMPLETE, Status.FAILED) else None
-            duration = o.attempt.duration_ms if o.attempt else None
             jobs.append(
                 (
-                    uuid.UUID(d.job_id),
+                    _uuid(d.job_id),
                     event_at,
                     d.event_id,
-                    uuid.UUID(d.webhook_id),
+                    _uuid(d.webhook_id),
                     d.webhook_name,
                     d.space,
                     d.scope_type,
@@ -706,11 +715,11 @@ class Store:
                     o.retry_count,
                     o.attempts,
                     d.replay,
-                    duration,
+                    o.attempt.duration_ms if o.attempt else None,
                     _ts(o.scheduled_at) or _ts(d.created_at) or now,
                     _ts(d.created_at) or now,
                     now,
-                    completed,
+                    now if o.status in (Status.COMPLETE, Status.FAILED) else None,
                     tracing.trace_id_of(d.trace),
                 )
             )
@@ -719,11 +728,11 @@ class Store:
                 d, a = o.delivery, o.attempt
                 attempts.append(
                     (
-                        uuid.UUID(d.job_id),
+                        _uuid(d.job_id),
                         datetime.fromisoformat(d.event_at),
                         d.replay,
                         a.number,
-                        uuid.UUID(d.webhook_id),
+                        _uuid(d.webhook_id),
                         d.url,
                         datetime.fromisoformat(a.started_at),
                         a.duration_ms,

@@ -3,10 +3,21 @@ the job log from going back."""
 
 from __future__ import annotations
 
+import uuid
+
 import orjson
 import pytest
 
-from webhook_router.jobs import RANK, Attempt, Delivery, Outcome, Status, Unreadable, job_id
+from webhook_router.jobs import (
+    JOB_NAMESPACE,
+    RANK,
+    Attempt,
+    Delivery,
+    Outcome,
+    Status,
+    Unreadable,
+    job_id,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -137,4 +148,32 @@ def test_a_bad_trace_context_makes_its_item_unreadable_alone(trace: object) -> N
     outcome = orjson.loads(orjson.dumps(Outcome(delivery(), Status.QUEUED)))
     [refused, kept] = Outcome.decode_each(orjson.dumps([{**outcome, "trace": trace}, outcome]))
     assert isinstance(refused, Unreadable) and "trace" in refused.reason
+    assert kept == Outcome(delivery(), Status.QUEUED)
+
+
+@pytest.mark.parametrize(
+    ("event", "webhook"), [("event-1", "hook-1"), ("", ""), ("é\u4e2d\U0001f600", "h\nook")]
+)
+def test_a_job_id_is_the_uuid5_of_the_event_and_webhook(event: str, webhook: str) -> None:
+    assert job_id(event, webhook) == str(uuid.uuid5(JOB_NAMESPACE, f"{event}\n{webhook}"))
+
+
+def test_a_field_unknown_or_missing_is_refused_even_when_the_count_matches() -> None:
+    # every field but one, and one this version does not know: read by keyword, refused
+    fields = orjson.loads(delivery().encode())
+    del fields["body"]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        Delivery.decode(orjson.dumps({**fields, "bogus": "x"}))
+    [unreadable] = Delivery.decode_each(orjson.dumps([{**fields, "bogus": "x"}]))
+    assert isinstance(unreadable, Unreadable) and "bogus" in unreadable.reason
+
+
+def test_an_unknown_status_makes_its_item_unreadable_saying_so() -> None:
+    outcome = orjson.loads(orjson.dumps(Outcome(delivery(), Status.QUEUED)))
+    raw = orjson.dumps([{**outcome, "status": "Sent"}, {**outcome, "status": ["x"]}, outcome])
+    [sent, listed, kept] = Outcome.decode_each(raw)
+    assert isinstance(sent, Unreadable)
+    assert sent.reason == "bad outcome: ValueError(\"'Sent' is not a valid Status\")"
+    assert isinstance(listed, Unreadable)
+    assert listed.reason == "bad outcome: ValueError(\"['x'] is not a valid Status\")"
     assert kept == Outcome(delivery(), Status.QUEUED)
