@@ -55,7 +55,7 @@ from webhook_router.credentials import (
 )
 from webhook_router.deadletters import dead_headers
 from webhook_router.holder import Holder
-from webhook_router.isolation import AT_LIMIT, EndpointGuard, endpoint_of
+from webhook_router.isolation import AT_LIMIT, EndpointGuard, Line, endpoint_of
 from webhook_router.jobs import (
     Attempt,
     Delivery,
@@ -117,8 +117,8 @@ class Worker:
         self._consumer_tags: list[tuple[AbstractQueue, str]] = []
         self.batcher: Batcher[Outcome] | None = None
         self._posts = asyncio.Semaphore(settings.worker_concurrency)
-        self._lines: dict[str, asyncio.Semaphore] = {}
-        """Per endpoint, the deliveries waiting for one of its slots, first come first served."""
+        self._lines: dict[str, Line] = {}
+        """Per endpoint, its slots and the deliveries waiting for one."""
         self.certificates = ClientCertificates()
         self.rates = RateLimits(store, settings.endpoint_wait)
 
@@ -277,15 +277,10 @@ class Worker:
             return "circuit open"
         line = self._lines.get(endpoint)
         if line is None:
-            line = self._lines[endpoint] = asyncio.Semaphore(self.settings.endpoint_concurrency)
-        if line.locked():
-            try:
-                async with asyncio.timeout(self.settings.endpoint_wait):
-                    await line.acquire()
-            except TimeoutError:
-                return AT_LIMIT
-        else:
-            await line.acquire()  # a free slot: taken at once, no timer needed
+            s = self.settings
+            line = self._lines[endpoint] = Line(s.endpoint_concurrency, s.endpoint_wait)
+        if not await line.take():
+            return AT_LIMIT
         wait = self.guard.acquire(endpoint, time.monotonic())
         if wait is not None:
             line.release()
