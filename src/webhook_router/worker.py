@@ -511,26 +511,25 @@ def outcome_of(delivery: Delivery, attempt: Attempt, decision: Decision) -> Outc
     if replaced:
         summary = f"{summary} (answer altered: {replaced} NUL replaced by U+FFFD)"
     summary = bounded_summary(summary)
-    base = Outcome(
+    status, retry_count = Status.FAILED, delivery.attempt - 1
+    run_id = scheduled_at = disable_webhook = None
+    if decision.verdict is Verdict.COMPLETE:
+        status, run_id = Status.COMPLETE, run_id_of(content)
+    elif decision.verdict is Verdict.RETRY:
+        assert decision.delay is not None
+        status, retry_count = Status.QUEUED, delivery.attempt
+        scheduled_at = (utcnow() + timedelta(seconds=decision.delay)).isoformat()
+    elif decision.verdict is Verdict.DISABLE:
+        disable_webhook = decision.summary
+    return Outcome(
         delivery,
-        Status.FAILED,
+        status,
         summary=summary,
+        retry_count=retry_count,
+        scheduled_at=scheduled_at,
+        run_id=run_id,
         response_status=attempt.response_status,
         response_content=content,
         attempt=attempt,
-        retry_count=delivery.attempt - 1,
+        disable_webhook=disable_webhook,
     )
-    if decision.verdict is Verdict.COMPLETE:
-        return replace(base, status=Status.COMPLETE, run_id=run_id_of(content))
-    if decision.verdict is Verdict.RETRY:
-        assert decision.delay is not None
-        next_at = utcnow() + timedelta(seconds=decision.delay)
-        return replace(
-            base,
-            status=Status.QUEUED,
-            retry_count=delivery.attempt,
-            scheduled_at=next_at.isoformat(),
-        )
-    if decision.verdict is Verdict.DISABLE:
-        return replace(base, disable_webhook=decision.summary)
-    return base
