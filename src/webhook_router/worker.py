@@ -198,7 +198,10 @@ class Worker:
                     await message.nack(requeue=True)
                 return
             try:
-                await asyncio.gather(*(self.traced(d) for d in deliveries))
+                if len(deliveries) == 1:
+                    await self.traced(deliveries[0])  # alone: no task to run it beside others
+                else:
+                    await asyncio.gather(*(self.traced(d) for d in deliveries))
             except Exception:
                 # the broker or a bug: give the message back; the delivery limit stops a loop
                 log.exception("deliveries not handled", count=len(deliveries))
@@ -208,7 +211,11 @@ class Worker:
             await message.ack()
 
     async def traced(self, delivery: Delivery) -> None:
-        """`deliver` in its attempt's span, child of the router's span of the job."""
+        """`deliver` in its attempt's span, child of the router's span of the job; without
+        one when tracing is off."""
+        if not tracing.enabled():
+            await self.deliver(delivery)
+            return
         with tracing.span(
             "webhook attempt",
             parent=delivery.trace,
@@ -345,7 +352,10 @@ class Worker:
                     ),
                 )
             )
-        await asyncio.gather(*publishes)
+        if len(publishes) == 1:
+            await publishes[0]  # the outcome alone, the common case: no gathering task
+        else:
+            await asyncio.gather(*publishes)
         metrics.delivery_done(decision, attempt.duration_ms / 1000)
         metrics.webhook_attempt(delivery, decision)
         log.info(
