@@ -3,6 +3,7 @@
 One shared aiohttp session whose connector refuses private and internal addresses after
 resolution; a second one, whose guard lets the engine's host through, carries only the
 deliveries the engine exemption covers (a relative webhook URL, to the engine's own origin).
+Neither keeps cookies: a receiver's Set-Cookie is sent back to no webhook, its own included.
 A delivery is acknowledged only after its outcome (and, for a retry, the next attempt waiting
 in its TTL queue) was confirmed by the broker: a worker killed mid-POST loses nothing, the
 delivery comes back and is posted again under the same job id, which receivers get in
@@ -144,6 +145,7 @@ class Worker:
             timeout=aiohttp.ClientTimeout(total=s.request_timeout, sock_connect=s.connect_timeout),
             headers={"User-Agent": USER_AGENT},
             trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # one receiver's cookies are no other's
         )
 
     def session_for(self, delivery: Delivery) -> aiohttp.ClientSession:
