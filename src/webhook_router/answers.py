@@ -17,10 +17,16 @@ TRUNCATED = "\n[truncated]"
 class ByteStream(Protocol):
     async def read(self, n: int = -1) -> bytes: ...
 
+    def at_eof(self) -> bool: ...
+
 
 async def read_up_to(stream: ByteStream, limit: int) -> tuple[bytes, bool]:
-    """The stream's bytes until its end, at most `limit` of them; and whether there were more."""
-    data = bytearray()
+    """The stream's bytes until its end, at most `limit` of them; and whether there were more.
+    An answer whole in its first chunk (the usual one) is read once, without a copy."""
+    first = await stream.read(limit + 1)
+    if len(first) > limit or stream.at_eof() or not first:
+        return first[:limit], len(first) > limit
+    data = bytearray(first)
     while len(data) <= limit:
         chunk = await stream.read(limit + 1 - len(data))
         if not chunk:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -117,10 +118,16 @@ def event_received(type_: str, action: str) -> None:
     EVENTS_RECEIVED.labels(type_, action).inc()
 
 
+_deliveries = functools.cache(DELIVERIES.labels)
+_webhook_attempts = functools.cache(WEBHOOK_ATTEMPTS.labels)
+"""The series of each delivery's counters, each looked up once: `labels` checks its values
+and takes a lock every time it is asked."""
+
+
 def delivery_done(decision: Decision, seconds: float) -> None:
     """An HTTP attempt was reported: its verdict and time, the retry it scheduled, and the
     dead letter it left when the schedule ran out."""
-    DELIVERIES.labels(decision.verdict.value).inc()
+    _deliveries(decision.verdict.value).inc()
     DELIVERY_SECONDS.observe(seconds)
     if decision.verdict is Verdict.RETRY and decision.delay is not None:
         RETRIES.labels(delay_name(decision.delay)).inc()
@@ -132,7 +139,7 @@ def webhook_attempt(delivery: Delivery, decision: Decision) -> None:
     """An attempt of one webhook: what its failure ratio is computed from."""
     kapp = delivery.scope_id if delivery.scope_type == "Kapp" else ""
     result = "complete" if decision.verdict is Verdict.COMPLETE else "failed"
-    WEBHOOK_ATTEMPTS.labels(delivery.space, kapp, delivery.webhook_name, result).inc()
+    _webhook_attempts(delivery.space, kapp, delivery.webhook_name, result).inc()
 
 
 def role_ready(component: str, ready: bool) -> None:

@@ -3,6 +3,7 @@
 One shared aiohttp session whose connector refuses private and internal addresses after
 resolution; a second one, whose guard lets the engine's host through, carries only the
 deliveries the engine exemption covers (a relative webhook URL, to the engine's own origin).
+Neither keeps cookies: a receiver's Set-Cookie is sent back to no webhook, its own included.
 A delivery is acknowledged only after its outcome (and, for a retry, the next attempt waiting
 in its TTL queue) was confirmed by the broker: a worker killed mid-POST loses nothing, the
 delivery comes back and is posted again under the same job id, which receivers get in
@@ -55,7 +56,7 @@ from webhook_router.credentials import (
 )
 from webhook_router.deadletters import dead_headers
 from webhook_router.holder import Holder
-from webhook_router.isolation import AT_LIMIT, EndpointGuard, endpoint_of
+from webhook_router.isolation import AT_LIMIT, EndpointGuard, Line, endpoint_of
 from webhook_router.jobs import (
     Attempt,
     Delivery,
@@ -117,8 +118,8 @@ class Worker:
         self._consumer_tags: list[tuple[AbstractQueue, str]] = []
         self.batcher: Batcher[Outcome] | None = None
         self._posts = asyncio.Semaphore(settings.worker_concurrency)
-        self._lines: dict[str, asyncio.Semaphore] = {}
-        """Per endpoint, the deliveries waiting for one of its slots, first come first served."""
+        self._lines: dict[str, Line] = {}
+        """Per endpoint, its slots and the deliveries waiting for one."""
         self.certificates = ClientCertificates()
         self.rates = RateLimits(store, settings.endpoint_wait)
 
@@ -144,6 +145,7 @@ class Worker:
             timeout=aiohttp.ClientTimeout(total=s.request_timeout, sock_connect=s.connect_timeout),
             headers={"User-Agent": USER_AGENT},
             trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # one receiver's cookies are no other's
         )
 
     def session_for(self, delivery: Delivery) -> aiohttp.ClientSession:
@@ -198,7 +200,10 @@ class Worker:
                     await message.nack(requeue=True)
                 return
             try:
-                await asyncio.gather(*(self.traced(d) for d in deliveries))
+                if len(deliveries) == 1:
+                    await self.traced(deliveries[0])  # alone: no task to run it beside others
+                else:
+                    await asyncio.gather(*(self.traced(d) for d in deliveries))
             except Exception:
                 # the broker or a bug: give the message back; the delivery limit stops a loop
                 log.exception("deliveries not handled", count=len(deliveries))
@@ -208,7 +213,11 @@ class Worker:
             await message.ack()
 
     async def traced(self, delivery: Delivery) -> None:
-        """`deliver` in its attempt's span, child of the router's span of the job."""
+        """`deliver` in its attempt's span, child of the router's span of the job; without
+        one when tracing is off."""
+        if not tracing.enabled():
+            await self.deliver(delivery)
+            return
         with tracing.span(
             "webhook attempt",
             parent=delivery.trace,
@@ -277,15 +286,10 @@ class Worker:
             return "circuit open"
         line = self._lines.get(endpoint)
         if line is None:
-            line = self._lines[endpoint] = asyncio.Semaphore(self.settings.endpoint_concurrency)
-        if line.locked():
-            try:
-                async with asyncio.timeout(self.settings.endpoint_wait):
-                    await line.acquire()
-            except TimeoutError:
-                return AT_LIMIT
-        else:
-            await line.acquire()  # a free slot: taken at once, no timer needed
+            s = self.settings
+            line = self._lines[endpoint] = Line(s.endpoint_concurrency, s.endpoint_wait)
+        if not await line.take():
+            return AT_LIMIT
         wait = self.guard.acquire(endpoint, time.monotonic())
         if wait is not None:
             line.release()
@@ -350,7 +354,10 @@ class Worker:
                     ),
                 )
             )
-        await asyncio.gather(*publishes)
+        if len(publishes) == 1:
+            await publishes[0]  # the outcome alone, the common case: no gathering task
+        else:
+            await asyncio.gather(*publishes)
         metrics.delivery_done(decision, attempt.duration_ms / 1000)
         metrics.webhook_attempt(delivery, decision)
         log.info(
@@ -516,26 +523,25 @@ def outcome_of(delivery: Delivery, attempt: Attempt, decision: Decision) -> Outc
     if replaced:
         summary = f"{summary} (answer altered: {replaced} NUL replaced by U+FFFD)"
     summary = bounded_summary(summary)
-    base = Outcome(
+    status, retry_count = Status.FAILED, delivery.attempt - 1
+    run_id = scheduled_at = disable_webhook = None
+    if decision.verdict is Verdict.COMPLETE:
+        status, run_id = Status.COMPLETE, run_id_of(content)
+    elif decision.verdict is Verdict.RETRY:
+        assert decision.delay is not None
+        status, retry_count = Status.QUEUED, delivery.attempt
+        scheduled_at = (utcnow() + timedelta(seconds=decision.delay)).isoformat()
+    elif decision.verdict is Verdict.DISABLE:
+        disable_webhook = decision.summary
+    return Outcome(
         delivery,
-        Status.FAILED,
+        status,
         summary=summary,
+        retry_count=retry_count,
+        scheduled_at=scheduled_at,
+        run_id=run_id,
         response_status=attempt.response_status,
         response_content=content,
         attempt=attempt,
-        retry_count=delivery.attempt - 1,
+        disable_webhook=disable_webhook,
     )
-    if decision.verdict is Verdict.COMPLETE:
-        return replace(base, status=Status.COMPLETE, run_id=run_id_of(content))
-    if decision.verdict is Verdict.RETRY:
-        assert decision.delay is not None
-        next_at = utcnow() + timedelta(seconds=decision.delay)
-        return replace(
-            base,
-            status=Status.QUEUED,
-            retry_count=delivery.attempt,
-            scheduled_at=next_at.isoformat(),
-        )
-    if decision.verdict is Verdict.DISABLE:
-        return replace(base, disable_webhook=decision.summary)
-    return base

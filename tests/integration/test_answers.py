@@ -76,6 +76,19 @@ async def test_an_answer_exactly_at_the_limit_is_not_marked() -> None:
     assert text == "x" * 60 + "y" * 40
 
 
+@pytest.mark.parametrize("size", [99, 100, 101, 200])
+async def test_an_answer_in_one_piece_is_cut_only_beyond_the_limit(size: int) -> None:
+    """Whole in its first chunk (read once): with a Content-Length, and in one chunk of a
+    chunked answer."""
+
+    async def whole(request: web.Request) -> web.Response:
+        return web.Response(body=b"z" * size)
+
+    expected = "z" * min(size, 100) + (TRUNCATED if size > 100 else "")
+    assert await answer_of(whole, 100) == expected
+    assert await answer_of(chunked(b"z" * size), 100) == expected
+
+
 async def test_a_raw_nul_and_bytes_that_are_not_utf8_read_fine() -> None:
     text = await answer_of(chunked(b"ok\x00", b"caf\xe9 \xff\xfe end"), 65536)
     assert text == "ok\x00caf\ufffd \ufffd\ufffd end"

@@ -421,3 +421,44 @@ async def test_loopback_targets_are_refused_unless_allowed(settings: Settings, h
                 assert hits == 1
     finally:
         await runner.cleanup()
+
+
+async def test_a_receivers_cookies_are_never_sent_back(settings: Settings) -> None:
+    """A Set-Cookie in one answer is not kept: no later POST carries it, whichever webhook
+    of the host it is for (a host name, whose cookies a default jar would keep)."""
+    cookies: list[str | None] = []
+
+    async def sets_a_cookie(request: web.Request) -> web.Response:
+        cookies.append(request.headers.get("Cookie"))
+        response = web.json_response({})
+        response.set_cookie("session", "of-the-first-webhook", path="/")
+        return response
+
+    async with receiver(sets_a_cookie) as url:
+        worker = Worker(settings, Store(None))  # type: ignore[arg-type]  # no database is used
+        worker.session = worker._session(worker.policy)
+        try:
+            for path in ("/first", "/second", "/first"):
+                delivery = Delivery(
+                    job_id="00000000-0000-0000-0000-000000000001",
+                    event_id="e",
+                    event_at="2026-11-27T00:00:00+00:00",
+                    webhook_id="00000000-0000-0000-0000-000000000002",
+                    webhook_name="w",
+                    space="s",
+                    scope_type="Space",
+                    scope_id="s",
+                    type="User",
+                    action="Created",
+                    parent_type="User",
+                    parent_id="u",
+                    tree_group="Users",
+                    tree_name="Created",
+                    url=url.replace("127.0.0.1", "localhost") + path,
+                    body="{}",
+                )
+                attempt, _, _ = await worker.post(delivery)
+                assert attempt.response_status == 200, attempt.error
+        finally:
+            await worker.session.close()
+    assert cookies == [None, None, None]

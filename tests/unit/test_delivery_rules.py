@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -10,7 +12,7 @@ import pytest
 
 from webhook_router.classify import Verdict, classify, pick_delay, retry_after, summary_of
 from webhook_router.durations import parse_duration, parse_schedule
-from webhook_router.isolation import AT_LIMIT, EndpointGuard, endpoint_of
+from webhook_router.isolation import AT_LIMIT, EndpointGuard, Line, endpoint_of
 from webhook_router.runs import run_id_of
 from webhook_router.topology import Names, delay_name
 
@@ -159,6 +161,52 @@ def test_circuit_opens_after_failures_and_half_opens_after_cooldown() -> None:
     guard.release("a", healthy=True, now=22)
     assert guard.acquire("a", 22) is None
     assert guard.acquire("a", 22) is None
+
+
+@pytest.mark.asyncio
+async def test_a_line_serves_first_come_first_and_bounds_every_wait() -> None:
+    line = Line(slots=1, wait=0.2)
+    assert await line.take()  # free: at once
+    served: list[str] = []
+
+    async def waits(name: str) -> bool:
+        taken = await line.take()
+        if taken:
+            served.append(name)
+        return taken
+
+    first, second = asyncio.create_task(waits("first")), asyncio.create_task(waits("second"))
+    await asyncio.sleep(0.05)
+    line.release()  # handed to the first in line, not to a newcomer
+    assert await first
+    assert not line.free
+    started = time.monotonic()
+    assert not await second  # nobody released in time: turned away after its wait
+    assert 0.1 <= time.monotonic() - started < 1
+    assert served == ["first"]
+    line.release()
+    assert line.free == 1
+    assert await line.take()
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_waiter_leaves_its_slot_to_the_next() -> None:
+    line = Line(slots=1, wait=5)
+    assert await line.take()
+    cancelled, next_one = asyncio.create_task(line.take()), asyncio.create_task(line.take())
+    await asyncio.sleep(0)
+    line.release()  # handed to the first waiter, cancelled before it could run
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert await asyncio.wait_for(next_one, 1)
+    waiting = asyncio.create_task(line.take())
+    await asyncio.sleep(0)
+    waiting.cancel()  # cancelled while waiting: nothing handed to it is lost
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    line.release()
+    assert line.free == 1
 
 
 def test_names_of_shards() -> None:
