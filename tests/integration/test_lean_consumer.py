@@ -25,6 +25,7 @@ async def test_a_lost_connection_restores_the_lean_consumer(settings: Settings) 
         got: asyncio.Queue[bytes] = asyncio.Queue()
 
         async def handle(message: AbstractIncomingMessage) -> None:
+            assert isinstance(message, broker.LeanMessage)
             await message.ack()
             await got.put(message.body)
 
