@@ -203,18 +203,21 @@ class Event:
         return orjson.dumps(self.body)
 
 
+_STORED_KEYS = (("event", "id", EVENT_ID_MAX), *KEY_LIMITS)
+"""Every key the job log stores, the event id among them, with its longest length."""
+
+
 def _unstorable(data: Mapping[str, Any], timestamp: datetime) -> list[dict[str, str]]:
     """What of a valid envelope the job log could not store, by field."""
     errors: list[dict[str, str]] = []
-    keys = [("event", "id", EVENT_ID_MAX), *KEY_LIMITS]
-    for entity, key, limit in keys:
+    for entity, key, limit in _STORED_KEYS:
         part = data.get(entity)
         value = part.get(key) if type(part) is dict or isinstance(part, Mapping) else None
         if value is None:
             continue
         text = str(value)
         try:
-            size = len(text.encode())
+            size = len(text) if text.isascii() else len(text.encode())
         except UnicodeEncodeError:
             message = "must be valid Unicode (no lone surrogates)"
         else:
