@@ -142,14 +142,10 @@ async def publish_jobs(
             waits.append(batchers.deliveries.submit(*deliveries))
         if outcomes:
             waits.append(batchers.outcomes.submit(*outcomes))
-        failure: Exception | None = None
-        for wait in waits:  # both are out already: waiting in turn waits as long
-            try:
-                await wait
-            except Exception as exc:
-                failure = failure or exc
-        if failure is not None:
-            raise failure
+        if len(waits) == 1:
+            await waits[0]
+        elif waits:
+            await asyncio.gather(*waits)
         return
     publishes = [
         broker.publish(
