@@ -14,8 +14,9 @@ load, batches grow with the confirm's round trip, which is when batching pays.
 A message is bounded by bytes as well as by items: a batch closes before it would pass
 `max_bytes` (kept under the broker's maximum message size), so a few large items never make
 a message the broker refuses. Each item is encoded on its own when added: an item that
-cannot be encoded, or that alone is larger than `max_bytes`, fails its own waiter at once
-(`TooLarge` for the latter) and never the batch it would have joined.
+cannot be encoded, or that alone is larger than `max_bytes`, fails the `add` it came with
+at once (`TooLarge` for the latter) and never the batch it would have joined. Each `add`
+waits on one future, whatever its number of items.
 """
 
 from __future__ import annotations
@@ -44,6 +45,37 @@ class TooLarge(ValueError):
         super().__init__(f"{size} bytes encoded, more than the {limit} bytes a message may hold")
 
 
+class _Waiter:
+    """What the caller of one `add` waits on: its future is settled once every item is,
+    with the failure of the first item that failed, if any."""
+
+    __slots__ = ("error", "error_at", "future", "left")
+
+    def __init__(self, future: asyncio.Future[None], items: int) -> None:
+        self.future = future
+        self.left = items
+        self.error: BaseException | None = None
+        self.error_at = items
+        if not items:
+            future.set_result(None)
+
+    def settle(self, at: int, error: BaseException | None) -> None:
+        """The item at position `at` is confirmed (`error` None) or failed."""
+        if error is not None and at < self.error_at:
+            self.error, self.error_at = error, at
+        self.left -= 1
+        if self.left or self.future.done():
+            return
+        if self.error is None:
+            self.future.set_result(None)
+        else:
+            self.future.set_exception(self.error)
+
+
+_Entry = tuple[bytes, _Waiter, int]
+"""An item pending in a batch: its encoding, its caller's waiter and its position there."""
+
+
 class Batcher(Generic[Item]):
     def __init__(
         self,
@@ -56,7 +88,7 @@ class Batcher(Generic[Item]):
         self._routing_key = routing_key
         self.max_items = max_items
         self.max_bytes = max_bytes
-        self._pending: dict[str, list[tuple[bytes, asyncio.Future[None]]]] = {}
+        self._pending: dict[str, list[_Entry]] = {}
         self._bytes: dict[str, int] = {}
         """Bytes of the message the pending items of a routing key would make."""
         self._out: dict[str, int] = {}
@@ -67,36 +99,36 @@ class Batcher(Generic[Item]):
     async def add(self, *items: Item) -> None:
         """Return once every one of `items` is in a confirmed message; raises the first
         failure (TooLarge, an encoding error, the broker's) after every item was settled."""
+        await self.submit(*items)
+
+    def submit(self, *items: Item) -> asyncio.Future[None]:
+        """`add` without the coroutine: the one future of `items`, settled as `add` returns
+        or raises. The items join their batches now."""
         loop = asyncio.get_running_loop()
-        waits = []
-        for item in items:
-            future: asyncio.Future[None] = loop.create_future()
-            waits.append(future)
+        waiter = _Waiter(loop.create_future(), len(items))
+        for at, item in enumerate(items):
             try:
                 encoded = orjson.dumps(item)
             except orjson.JSONEncodeError as exc:
-                future.set_exception(exc)
+                waiter.settle(at, exc)
                 continue
             size = len(encoded) + 2  # within `[` and `]`
             if size > self.max_bytes:
-                future.set_exception(TooLarge(size, self.max_bytes))
+                waiter.settle(at, TooLarge(size, self.max_bytes))
                 continue
             key = self._routing_key(item)
             if key in self._pending and self._bytes[key] + len(encoded) + 1 > self.max_bytes:
                 self._flush(key)  # the item does not fit: the batch so far goes out now
             pending = self._pending.setdefault(key, [])
             self._bytes[key] = self._bytes.get(key, 1) + len(encoded) + 1
-            pending.append((encoded, future))
+            pending.append((encoded, waiter, at))
             if len(pending) >= self.max_items:
                 self._flush(key)
             elif not self._out.get(key) and key not in self._scheduled:
                 # what the other handlers add in this turn of the loop goes in the same batch
                 self._scheduled.add(key)
                 loop.call_soon(self._flush_if_idle, key)
-        results = await asyncio.gather(*waits, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        return waiter.future
 
     def _flush_if_idle(self, key: str) -> None:
         self._scheduled.discard(key)
@@ -112,22 +144,20 @@ class Batcher(Generic[Item]):
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
 
-    async def _publish(self, key: str, batch: list[tuple[bytes, asyncio.Future[None]]]) -> None:
-        body = b"[" + b",".join(encoded for encoded, _ in batch) + b"]"
+    async def _publish(self, key: str, batch: list[_Entry]) -> None:
+        body = b"[" + b",".join(encoded for encoded, _, _ in batch) + b"]"
         try:
             await broker.publish(self._exchange(), body, key)
         except BaseException as exc:
             self._out[key] -= 1
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            for _, waiter, at in batch:
+                waiter.settle(at, exc)
             if not isinstance(exc, Exception):
                 raise
         else:
             self._out[key] -= 1
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
+            for _, waiter, at in batch:
+                waiter.settle(at, None)
         if not self._out[key]:
             # what was added while this message waited for its confirm goes out now
             self._flush(key)

@@ -14,6 +14,7 @@ EARLIEST..LATEST. The router and the HTTP ingest both validate here.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -116,6 +117,61 @@ class _Envelope(BaseModel):
         return self
 
 
+_PLAIN_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+    r"(Z|[+-](0[0-9]|1[0-9]|2[0-3]):[0-5][0-9])?"
+)
+"""The timestamp events carry (`2026-11-27T10:15:30.123Z`), which `datetime.fromisoformat`
+reads exactly as the models do."""
+_SLUGGED = ("kapp", "form")
+_ENTITIES = ("submission", "user", "team", "webhook")
+"""The optional entities of `_Envelope`, with a slug and without."""
+
+
+def _plain(data: dict[str, Any]) -> tuple[str, str, str, datetime] | None:
+    """Id, type, action and timestamp of an envelope the models would plainly accept, read
+    without them (the router's every event); None for anything else, which the models then
+    judge, so that each error keeps their wording."""
+    header = data.get("event")
+    space = data.get("space")
+    if type(header) is not dict or type(space) is not dict:
+        return None
+    id_ = header.get("id")
+    type_ = header.get("type")
+    action = header.get("action")
+    stamp = header.get("timestamp")
+    if type(id_) is not str or not 0 < len(id_) <= EVENT_ID_MAX:
+        return None
+    if type(type_) is not str or type(action) is not str:
+        return None
+    entry = TYPES.get(type_)
+    if entry is None or action not in entry.actions:
+        return None
+    if type(stamp) is not str or _PLAIN_TIMESTAMP.fullmatch(stamp) is None:
+        return None
+    slug = space.get("slug")
+    if type(slug) is not str or not slug:
+        return None
+    for name in _SLUGGED:
+        value = data.get(name)
+        if value is not None and (
+            type(value) is not dict or type(value.get("slug")) is not str or not value["slug"]
+        ):
+            return None
+    for name in _ENTITIES:
+        value = data.get(name)
+        if value is not None and type(value) is not dict:
+            return None
+    for name in entry.entities:
+        if data.get(name) is None:
+            return None
+    try:
+        timestamp = datetime.fromisoformat(stamp)
+    except ValueError:  # a day or an hour that does not exist
+        return None
+    return id_, type_, action, timestamp
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """A validated event: its header fields and the exact body webhooks receive."""
@@ -147,18 +203,21 @@ class Event:
         return orjson.dumps(self.body)
 
 
+_STORED_KEYS = (("event", "id", EVENT_ID_MAX), *KEY_LIMITS)
+"""Every key the job log stores, the event id among them, with its longest length."""
+
+
 def _unstorable(data: Mapping[str, Any], timestamp: datetime) -> list[dict[str, str]]:
     """What of a valid envelope the job log could not store, by field."""
     errors: list[dict[str, str]] = []
-    keys = [("event", "id", EVENT_ID_MAX), *KEY_LIMITS]
-    for entity, key, limit in keys:
+    for entity, key, limit in _STORED_KEYS:
         part = data.get(entity)
-        value = part.get(key) if isinstance(part, Mapping) else None
+        value = part.get(key) if type(part) is dict or isinstance(part, Mapping) else None
         if value is None:
             continue
         text = str(value)
         try:
-            size = len(text.encode())
+            size = len(text) if text.isascii() else len(text.encode())
         except UnicodeEncodeError:
             message = "must be valid Unicode (no lone surrogates)"
         else:
@@ -237,22 +296,26 @@ def parse_event(
             header = {**header, "timestamp": default_timestamp or now_timestamp()}
             filled.append("timestamp")
         data["event"] = header
-    try:
-        envelope = _Envelope.model_validate(data)
-    except ValidationError as exc:
-        raise EventInvalid(
-            [{"field": where(err), "message": plain(err)} for err in exc.errors()]
-        ) from None
-    timestamp = envelope.event.timestamp
+    header_fields = _plain(data)
+    if header_fields is None:
+        try:
+            envelope = _Envelope.model_validate(data)
+        except ValidationError as exc:
+            raise EventInvalid(
+                [{"field": where(err), "message": plain(err)} for err in exc.errors()]
+            ) from None
+        e = envelope.event
+        header_fields = (e.id, e.type, e.action, e.timestamp)
+    id_, type_, action, timestamp = header_fields
     if timestamp.tzinfo is None:
         timestamp = timestamp.replace(tzinfo=UTC)
     unstorable = _unstorable(data, timestamp)
     if unstorable:
         raise EventInvalid(unstorable)
     return Event(
-        id=envelope.event.id,
-        type=envelope.event.type,
-        action=envelope.event.action,
+        id=id_,
+        type=type_,
+        action=action,
         timestamp=timestamp,
         body=data,
         filled=tuple(filled),

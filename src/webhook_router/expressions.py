@@ -803,7 +803,8 @@ class UrlTemplate:
         such segments (encoded as %2E too), so the value would move the request elsewhere."""
         url, spans = self._substitute(event, encode=True)
         _check_rendered(url)
-        _check_dot_segments(url, spans)
+        if spans:
+            _check_dot_segments(url, spans)
         return url
 
     def text(self, event: Mapping[str, Any]) -> str:
@@ -864,6 +865,8 @@ def _check_rendered(url: str) -> None:
 
 
 _DOT_SEGMENTS = frozenset({".", ".."})
+_DOT_SEGMENT_MAX = len("%2e%2e")
+"""Longest spelling of a dot segment: a longer segment is none."""
 
 
 def _path_bounds(url: str) -> tuple[int, int]:
@@ -884,7 +887,10 @@ def _check_dot_segments(url: str, spans: list[tuple[int, int, int]]) -> None:
     for segment in url[start:end].split("/"):
         seg_start, seg_end = position, position + len(segment)
         position = seg_end + 1
-        if re.sub("%2e", ".", segment, flags=re.IGNORECASE) not in _DOT_SEGMENTS:
+        if (
+            len(segment) > _DOT_SEGMENT_MAX
+            or segment.lower().replace("%2e", ".") not in _DOT_SEGMENTS
+        ):
             continue
         for value_start, value_end, pos in spans:
             if value_start < seg_end and seg_start < value_end:

@@ -8,7 +8,7 @@ neither imports the other.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -136,21 +136,23 @@ async def publish_jobs(
     batchers: Batchers | None = None,
 ) -> None:
     """Publish deliveries and their jobs' records; returns once the broker confirmed all."""
-    publishes: list[Awaitable[None]] = []
     if batchers is not None:
+        waits = []
         if deliveries:
-            publishes.append(batchers.deliveries.add(*deliveries))
+            waits.append(batchers.deliveries.submit(*deliveries))
         if outcomes:
-            publishes.append(batchers.outcomes.add(*outcomes))
-    else:
-        publishes += [
-            broker.publish(
-                topology.deliveries, orjson.dumps([d]), topology.names.delivery_key(d.webhook_id)
-            )
-            for d in deliveries
-        ]
-        if outcomes:
-            publishes.append(
-                broker.publish(topology.results, orjson.dumps(list(outcomes)), RECORD_KEY)
-            )
+            waits.append(batchers.outcomes.submit(*outcomes))
+        if len(waits) == 1:
+            await waits[0]
+        elif waits:
+            await asyncio.gather(*waits)
+        return
+    publishes = [
+        broker.publish(
+            topology.deliveries, orjson.dumps([d]), topology.names.delivery_key(d.webhook_id)
+        )
+        for d in deliveries
+    ]
+    if outcomes:
+        publishes.append(broker.publish(topology.results, orjson.dumps(list(outcomes)), RECORD_KEY))
     await asyncio.gather(*publishes)

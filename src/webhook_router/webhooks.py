@@ -364,7 +364,9 @@ class WebhookIndex:
                     event.body,
                     engine_url,
                     self.definitions[(w.filter, w.url)],
-                    headers=self.header_templates.get(tuple(w.headers.items())),
+                    headers=self.header_templates.get(tuple(w.headers.items()))
+                    if w.headers
+                    else {},
                 )
             )
         ]

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+from datetime import datetime
+from typing import Any
 
-from webhook_router.events import EventInvalid, parse_event
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from webhook_router.events import _PLAIN_TIMESTAMP, EventInvalid, _Envelope, _plain, parse_event
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -222,3 +228,34 @@ def test_an_id_less_event_gets_the_id_derived_from_its_message() -> None:
     assert event.id == "given" and event.filled == ("id", "timestamp")
     assert event.body["event"]["timestamp"] == "2026-11-20T10:00:00.000Z"
     assert parse_event(event.body, default_id="other").filled == ()
+
+
+def _by_the_models(data: dict[str, Any]) -> tuple[str, str, str, datetime] | None:
+    try:
+        header = _Envelope.model_validate(data).event
+    except ValidationError:
+        return None
+    return header.id, header.type, header.action, header.timestamp
+
+
+@settings(max_examples=300, deadline=None)
+@given(stamp=st.from_regex(_PLAIN_TIMESTAMP, fullmatch=True))
+def test_a_timestamp_read_without_the_models_is_read_as_they_read_it(stamp: str) -> None:
+    data = submission(event={"id": "e1", "type": "Submission", "action": "Submitted"})
+    data["event"] = {**data["event"], "timestamp": stamp}  # type: ignore[dict-item]
+    plain = _plain(data)
+    if plain is not None:
+        models = _by_the_models(data)
+        assert models is not None and models == plain
+        assert models[3].isoformat() == plain[3].isoformat()
+        assert models[3].utcoffset() == plain[3].utcoffset()
+
+
+@pytest.mark.parametrize("entity", ["space", "kapp", "form", "submission", "user", "webhook"])
+@pytest.mark.parametrize("value", [None, {}, {"slug": ""}, {"slug": 1}, {"slug": "x"}, [], "x"])
+def test_an_envelope_read_without_the_models_is_one_they_accept(entity: str, value: object) -> None:
+    data = submission(event={"id": "e1", "type": "Submission", "action": "Submitted"})
+    data["event"] = {**data["event"], "timestamp": "2026-11-27T10:15:30.123Z"}  # type: ignore[dict-item]
+    data[entity] = value
+    plain = _plain(data)
+    assert plain is None or plain == _by_the_models(data)
