@@ -132,7 +132,7 @@ class Settings(BaseSettings):
         "`max_message_size` (RabbitMQ 3.10: 128 MiB); batches close before it, and an event "
         "whose deliveries cannot fit is dead-lettered.",
     )
-    router_prefetch: int = Field(default=64, description="Events one router handles at once.")
+    router_prefetch: int = Field(default=200, description="Events one router handles at once.")
     recorder_batch_size: int = Field(
         default=500, description="Most outcomes the recorder writes in one transaction."
     )
