@@ -731,7 +731,8 @@ def main() -> None:
     parser.add_argument(
         "--vs-peers",
         action="store_true",
-        help="webhook-router's single scenario against the peers in bench/peers/, "
+        help="webhook-router's single scenario (one process per role, and one up process) "
+        "against the peers in bench/peers/, "
         "in alternating rounds (needs the bench extra)",
     )
     parser.add_argument(
