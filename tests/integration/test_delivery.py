@@ -50,6 +50,28 @@ async def attempts_of(stack: Stack, job_id: Any) -> list[Any]:
     return await stack.store.job_attempts(str(job_id))
 
 
+def a_delivery(url: str) -> Delivery:
+    """One delivery of an empty event to `url`, for tests that call `Worker.post` alone."""
+    return Delivery(
+        job_id="00000000-0000-0000-0000-000000000001",
+        event_id="e",
+        event_at="2026-11-27T00:00:00+00:00",
+        webhook_id="00000000-0000-0000-0000-000000000002",
+        webhook_name="w",
+        space="s",
+        scope_type="Space",
+        scope_id="s",
+        type="User",
+        action="Created",
+        parent_type="User",
+        parent_id="u",
+        tree_group="Users",
+        tree_name="Created",
+        url=url,
+        body="{}",
+    )
+
+
 async def test_a_flaky_endpoint_completes_on_the_third_attempt(stack: Stack) -> None:
     calls = itertools.count(1)
 
@@ -380,24 +402,7 @@ async def test_loopback_targets_are_refused_unless_allowed(settings: Settings, h
         except OSError:
             if bind == "127.0.0.1" or host == "[::1]":
                 raise
-    delivery = Delivery(
-        job_id="00000000-0000-0000-0000-000000000001",
-        event_id="e",
-        event_at="2026-11-27T00:00:00+00:00",
-        webhook_id="00000000-0000-0000-0000-000000000002",
-        webhook_name="w",
-        space="s",
-        scope_type="Space",
-        scope_id="s",
-        type="User",
-        action="Created",
-        parent_type="User",
-        parent_id="u",
-        tree_group="Users",
-        tree_name="Created",
-        url=f"http://{host}:{port}/hook",
-        body="{}",
-    )
+    delivery = a_delivery(f"http://{host}:{port}/hook")
     guarded = settings.model_copy(
         update={"allowed_networks": [], "engine_url": "http://engine.invalid"}
     )
@@ -439,24 +444,7 @@ async def test_a_receivers_cookies_are_never_sent_back(settings: Settings) -> No
         worker.session = worker._session(worker.policy)
         try:
             for path in ("/first", "/second", "/first"):
-                delivery = Delivery(
-                    job_id="00000000-0000-0000-0000-000000000001",
-                    event_id="e",
-                    event_at="2026-11-27T00:00:00+00:00",
-                    webhook_id="00000000-0000-0000-0000-000000000002",
-                    webhook_name="w",
-                    space="s",
-                    scope_type="Space",
-                    scope_id="s",
-                    type="User",
-                    action="Created",
-                    parent_type="User",
-                    parent_id="u",
-                    tree_group="Users",
-                    tree_name="Created",
-                    url=url.replace("127.0.0.1", "localhost") + path,
-                    body="{}",
-                )
+                delivery = a_delivery(url.replace("127.0.0.1", "localhost") + path)
                 attempt, _, _ = await worker.post(delivery)
                 assert attempt.response_status == 200, attempt.error
         finally:
