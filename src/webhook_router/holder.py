@@ -19,6 +19,7 @@ import contextlib
 import functools
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -246,17 +247,12 @@ class Holder:
     async def _when_due(
         self, shard: Shard, name: str, key: Key, delay: float, lost: asyncio.Event
     ) -> None:
-        try:
+        with _holding(shard, name, key, lost, "ordered key stopped"):
             await asyncio.sleep(delay)
             async with key.lock:
                 head = key.head
                 while head is not None and not lost.is_set():
                     head = await self._run(shard, name, key, head, lost)
-        except Exception:
-            log.exception("ordered key stopped: the holder reconnects", key=name)
-            lost.set()
-        finally:
-            shard.release(name, key)
 
     async def _handle(
         self,
@@ -267,15 +263,10 @@ class Holder:
         message: AbstractIncomingMessage,
         lost: asyncio.Event,
     ) -> None:
-        try:
+        with _holding(shard, name, key, lost, "ordered delivery not handled"):
             async with key.lock:  # the first await: a key's deliveries go in queue order
                 if not lost.is_set():
                     await self._handle_held(shard, name, key, delivery, message, lost)
-        except Exception:
-            log.exception("ordered delivery not handled: the holder reconnects", key=name)
-            lost.set()
-        finally:
-            shard.release(name, key)
 
     async def _handle_held(
         self,
@@ -349,3 +340,19 @@ class Holder:
         key.head = head
         shard.key(name)  # the timer's use, released when it has run
         self._arm(shard, name, key, delay, lost)
+
+
+@contextlib.contextmanager
+def _holding(
+    shard: Shard, name: str, key: Key, lost: asyncio.Event, failure: str
+) -> Iterator[None]:
+    """A task's hold on a key of its shard: released however the task ends; a failure (the
+    broker or the database away) is logged as `failure` and marks the shard lost, so the
+    holder reconnects and the broker hands the shard to a holder that can go on."""
+    try:
+        yield
+    except Exception:
+        log.exception(f"{failure}: the holder reconnects", key=name)
+        lost.set()
+    finally:
+        shard.release(name, key)
