@@ -271,48 +271,58 @@ async def ready_for(st: Stack, space: str, url: str) -> Webhook:
     return hook
 
 
-@pytest.mark.timeout(120)
-async def test_a_job_failed_for_good_holds_its_key_through_its_retries_then_releases_it(
-    settings: Settings,
-) -> None:
-    receiver = Receiver(fail_share=0.0, seed=1)
+@asynccontextmanager
+async def an_ordered_webhook(
+    settings: Settings, receiver: Receiver
+) -> AsyncIterator[tuple[Stack, str]]:
+    """Every role in process, with an ordered webhook in a space of its own posting to
+    `receiver` (at `/ordered`), carried and held; the stack and space."""
     runner, base = await answer_app(receiver.handle)
     try:
         async with ordered_in_process(settings) as st:
             space = st.space()
             await ready_for(st, space, base + "/ordered")
-            receiver.fail_seq[("ordered", "user-a")] = 1  # every attempt of event 1 fails
-            for seq in range(3):
-                await st.publisher.publish(user_updated(space, "user-a", seq))
-            await st.publisher.publish(user_updated(space, "user-b", 0))
-            rows = await settle(st, space, 5, timeout=60)
-            by_seq = {
-                orjson.loads(r["request_content"])["user"]["seq"]: r
-                for r in rows
-                if orjson.loads(r["request_content"])["user"]["username"] == "user-a"
-            }
-            assert by_seq[1]["status"] == "Failed"
-            assert by_seq[2]["status"] == "Complete"
-            # the API shows that the key moved on past the failure, from both sides
-            failed, next_one = str(by_seq[1]["id"]), str(by_seq[2]["id"])
-            jobs = f"/app/api/v1/spaces/{space}/webhookJobs"
-            status, body = await st.api("GET", f"{jobs}/{failed}")
-            assert status == 200 and body["webhookJob"]["keyMovedOnTo"] == next_one
-            status, body = await st.api("GET", f"{jobs}/{next_one}")
-            assert status == 200 and body["webhookJob"]["afterFailedJob"] == failed
-            assert body["webhookJob"]["keyMovedOnTo"] is None
-        posts = receiver.of("ordered")["user-a"]
-        attempts = len(st.settings.schedule) + 1
-        assert [(p.seq, p.status) for p in posts] == [
-            (0, 200),
-            *[(1, 503)] * attempts,
-            (2, 200),
-        ]
-        assert not order_breaches(posts)
-        other = receiver.of("ordered")["user-b"][0]
-        assert other.start < posts[-2].end  # (other keys are not held by the retries)
+            yield st, space
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.timeout(120)
+async def test_a_job_failed_for_good_holds_its_key_through_its_retries_then_releases_it(
+    settings: Settings,
+) -> None:
+    receiver = Receiver(fail_share=0.0, seed=1)
+    async with an_ordered_webhook(settings, receiver) as (st, space):
+        receiver.fail_seq[("ordered", "user-a")] = 1  # every attempt of event 1 fails
+        for seq in range(3):
+            await st.publisher.publish(user_updated(space, "user-a", seq))
+        await st.publisher.publish(user_updated(space, "user-b", 0))
+        rows = await settle(st, space, 5, timeout=60)
+        by_seq = {
+            orjson.loads(r["request_content"])["user"]["seq"]: r
+            for r in rows
+            if orjson.loads(r["request_content"])["user"]["username"] == "user-a"
+        }
+        assert by_seq[1]["status"] == "Failed"
+        assert by_seq[2]["status"] == "Complete"
+        # the API shows that the key moved on past the failure, from both sides
+        failed, next_one = str(by_seq[1]["id"]), str(by_seq[2]["id"])
+        jobs = f"/app/api/v1/spaces/{space}/webhookJobs"
+        status, body = await st.api("GET", f"{jobs}/{failed}")
+        assert status == 200 and body["webhookJob"]["keyMovedOnTo"] == next_one
+        status, body = await st.api("GET", f"{jobs}/{next_one}")
+        assert status == 200 and body["webhookJob"]["afterFailedJob"] == failed
+        assert body["webhookJob"]["keyMovedOnTo"] is None
+    posts = receiver.of("ordered")["user-a"]
+    attempts = len(st.settings.schedule) + 1
+    assert [(p.seq, p.status) for p in posts] == [
+        (0, 200),
+        *[(1, 503)] * attempts,
+        (2, 200),
+    ]
+    assert not order_breaches(posts)
+    other = receiver.of("ordered")["user-b"][0]
+    assert other.start < posts[-2].end  # (other keys are not held by the retries)
 
 
 @pytest.mark.timeout(120)
@@ -320,30 +330,22 @@ async def test_a_retry_by_hand_of_an_ordered_job_goes_out_of_order_and_says_so(
     settings: Settings,
 ) -> None:
     receiver = Receiver(fail_share=0.0, seed=1)
-    runner, base = await answer_app(receiver.handle)
-    try:
-        async with ordered_in_process(settings) as st:
-            space = st.space()
-            await ready_for(st, space, base + "/ordered")
-            receiver.fail_seq[("ordered", "user-a")] = 0
-            await st.publisher.publish(user_updated(space, "user-a", 0))
-            [failed] = [
-                r for r in await settle(st, space, 2, timeout=60) if r["status"] == "Failed"
-            ]
-            receiver.fail_seq.clear()
-            await st.publisher.publish(user_updated(space, "user-a", 1))
-            await settle(st, space, 3, timeout=30)
-            one = f"/app/api/v1/spaces/{space}/webhookJobs/{failed['id']}"
-            status, body = await st.api("PUT", one, json={"webhookJob": {"status": "queued"}})
-            assert status == 200, body
-            assert body["webhookJob"]["outOfOrder"] is True
+    async with an_ordered_webhook(settings, receiver) as (st, space):
+        receiver.fail_seq[("ordered", "user-a")] = 0
+        await st.publisher.publish(user_updated(space, "user-a", 0))
+        [failed] = [r for r in await settle(st, space, 2, timeout=60) if r["status"] == "Failed"]
+        receiver.fail_seq.clear()
+        await st.publisher.publish(user_updated(space, "user-a", 1))
+        await settle(st, space, 3, timeout=30)
+        one = f"/app/api/v1/spaces/{space}/webhookJobs/{failed['id']}"
+        status, body = await st.api("PUT", one, json={"webhookJob": {"status": "queued"}})
+        assert status == 200, body
+        assert body["webhookJob"]["outOfOrder"] is True
 
-            async def posted() -> bool:
-                return any(p.seq == 0 and p.status == 200 for p in receiver.posts)
+        async def posted() -> bool:
+            return any(p.seq == 0 and p.status == 200 for p in receiver.posts)
 
-            assert await eventually(posted, timeout=30)
-        posts = [(p.seq, p.status) for p in receiver.of("ordered")["user-a"]]
-        # event 0 arrives after event 1: the retry did not wait for its key
-        assert posts[-2:] == [(1, 200), (0, 200)]
-    finally:
-        await runner.cleanup()
+        assert await eventually(posted, timeout=30)
+    posts = [(p.seq, p.status) for p in receiver.of("ordered")["user-a"]]
+    # event 0 arrives after event 1: the retry did not wait for its key
+    assert posts[-2:] == [(1, 200), (0, 200)]
