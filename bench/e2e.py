@@ -253,10 +253,11 @@ async def run(
         started.append(receiver)
         roles: dict[str, list[subprocess.Popen[bytes]]] = {}
         for role, count in processes.items():
+            command, env = role, env_of(settings)
+            if role == DIRECT:
+                command, env = "up", env | {"WEBHOOK_ROUTER_DIRECT_HANDOFF": "true"}
             roles[role] = [
-                subprocess.Popen(
-                    [sys.executable, "-m", "webhook_router.cli", role], env=env_of(settings)
-                )
+                subprocess.Popen([sys.executable, "-m", "webhook_router.cli", command], env=env)
                 for _ in range(count)
             ]
             started.extend(roles[role])
@@ -425,12 +426,16 @@ async def wait_complete(pool: asyncpg.Pool, jobs: int, timeout: float = 900) -> 
     raise TimeoutError(f"only {done} of {jobs} jobs Complete after {timeout} s")
 
 
+DIRECT = "up+direct"
+"""A layout's name for one `up` process with WEBHOOK_ROUTER_DIRECT_HANDOFF."""
 OURS = {
     "webhook-router": {"router": 1, "worker": 1, "recorder": 1},
     "webhook-router-up": {"up": 1},
+    "webhook-router-direct": {DIRECT: 1},
 }
-"""webhook-router as one process per role, and as one `up` process (the peers run as one
-process and as two: each system's best layout is compared)."""
+"""webhook-router as one process per role, as one `up` process, and as one `up` process
+with the direct handoff (the peers run as one process and as two: each system's best
+layout is compared)."""
 PEERS = {
     "faststream-2": ["faststream", "run", "faststream_app:app", "--workers", "2"],
     "faststream-1": ["faststream", "run", "faststream_app:app", "--workers", "1"],
@@ -674,6 +679,7 @@ LAYOUTS = {
     "1 router, 1 worker, 1 recorder": {"router": 1, "worker": 1, "recorder": 1},
     "2 routers, 2 workers, 1 recorder": {"router": 2, "worker": 2, "recorder": 1},
     "one up process": {"up": 1},
+    "one up process, direct handoff": {DIRECT: 1},
 }
 """The scaling scenario's ways of running the roles."""
 ORDERED_RUNS = (
@@ -741,6 +747,11 @@ def main() -> None:
         help="rounds of --vs-peers (default 3) and of the scaling scenario (default 1)",
     )
     parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="one `up` process with WEBHOOK_ROUTER_DIRECT_HANDOFF instead of one per role",
+    )
+    parser.add_argument(
         "--shards",
         type=int,
         nargs="+",
@@ -753,6 +764,8 @@ def main() -> None:
         print(f"machine: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")
         sys.exit(0 if vs_peers(base, args.events or 3000, args.rounds or 3) else 1)
     processes = {"router": args.routers, "worker": args.workers, "recorder": args.recorders}
+    if args.direct:
+        processes = {DIRECT: 1}
     print(
         f"machine: {os.cpu_count()} CPUs; broker {urlsplit(base.amqp_url[0]).netloc}; "
         f"database {urlsplit(base.database_url).netloc}; processes {processes}"

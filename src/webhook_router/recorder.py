@@ -15,6 +15,11 @@ job and status without request, answer or headers, the summary saying why) is re
 too, so that its job does not stay behind; when even that is refused (a key or time the
 log cannot hold), the dead letter is all there is.
 
+In a process that runs the router and the worker beside it with WEBHOOK_ROUTER_DIRECT_HANDOFF
+(handoff.py), outcomes also arrive in memory (`take`): each call's outcomes join the batch as
+a message's would and are settled as it would be, `take` returning once they are committed
+and raising if they were given back.
+
 The recorder also keeps the dead letters: it moves the `dead` queue into the
 `dead_letters` table (deadletters.py). It is the role that writes to PostgreSQL and already
 waits out the database's absences; the queue stays the buffer meanwhile, and every
@@ -89,7 +94,41 @@ FAILING_JOBS_MIN = 10
 disabled: a webhook rarely triggered is not disabled on a few failures."""
 T = TypeVar("T")
 
-Batch = list[tuple[list[Outcome], AbstractIncomingMessage]]
+
+class GivenBack(Exception):
+    """Outcomes handed in memory that were not recorded (their batch was given back)."""
+
+
+class Handed:
+    """Outcomes handed to the recorder in memory, in place of a results message, and settled
+    as that message would be: `ack` once committed, `nack` when given back."""
+
+    __slots__ = ("future", "size")
+
+    def __init__(self, outcomes: list[Outcome]) -> None:
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.size = sum(
+            len(o.delivery.body) + len(o.response_content or "") + HANDED_OVERHEAD for o in outcomes
+        )
+        """About the bytes a results message of these outcomes would hold."""
+
+    async def ack(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+    async def nack(self, requeue: bool = True) -> None:
+        if not self.future.done():
+            self.future.set_exception(GivenBack("outcomes not recorded, given back"))
+
+
+HANDED_OVERHEAD = 1024
+"""Bytes of an encoded outcome besides its request body and its answer."""
+
+Batch = list[tuple[list[Outcome], AbstractIncomingMessage | Handed]]
+
+
+def _size(message: AbstractIncomingMessage | Handed) -> int:
+    return message.size if isinstance(message, Handed) else len(message.body)
 
 
 def refused(exc: BaseException) -> bool:
@@ -158,6 +197,9 @@ class Recorder:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._flusher), deadline)
             self._flusher.cancel()
+        for _, message in self._buffer:  # not written in time: handed ones learn it now
+            if isinstance(message, Handed):
+                await message.nack()
         await self.side.stop()
         if self.connection is not None:
             await self.connection.close()
@@ -181,6 +223,17 @@ class Recorder:
         self._buffered += len(outcomes)
         self._arrived.set()
 
+    async def take(self, outcomes: list[Outcome]) -> None:
+        """Record outcomes handed in memory (a direct handoff): they join the next batch;
+        returns once they are committed (or dead-lettered), raises GivenBack if not."""
+        if self._flusher is None or self._flusher.done():
+            raise GivenBack("the recorder is not running")
+        handed = Handed(outcomes)
+        self._buffer.append((outcomes, handed))
+        self._buffered += len(outcomes)
+        self._arrived.set()
+        await handed.future
+
     async def _flush_loop(self) -> None:
         size = self.settings.recorder_batch_size
         while not (self._stopping and not self._buffer):
@@ -202,11 +255,11 @@ class Recorder:
         for outcomes, message in self._buffer:
             if count and (
                 taken + len(outcomes) > size
-                or volume + len(message.body) > self.settings.max_message_bytes
+                or volume + _size(message) > self.settings.max_message_bytes
             ):
                 break
             taken += len(outcomes)
-            volume += len(message.body)
+            volume += _size(message)
             count += 1
         batch, self._buffer[:] = self._buffer[:count], self._buffer[count:]
         self._buffered -= taken
@@ -219,13 +272,19 @@ class Recorder:
         try:
             recorded = await self._record([o for outcomes, _ in batch for o in outcomes])
             await self._apply_side_effects(recorded)
-        except Exception:
-            log.exception("batch not recorded, messages given back", messages=len(batch))
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                log.exception("batch not recorded, messages given back", messages=len(batch))
             for _, message in batch:
                 with contextlib.suppress(Exception):
                     await message.nack(requeue=True)
+            if not isinstance(exc, Exception):
+                raise  # cancelled (stopped past the drain deadline)
             return
-        await acks.ack_batch([m for _, m in batch])
+        await acks.ack_batch([m for _, m in batch if not isinstance(m, Handed)])
+        for _, m in batch:
+            if isinstance(m, Handed):
+                await m.ack()
         metrics.recorded(recorded)
         tracing.recorded(recorded, started)
         log.debug("outcomes recorded", messages=len(batch), outcomes=len(recorded))

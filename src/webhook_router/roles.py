@@ -1,5 +1,6 @@
 """The roles a process runs, built one way for `webhook-router up`, the single-role
-commands and the test stack: `build_roles(names, settings, store)`."""
+commands and the test stack: `build_roles(names, settings, store)`, wired for a direct
+handoff (handoff.py) when the settings ask for one."""
 
 from __future__ import annotations
 
@@ -27,4 +28,9 @@ def build_roles(names: Sequence[str], settings: Settings, store: Store) -> list[
     unknown = set(names) - set(ROLES)
     if unknown:
         raise ValueError(f"no role named {', '.join(sorted(unknown))}")
-    return [make(settings, store) for name, make in ROLES.items() if name in names]
+    roles = [make(settings, store) for name, make in ROLES.items() if name in names]
+    if settings.direct_handoff:
+        from webhook_router.handoff import connect
+
+        return connect(roles)
+    return roles

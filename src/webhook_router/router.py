@@ -6,7 +6,9 @@ back and, job ids being derived from event and webhook, makes no second job. An 
 published without `event.id` gets one derived from its routing key and body
 (`events.derived_id`), so its redelivery is the same event too; a missing
 `event.timestamp` is taken from the message's AMQP timestamp, else from the event's jobs
-already recorded (the job log's rows are keyed by id and event time), else now.
+already recorded (the job log's rows are keyed by id and event time), else now. With a
+direct handoff (handoff.py) the jobs go to the worker and the recorder of this process in
+memory instead, and the event is acknowledged once they are recorded.
 
 An event that can never be routed (invalid, not storable, not encodable, or too large for
 its deliveries to fit in a message) is dead-lettered with the reason before anything of it
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import orjson
 import structlog
@@ -27,7 +29,7 @@ from webhook_router import broker, metrics, tracing
 from webhook_router.acks import Acks
 from webhook_router.cache import WebhookCache
 from webhook_router.events import Event, EventInvalid, derived_id, iso_timestamp, parse_event
-from webhook_router.jobs import Outcome, Status
+from webhook_router.jobs import Delivery, Outcome, Status
 from webhook_router.planning import Batchers, plan, publish_jobs
 from webhook_router.sequencer import Sequencer
 from webhook_router.service import InFlight, SideTasks, dead_letter, link
@@ -40,6 +42,10 @@ log = structlog.get_logger(__name__)
 LOOKUP_TIMEOUT = 2.0
 """Seconds the router waits for the job log to tell when an event happened; without an
 answer (the database away) it takes its own clock."""
+
+
+Handoff = Callable[[Sequence[Delivery], Sequence[Outcome]], Awaitable[None]]
+"""An event's deliveries and its jobs' records, handed over in memory."""
 
 
 class Unroutable(Exception):
@@ -62,6 +68,9 @@ class Router:
         self._consumer_tag: str | None = None
         self.batchers: Batchers | None = None
         self.sequencer = Sequencer(settings, self.cache, self.event_of, Ledger(store.pool))
+        self.handoff: Handoff | None = None
+        """Where an event's jobs go in memory (a direct handoff: handoff.py), returning once
+        they are done; None: published to the workers and the recorder."""
 
     async def start(self) -> None:
         self.side.watch(await self.cache.start())
@@ -154,7 +163,8 @@ class Router:
         return parse_event({**event.body, "event": header}, fill=False)
 
     async def route(self, event: Event) -> int:
-        """Publish the event's deliveries and Queued records; returns how many jobs.
+        """Publish the event's deliveries and Queued records (or hand them over, then
+        returning once they are done); returns how many jobs.
         Raises Unroutable, having published nothing, for an event that can never be."""
         assert self.topology is not None
         matches = self.cache.index.match(event, self.settings.engine_url)
@@ -170,7 +180,10 @@ class Router:
                 f"the {self.settings.max_message_bytes} bytes a message may hold "
                 "(WEBHOOK_ROUTER_MAX_MESSAGE_BYTES)"
             )
-        await publish_jobs(self.topology, deliveries, outcomes, self.batchers)
+        if self.handoff is None:
+            await publish_jobs(self.topology, deliveries, outcomes, self.batchers)
+        else:
+            await self.handoff(deliveries, outcomes)
         for o in outcomes:
             log.info(
                 "job queued" if o.status == Status.QUEUED else "job failed",

@@ -133,6 +133,13 @@ class Settings(BaseSettings):
         "whose deliveries cannot fit is dead-lettered.",
     )
     router_prefetch: int = Field(default=200, description="Events one router handles at once.")
+    direct_handoff: bool = Field(
+        default=False,
+        description="In a process running the router, the worker and the recorder together "
+        "(`up`): each delivery goes to the worker and each outcome to the recorder in memory, "
+        "with no broker message between them, and an event is acknowledged once its jobs are "
+        "recorded. Jobs show in the log once attempted (or deferred), not when routed.",
+    )
     recorder_batch_size: int = Field(
         default=500, description="Most outcomes the recorder writes in one transaction."
     )

@@ -27,7 +27,7 @@ import contextlib
 import io
 import ssl
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -122,6 +122,16 @@ class Worker:
         """Per endpoint, its slots and the deliveries waiting for one."""
         self.certificates = ClientCertificates()
         self.rates = RateLimits(store, settings.endpoint_wait)
+        self.handed_to: Callable[[list[Outcome]], Awaitable[None]] | None = None
+        """Where outcomes go in memory (a direct handoff: the recorder's `take`), returning
+        once recorded; None: to the recorder through the results exchange."""
+
+    async def direct(self, delivery: Delivery) -> None:
+        """A delivery handed over in memory by the router of this process (a direct
+        handoff): posted and its outcome recorded (or deferred, recorded Queued) before
+        this returns; raises what would have the delivery's message given back."""
+        with self.inflight.hold():
+            await self.traced(delivery)
 
     async def start(self) -> None:
         s = self.settings
@@ -301,13 +311,18 @@ class Worker:
         slots run ahead) and comes back as the same attempt."""
         assert self.topology is not None
         wait = self.settings.endpoint_wait if reason == RATE_LIMITED else self.schedule[0]
-        await broker.publish(
+        published = broker.publish(
             self.topology.retry,
             orjson.dumps([delivery]),
             self.names.delivery_key(delivery.webhook_id),
             message_id=delivery.job_id,
             headers={RETRY_HEADER: delay_name(wait), "x-deferred": reason},
         )
+        if self.handed_to is None:
+            await published
+        else:  # no router's Queued record before it: the job shows in the log from now
+            queued = Outcome(delivery, Status.QUEUED, trace=delivery.trace)
+            await asyncio.gather(published, self.handed_to([queued]))
         metrics.deferred()
         tracing.annotate({"webhook_router.deferred": reason}, name="webhook attempt deferred")
         log.debug(
@@ -376,6 +391,9 @@ class Worker:
         """Hand the outcome to the recorder. One too large for a message (a large event
         with a large answer) goes without the request body, which the job's Queued record
         holds already."""
+        if self.handed_to is not None:
+            await self.handed_to([outcome])
+            return
         assert self.batcher is not None
         try:
             await self.batcher.add(outcome)

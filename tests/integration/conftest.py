@@ -216,7 +216,11 @@ async def open_stack(
     router = Router(s, st)
     worker = Worker(s, st)
     api = ApiRole(s, st)
-    chosen = [r for r in (recorder, router, worker, api) if r.name in roles]
+    chosen: list[Any] = [r for r in (recorder, router, worker, api) if r.name in roles]
+    if s.direct_handoff:
+        from webhook_router.handoff import connect
+
+        chosen = connect(chosen)
     started: list[Any] = []
     publisher = Publisher(s.amqp_url, s.namespace)
     try:

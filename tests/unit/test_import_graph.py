@@ -13,7 +13,7 @@ pytestmark = pytest.mark.timeout(10)
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "webhook_router"
 FRONT_ENDS = {"api", "console", "cli", "demo"}
 ROLES = {"router", "worker", "recorder"}
-WIRING = {"runtime", "roles", "launch", "testing", "demo", "api", "cli"}
+WIRING = {"runtime", "roles", "handoff", "launch", "testing", "demo", "api", "cli"}
 """Modules that run or stand in for roles, and so may name them."""
 
 

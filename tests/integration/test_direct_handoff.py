@@ -1,0 +1,180 @@
+"""The direct handoff (handoff.py): router, worker and recorder of one process passing an
+event's jobs in memory, the event acknowledged only once they are recorded. Real broker,
+real PostgreSQL, real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from webhook_router.handoff import NEEDS
+from webhook_router.jobs import Status
+from webhook_router.roles import build_roles
+from webhook_router.settings import Settings
+from webhook_router.testing import MemoryStore
+
+from ..conftest import eventually
+from .conftest import Stack, open_stack
+from .test_delivery import receiver, user_created
+from .test_faults import own_namespace
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(90)]
+
+
+@asynccontextmanager
+async def direct_stack(settings: Settings, **changes: Any) -> AsyncIterator[Stack]:
+    async with (
+        own_namespace(settings, direct_handoff=True, **changes) as own,
+        open_stack(own) as stack,
+    ):
+        yield stack
+
+
+class Gate:
+    """A receiver that holds every POST until opened, counting what arrived."""
+
+    def __init__(self, answer: int = 200) -> None:
+        self.open = asyncio.Event()
+        self.arrived: list[dict[str, Any]] = []
+        self.ids: list[str] = []
+        self.answer = answer
+
+    async def post(self, request: web.Request) -> web.Response:
+        self.arrived.append(await request.json())
+        self.ids.append(request.headers["webhook-id"])
+        await self.open.wait()
+        return web.json_response({"ok": True}, status=self.answer)
+
+
+async def test_the_event_stays_in_hand_until_its_job_is_recorded(settings: Settings) -> None:
+    """No broker message between the roles: while the POST is unanswered the job has no row
+    (no Queued record was written for it) and the router still holds the event; once it is
+    answered the job is recorded Complete and the event let go."""
+    gate = Gate()
+    async with direct_stack(settings) as stack, receiver(gate.post) as url:
+        space = stack.space()
+        await stack.webhook(space, type="User", event="Created", url=url + "/hook")
+        await stack.publisher.publish(user_created(space))
+        assert await eventually(lambda: _arrived(gate, 1), timeout=20)
+        assert stack.router.inflight.count == 1
+        assert await stack.jobs(space) == []
+        gate.open.set()
+        [job] = await stack.settled(space, 1)
+        assert job["status"] == Status.COMPLETE
+        assert job["attempts"] == 1
+        assert str(job["id"]) == gate.ids[0]
+        assert await eventually(lambda: _idle(stack), timeout=10)
+        assert len(gate.arrived) == 1
+
+
+async def test_many_events_each_posted_once_and_recorded(settings: Settings) -> None:
+    """A burst with two webhooks per event: every job posted once and recorded Complete with
+    the body it was sent, one attempt each."""
+    gate = Gate()
+    gate.open.set()
+    async with direct_stack(settings) as stack, receiver(gate.post) as url:
+        space = stack.space()
+        for n in range(2):
+            await stack.webhook(space, type="User", event="Created", url=f"{url}/hook-{n}")
+        for n in range(40):
+            event = user_created(space)
+            event["user"]["username"] = f"user-{n}"
+            await stack.publisher.publish(event)
+        jobs = await stack.settled(space, 80, timeout=30)
+        assert {j["status"] for j in jobs} == {Status.COMPLETE}
+        assert sorted(str(j["id"]) for j in jobs) == sorted(gate.ids)
+        assert len(set(gate.ids)) == 80
+        assert {j["attempts"] for j in jobs} == {1}
+        sent = {(b["user"]["username"]) for b in gate.arrived}
+        assert len(sent) == 40
+
+
+async def test_a_deferred_delivery_is_recorded_queued_then_delivered(settings: Settings) -> None:
+    """One slot per endpoint and a short wait: the second event's delivery is deferred to a
+    retry queue while the first holds the slot, and its job is in the log Queued meanwhile
+    (no router's Queued record stands before it); both end Complete once the endpoint
+    answers, the deferred one with a single attempt."""
+    gate = Gate()
+    async with (
+        direct_stack(settings, endpoint_concurrency=1, endpoint_wait=0.3) as stack,
+        receiver(gate.post) as url,
+    ):
+        space = stack.space()
+        await stack.webhook(space, type="User", event="Created", url=url + "/hook")
+        await stack.publisher.publish(user_created(space))
+        assert await eventually(lambda: _arrived(gate, 1), timeout=20)
+        second = user_created(space)
+        second["user"]["username"] = "second"
+        await stack.publisher.publish(second)
+        queued = await stack.settled(space, 1, statuses=(Status.QUEUED,), timeout=20)
+        assert [j["attempts"] for j in queued] == [0]
+        gate.open.set()
+        jobs = await stack.settled(space, 2, timeout=30)
+        assert {j["status"] for j in jobs} == {Status.COMPLETE}
+        assert sorted(j["attempts"] for j in jobs) == [1, 1]
+
+
+async def test_a_retry_is_recorded_queued_with_its_attempt_then_complete(
+    settings: Settings,
+) -> None:
+    """An endpoint that answers 503 once: the job is recorded Queued with its failed
+    attempt while the next waits in its retry queue, then Complete after the second."""
+    answers = [503, 200]
+
+    async def endpoint(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True}, status=answers.pop(0) if answers else 200)
+
+    async with direct_stack(settings) as stack, receiver(endpoint) as url:
+        space = stack.space()
+        await stack.webhook(space, type="User", event="Created", url=url + "/hook")
+        await stack.publisher.publish(user_created(space))
+        [job] = await stack.settled(space, 1, timeout=30)
+        assert job["status"] == Status.COMPLETE
+        assert job["attempts"] == 2
+        attempts = await stack.store.job_attempts(str(job["id"]))
+        assert [(a.attempt, a.response_status) for a in attempts] == [(1, 503), (2, 200)]
+
+
+async def test_an_event_in_hand_when_its_process_stops_is_delivered_by_the_next(
+    settings: Settings,
+) -> None:
+    """The process stops while a POST hangs, past its drain deadline: its event was never
+    acknowledged, so the next process gets it again and the job is recorded; the receiver
+    got the POST twice under the same `webhook-id`, as when a worker dies mid-POST."""
+    gate = Gate()
+    async with own_namespace(settings, direct_handoff=True, drain_timeout=0.5) as own:
+        async with receiver(gate.post) as url:
+            async with open_stack(own) as first:
+                space = first.space()
+                await first.webhook(space, type="User", event="Created", url=url + "/hook")
+                await first.publisher.publish(user_created(space))
+                assert await eventually(lambda: _arrived(gate, 1), timeout=20)
+                assert await first.jobs(space) == []
+            gate.open.set()
+            async with open_stack(own) as second:
+                second.spaces.append(space)
+                [job] = await second.settled(space, 1, timeout=30)
+                assert job["status"] == Status.COMPLETE
+        assert len(gate.ids) == 2 and gate.ids[0] == gate.ids[1] == str(job["id"])
+
+
+async def test_the_handoff_needs_the_three_roles_in_one_process(settings: Settings) -> None:
+    direct = settings.model_copy(update={"direct_handoff": True})
+    for names in (["router"], ["router", "worker"], ["worker", "recorder", "api"]):
+        with pytest.raises(ValueError, match=NEEDS):
+            build_roles(names, direct, MemoryStore())
+    roles = build_roles(["api", "router", "worker", "recorder"], direct, MemoryStore())
+    assert [r.name for r in roles] == ["recorder", "worker", "router", "api"]
+
+
+async def _arrived(gate: Gate, count: int) -> bool:
+    return len(gate.arrived) >= count
+
+
+async def _idle(stack: Stack) -> bool:
+    return stack.router.inflight.count == 0
