@@ -7,7 +7,9 @@ visible meanwhile. In one process the event does that: it is acknowledged only o
 one of its jobs was recorded, posted or, if its endpoint was full or its answer asked for a
 retry, waiting in a retry queue and recorded Queued. A process that dies mid-event loses
 nothing: the event comes back and is routed again, its jobs keep their ids and the receiver
-may get a POST twice with the same `webhook-id`, as when a worker dies mid-POST. Retries,
+may get a POST twice with the same `webhook-id`, as when a worker dies mid-POST; so may it
+when the recorder gives a batch back (its side effects failed three times), since the event
+is then given back too. Retries,
 deferrals, dead letters and ordered webhooks go through the broker as ever.
 
 What it saves per delivery: three messages (the delivery, the Queued record and the
