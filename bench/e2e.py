@@ -3,6 +3,7 @@ PostgreSQL, a receiver answering like the workflow engine, N events published, e
 waited for until it is recorded Complete; then figures, and a check of the result.
 
     python bench/e2e.py --scenario single --events 20000
+    python bench/e2e.py --scenario single --events 20000 --direct   # one `up`, direct handoff
     python bench/e2e.py --scenario fanout --events 4000
     python bench/e2e.py --scenario retry --events 10000
     python bench/e2e.py --scenario latency             # 300, 600 and 900 events/s, 20 s each
@@ -17,16 +18,18 @@ It makes its own database and namespace and drops them at the end.
 `--scenario latency` runs open loop at each of LATENCY_RATES in turn (or at `--rate`), so
 the latency table comes from one run. `--scenario scaling` runs the single scenario with the
 roles laid out each way of LAYOUTS (one process per role; two routers and two workers; all
-roles in one `webhook-router up` process), the order rotated from round to round.
+roles in one `webhook-router up` process, without and with WEBHOOK_ROUTER_DIRECT_HANDOFF),
+the order rotated from round to round. `--direct` runs any other scenario in one `up`
+process with the direct handoff instead of one process per role.
 
 `--scenario ordered` runs, one after the other, the webhook unordered then ordered per key
 (docs/ordering.md): closed loop with 1,000 keys and with 10 keys (deliveries/s), then open
 loop at 300 events/s with 1,000 keys (event -> POST); an event's key is its username.
 
 `--vs-peers` (needs the `bench` extra, and `rabbitmqctl` for the Celery peer's vhost)
-runs, in each round, webhook-router's single scenario (one process per role, and all roles in
-one `up` process) and the peers in bench/peers/ (FastStream with 2 processes and with 1,
-Celery) on the same N events, the same receiver
+runs, in each round, webhook-router's single scenario (one process per role, all roles in one
+`up` process, and that process with the direct handoff) and the peers in bench/peers/
+(FastStream with 2 processes and with 1, Celery) on the same N events, the same receiver
 and the same broker and database, each with a database and namespace of its own; the
 order rotates from round to round, since this machine's speed drifts. It prints each
 round's recorded deliveries/s, each system's median, and last the ratio of each

@@ -30,6 +30,8 @@ from webhook_router.router import Router
 from webhook_router.service import Role
 from webhook_router.worker import Worker
 
+ROLES = frozenset({"router", "worker", "recorder"})
+"""The roles a process must run for a direct handoff."""
 NEEDS = "WEBHOOK_ROUTER_DIRECT_HANDOFF needs the router, the worker and the recorder in one process"
 
 

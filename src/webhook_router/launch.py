@@ -162,8 +162,11 @@ def run(
     """Run the named roles until a signal (check their ports first: `check_listens`). `up`
     migrates first and, unless `demo` runs the demo beside them, says where the console is
     once they are ready."""
+    from webhook_router.handoff import NEEDS, ROLES
     from webhook_router.runtime import CannotListen
 
+    if settings.direct_handoff and not ROLES.issubset(names):
+        raise CannotStart(NEEDS, EXIT_USAGE)
     try:
         run_forever(_run(settings, names, health_port, up, demo, generated_token))
     except CannotListen as exc:

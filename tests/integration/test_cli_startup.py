@@ -130,6 +130,22 @@ async def test_up_demo_with_the_engine_port_busy_starts_nothing(
     await nothing_started(services, busy)
 
 
+@pytest.mark.parametrize("role", ["router", "worker", "recorder"])
+async def test_a_direct_handoff_without_the_three_roles_starts_nothing(
+    services: Services, fresh: Settings, role: str
+) -> None:
+    """WEBHOOK_ROUTER_DIRECT_HANDOFF in a process of one role: one line saying why, the
+    usage exit code, nothing declared or created."""
+    code, out, err = await run(fresh.model_copy(update={"direct_handoff": True}), role)
+    assert code == 2, err
+    assert err.strip().splitlines() == [
+        "webhook-router: WEBHOOK_ROUTER_DIRECT_HANDOFF needs the router, the worker and the "
+        "recorder in one process"
+    ]
+    assert out == ""
+    await nothing_started(services, fresh)
+
+
 async def test_up_with_the_health_port_busy_starts_nothing(
     services: Services, fresh: Settings, busy_port: int
 ) -> None:
