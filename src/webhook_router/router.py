@@ -182,20 +182,26 @@ class Router:
             )
         if self.handoff is None:
             await publish_jobs(self.topology, deliveries, outcomes, self.batchers)
-        else:
+            _log_jobs(event, outcomes, "job queued")
+        else:  # said before the worker's lines about the same jobs
+            _log_jobs(event, outcomes, "job handed over")
             await self.handoff(deliveries, outcomes)
-        for o in outcomes:
-            log.info(
-                "job queued" if o.status == Status.QUEUED else "job failed",
-                event_id=event.id,
-                job_id=o.delivery.job_id,
-                webhook=o.delivery.webhook_name,
-                url=o.delivery.url,
-                summary=o.summary,
-            )
         if not outcomes:
             log.debug("no webhook matched", event_id=event.id, type=event.type, action=event.action)
         return len(outcomes)
+
+
+def _log_jobs(event: Event, outcomes: Sequence[Outcome], queued: str) -> None:
+    """A line per job: `queued` for a job on its way to a worker, else "job failed"."""
+    for o in outcomes:
+        log.info(
+            queued if o.status == Status.QUEUED else "job failed",
+            event_id=event.id,
+            job_id=o.delivery.job_id,
+            webhook=o.delivery.webhook_name,
+            url=o.delivery.url,
+            summary=o.summary,
+        )
 
 
 def oversized(outcomes: Sequence[Outcome], max_bytes: int) -> int:
