@@ -9,8 +9,8 @@ retry, waiting in a retry queue and recorded Queued. A process that dies mid-eve
 nothing: the event comes back and is routed again, its jobs keep their ids and the receiver
 may get a POST twice with the same `webhook-id`, as when a worker dies mid-POST; so may it
 when the recorder gives a batch back (its side effects failed three times), since the event
-is then given back too. Retries,
-deferrals, dead letters and ordered webhooks go through the broker as ever.
+is then given back too. Retries, deferrals, dead letters and ordered webhooks go through the
+broker as ever.
 
 What it saves per delivery: three messages (the delivery, the Queued record and the
 outcome: each encoded, published, confirmed, consumed, decoded and acknowledged) and the
