@@ -47,7 +47,7 @@ async def own_namespace(settings: Settings, **changes: Any) -> AsyncIterator[Set
     try:
         yield own
     finally:
-        await drop_namespace(own.amqp_url[0], own.namespace, schedule=own.schedule)
+        await drop_namespace(own.amqp_url[0], own.namespace, schedule=own.retry_delays)
 
 
 def user_created(space: str, n: int = 0) -> dict[str, Any]:
