@@ -29,6 +29,7 @@ from webhook_router.store import Store
 from webhook_router.webhooks import Webhook
 
 from ..conftest import eventually, free_port
+from ..support.processes import PrivatePostgres
 
 PIPELINE_SLACK = 5.0
 """Seconds allowed for routing an event and recording outcomes: not a setting, a margin."""
@@ -283,3 +284,23 @@ async def answer_app(handler: Any) -> tuple[web.AppRunner, str]:
     port = free_port()
     runner = await serve(app, "127.0.0.1", port)
     return runner, f"http://127.0.0.1:{port}"
+
+
+@asynccontextmanager
+async def private_job_log() -> AsyncIterator[tuple[PrivatePostgres, str]]:
+    """A PostgreSQL server of the test's own with a migrated job log: (server, database URL),
+    for tests that stop and start the database; removed at the end."""
+    pg = PrivatePostgres(free_port())
+    pg.init()
+    pg.start()
+    try:
+        admin = await asyncpg.connect(pg.url)
+        await admin.execute("CREATE DATABASE router")
+        await admin.close()
+        database_url = pg.url.rsplit("/", 1)[0] + "/router"
+        pool = await store.connect(database_url)
+        await store.migrate(pool)
+        await pool.close()
+        yield pg, database_url
+    finally:
+        pg.remove()

@@ -11,12 +11,11 @@ from typing import Any
 from urllib.parse import quote
 
 import aio_pika
-import asyncpg
 import orjson
 import pytest
 from aiohttp import web
 
-from webhook_router import broker, store
+from webhook_router import broker
 from webhook_router.admin import Admin
 from webhook_router.deadletters import (
     ID_HEADER,
@@ -32,8 +31,8 @@ from webhook_router.settings import Settings
 from webhook_router.store import Store
 
 from ..conftest import eventually, free_port
-from ..support.processes import PrivatePostgres, rabbitmqctl
-from .conftest import Stack, open_stack
+from ..support.processes import rabbitmqctl
+from .conftest import Stack, open_stack, private_job_log
 from .test_cli import cli
 from .test_delivery import find_dead, receiver, user_created
 from .test_faults import own_namespace
@@ -249,46 +248,34 @@ async def test_dead_letters_wait_in_the_queue_while_postgres_is_down(settings: S
     """With PostgreSQL stopped, dead letters stay in the `dead` queue (none acknowledged);
     once it is back every one of them is stored, once."""
     count = 20
-    pg = PrivatePostgres(free_port())
-    pg.init()
-    pg.start()
-    try:
-        admin = await asyncpg.connect(pg.url)
-        await admin.execute("CREATE DATABASE router")
-        await admin.close()
-        database_url = pg.url.rsplit("/", 1)[0] + "/router"
-        pool = await store.connect(database_url)
-        await store.migrate(pool)
-        await pool.close()
-        async with (
-            own_namespace(settings, database_url=database_url) as own,
-            open_stack(own, ("recorder",)) as st,
-        ):
-            topology = st.recorder.topology
-            assert topology is not None
-            pg.stop()
-            for n in range(count):
-                headers = dead_headers("router", f"bad event {n}", "user.created")
-                await broker.publish(topology.dead, b"{}", "", message_id=f"m{n}", headers=headers)
-            assert await eventually(lambda: _keeper_waits(st), timeout=30)
+    async with (
+        private_job_log() as (pg, database_url),
+        own_namespace(settings, database_url=database_url) as own,
+        open_stack(own, ("recorder",)) as st,
+    ):
+        topology = st.recorder.topology
+        assert topology is not None
+        pg.stop()
+        for n in range(count):
+            headers = dead_headers("router", f"bad event {n}", "user.created")
+            await broker.publish(topology.dead, b"{}", "", message_id=f"m{n}", headers=headers)
+        assert await eventually(lambda: _keeper_waits(st), timeout=30)
 
-            async def all_in_queue() -> bool:
-                return await _in_queue(own) == count
+        async def all_in_queue() -> bool:
+            return await _in_queue(own) == count
 
-            assert await eventually(all_in_queue, timeout=20), await _in_queue(own)
-            pg.start()
+        assert await eventually(all_in_queue, timeout=20), await _in_queue(own)
+        pg.start()
 
-            async def all_stored() -> bool:
-                try:
-                    stored = await st.store.pool.fetchval("SELECT count(*) FROM dead_letters")
-                except Exception:  # the pool reconnecting
-                    return False
-                return bool(stored == count)
+        async def all_stored() -> bool:
+            try:
+                stored = await st.store.pool.fetchval("SELECT count(*) FROM dead_letters")
+            except Exception:  # the pool reconnecting
+                return False
+            return bool(stored == count)
 
-            assert await eventually(all_stored, timeout=60)
-            assert await eventually(lambda: _queue_empty(own), timeout=30)
-    finally:
-        pg.remove()
+        assert await eventually(all_stored, timeout=60)
+        assert await eventually(lambda: _queue_empty(own), timeout=30)
 
 
 async def _keeper_waits(st: Stack) -> bool:

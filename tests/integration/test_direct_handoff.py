@@ -13,16 +13,14 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from webhook_router import store
 from webhook_router.handoff import NEEDS
 from webhook_router.jobs import Status
 from webhook_router.roles import build_roles
 from webhook_router.settings import Settings
 from webhook_router.testing import MemoryStore
 
-from ..conftest import eventually, free_port
-from ..support.processes import PrivatePostgres
-from .conftest import Stack, open_stack
+from ..conftest import eventually
+from .conftest import Stack, open_stack, private_job_log
 from .test_delivery import receiver, user_created
 from .test_faults import own_namespace
 
@@ -173,50 +171,38 @@ async def test_while_postgres_is_away_events_wait_and_each_job_is_recorded_once_
     outcome waits in the recorder and its event stays in hand, unacknowledged; once the
     database is back every job is recorded Complete and none was posted twice."""
     count = 5
-    pg = PrivatePostgres(free_port())
-    pg.init()
-    pg.start()
-    try:
-        admin = await asyncpg.connect(pg.url)
-        await admin.execute("CREATE DATABASE router")
-        await admin.close()
-        database_url = pg.url.rsplit("/", 1)[0] + "/router"
-        pool = await store.connect(database_url)
-        await store.migrate(pool)
-        await pool.close()
-        gate = Gate()
-        gate.open.set()
-        async with (
-            direct_stack(settings, database_url=database_url) as stack,
-            receiver(gate.post) as url,
-        ):
-            space = stack.space()
-            await stack.webhook(space, type="User", event="Created", url=url + "/hook")
-            pg.stop()
-            for n in range(count):
-                event = user_created(space)
-                event["user"]["username"] = f"user-{n}"
-                await stack.publisher.publish(event)
-            assert await eventually(lambda: _arrived(gate, count), timeout=30)
-            assert await eventually(lambda: _recorder_waits(stack), timeout=30)
-            assert stack.router.inflight.count == count
-            pg.start()
+    gate = Gate()
+    gate.open.set()
+    async with (
+        private_job_log() as (pg, database_url),
+        direct_stack(settings, database_url=database_url) as stack,
+        receiver(gate.post) as url,
+    ):
+        space = stack.space()
+        await stack.webhook(space, type="User", event="Created", url=url + "/hook")
+        pg.stop()
+        for n in range(count):
+            event = user_created(space)
+            event["user"]["username"] = f"user-{n}"
+            await stack.publisher.publish(event)
+        assert await eventually(lambda: _arrived(gate, count), timeout=30)
+        assert await eventually(lambda: _recorder_waits(stack), timeout=30)
+        assert stack.router.inflight.count == count
+        pg.start()
 
-            async def all_complete() -> list[asyncpg.Record] | None:
-                try:
-                    rows = await stack.jobs(space)
-                except Exception:  # the pool reconnecting
-                    return None
-                done = [r for r in rows if r["status"] == Status.COMPLETE]
-                return rows if len(done) == count else None
+        async def all_complete() -> list[asyncpg.Record] | None:
+            try:
+                rows = await stack.jobs(space)
+            except Exception:  # the pool reconnecting
+                return None
+            done = [r for r in rows if r["status"] == Status.COMPLETE]
+            return rows if len(done) == count else None
 
-            jobs = await eventually(all_complete, timeout=60)
-            assert jobs is not None, "not every job was recorded once the database was back"
-            assert sorted(str(j["id"]) for j in jobs) == sorted(gate.ids)
-            assert len(gate.ids) == count  # none posted twice
-            assert await eventually(lambda: _idle(stack), timeout=20)
-    finally:
-        pg.remove()
+        jobs = await eventually(all_complete, timeout=60)
+        assert jobs is not None, "not every job was recorded once the database was back"
+        assert sorted(str(j["id"]) for j in jobs) == sorted(gate.ids)
+        assert len(gate.ids) == count  # none posted twice
+        assert await eventually(lambda: _idle(stack), timeout=20)
 
 
 async def test_the_handoff_needs_the_three_roles_in_one_process(settings: Settings) -> None:

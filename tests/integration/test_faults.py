@@ -10,23 +10,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import asyncpg
 import pytest
 from aiohttp import web
 
-from webhook_router import broker, store
+from webhook_router import broker
 from webhook_router.settings import Settings
 
-from ..conftest import drop_namespace, eventually, free_port
+from ..conftest import drop_namespace, eventually
 from ..support.processes import (
-    PrivatePostgres,
     close_vhost_connections,
     delete_vhost,
     private_vhost,
     role_process,
     terminate,
 )
-from .conftest import Stack, answer_app, event_for, open_stack
+from .conftest import Stack, answer_app, event_for, open_stack, private_job_log
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(120)]
 
@@ -151,12 +149,7 @@ async def test_closed_broker_connections_are_survived_by_every_role(settings: Se
         own = settings.model_copy(update={"amqp_url": [vhost_url]})
         async with open_stack(own) as st:
             space = st.space()
-            await st.webhook(
-                space,
-                type="User",
-                event="Created",
-                url="/app/api/v1/run-tree/Kinetic%20Request%20CE/Users/Created",
-            )
+            await users_created_to_the_engine(st, space)
             events = [user_created(space, n) for n in range(count)]
             publishing = asyncio.create_task(publish_all(st, events))
 
@@ -242,39 +235,35 @@ async def test_a_worker_stops_within_its_deadline_when_the_broker_goes_mid_post(
 
 async def test_postgres_stopped_mid_run_loses_no_outcome(settings: Settings) -> None:
     count = 200
-    pg = PrivatePostgres(free_port())
-    pg.init()
-    pg.start()
-    try:
-        admin = await asyncpg.connect(pg.url)
-        await admin.execute("CREATE DATABASE router")
-        await admin.close()
-        database_url = pg.url.rsplit("/", 1)[0] + "/router"
-        pool = await store.connect(database_url)
-        await store.migrate(pool)
-        await pool.close()
-        async with own_namespace(settings, database_url=database_url) as own, open_stack(own) as st:
-            space = st.space()
-            await st.webhook(
-                space,
-                type="User",
-                event="Created",
-                url="/app/api/v1/run-tree/Kinetic%20Request%20CE/Users/Created",
-            )
-            await st.publisher.publish(user_created(space, -1))
-            await st.settled(space, 1)
-            pg.stop()
-            for n in range(count):
-                await st.publisher.publish(user_created(space, n))
-            # the router and the workers keep delivering while the database is away
-            assert await eventually(lambda: _received_at_least(st, space, count + 1), timeout=60)
-            assert not st.recorder.database_ok
-            pg.start()
-            rows = await st.settled(space, count + 1, timeout=90)
-            assert len(rows) == count + 1
-            assert {r["status"] for r in rows} == {"Complete"}
-    finally:
-        pg.remove()
+    async with (
+        private_job_log() as (pg, database_url),
+        own_namespace(settings, database_url=database_url) as own,
+        open_stack(own) as st,
+    ):
+        space = st.space()
+        await users_created_to_the_engine(st, space)
+        await st.publisher.publish(user_created(space, -1))
+        await st.settled(space, 1)
+        pg.stop()
+        for n in range(count):
+            await st.publisher.publish(user_created(space, n))
+        # the router and the workers keep delivering while the database is away
+        assert await eventually(lambda: _received_at_least(st, space, count + 1), timeout=60)
+        assert not st.recorder.database_ok
+        pg.start()
+        rows = await st.settled(space, count + 1, timeout=90)
+        assert len(rows) == count + 1
+        assert {r["status"] for r in rows} == {"Complete"}
+
+
+async def users_created_to_the_engine(st: Stack, space: str) -> None:
+    """A webhook of `space` posting every User Created to the engine's run-tree endpoint."""
+    await st.webhook(
+        space,
+        type="User",
+        event="Created",
+        url="/app/api/v1/run-tree/Kinetic%20Request%20CE/Users/Created",
+    )
 
 
 async def _received_at_least(st: Stack, space: str, n: int) -> bool:
