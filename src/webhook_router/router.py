@@ -42,6 +42,8 @@ log = structlog.get_logger(__name__)
 LOOKUP_TIMEOUT = 2.0
 """Seconds the router waits for the job log to tell when an event happened; without an
 answer (the database away) it takes its own clock."""
+TIMES_KEPT = 10_000
+"""Events without a time whose first copy's time the router remembers (the oldest go)."""
 
 
 Handoff = Callable[[Sequence[Delivery], Sequence[Outcome]], Awaitable[None]]
@@ -68,6 +70,10 @@ class Router:
         self._consumer_tag: str | None = None
         self.batchers: Batchers | None = None
         self.sequencer = Sequencer(settings, self.cache, self.event_of, Ledger(store.pool))
+        self._times: dict[str, asyncio.Future[str]] = {}
+        """Per event id that came without a time, the time its first copy was given: a copy
+        arriving before the first one's jobs are recorded gets the same (the job log keys a
+        job by id and event time, so two times would make two rows of one job)."""
         self.handoff: Handoff | None = None
         """Where an event's jobs go in memory (a direct handoff: handoff.py), returning once
         they are done; None: published to the workers and the recorder."""
@@ -152,15 +158,29 @@ class Router:
         )
         if "timestamp" not in event.filled or stamped is not None:
             return event
+        taken = self._times.get(event.id)
+        if taken is None:  # the first copy in hand: its answer is every copy's
+            taken = asyncio.ensure_future(self._time_of(event))
+            self._times[event.id] = taken
+            while len(self._times) > TIMES_KEPT:
+                del self._times[next(iter(self._times))]
+        timestamp = await asyncio.shield(taken)
+        if timestamp == event.body["event"]["timestamp"]:
+            return event
+        header = {**event.body["event"], "timestamp": timestamp}
+        return parse_event({**event.body, "event": header}, fill=False)
+
+    async def _time_of(self, event: Event) -> str:
+        """When an event that came without a time happened: as its jobs already recorded
+        say, else as first seen here (the time `event` was given)."""
         try:
             recorded = await asyncio.wait_for(self.store.event_time(event.id), LOOKUP_TIMEOUT)
         except Exception as exc:
             log.warning("event time not looked up", event_id=event.id, error=repr(exc))
-            return event
+            recorded = None
         if recorded is None:
-            return event
-        header = {**event.body["event"], "timestamp": iso_timestamp(recorded)}
-        return parse_event({**event.body, "event": header}, fill=False)
+            return str(event.body["event"]["timestamp"])
+        return iso_timestamp(recorded)
 
     async def route(self, event: Event) -> int:
         """Publish the event's deliveries and Queued records (or hand them over, then

@@ -33,9 +33,12 @@ async def publish_raw(stack: Stack, body: bytes, **properties: Any) -> None:
 
 
 @pytest.mark.parametrize("with_timestamp", [True, False], ids=["timestamped", "no timestamp"])
+@pytest.mark.parametrize("back_to_back", [False, True], ids=["after", "back to back"])
 async def test_the_same_body_published_twice_without_id_makes_one_job_per_webhook(
-    stack: Stack, with_timestamp: bool
+    stack: Stack, with_timestamp: bool, back_to_back: bool
 ) -> None:
+    """Back to back, the second copy is routed before the first one's jobs are recorded: it
+    must still get the first one's time (the job log keys a job by id and event time)."""
     posts: list[tuple[str, bytes]] = []
 
     async def keep(request: web.Request) -> web.Response:
@@ -51,7 +54,8 @@ async def test_the_same_body_published_twice_without_id_makes_one_job_per_webhoo
         for _ in range(2):
             await stack.webhook(space, type="User", event="Created", url=url + "/h")
         await publish_raw(stack, body)
-        await stack.settled(space, 2)
+        if not back_to_back:
+            await stack.settled(space, 2)
         await publish_raw(stack, body)
 
         async def posted_twice() -> bool:
