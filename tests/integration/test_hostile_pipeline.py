@@ -29,10 +29,12 @@ from aiohttp import web
 from webhook_router import broker
 from webhook_router.catalogue import routing_key
 from webhook_router.events import EventInvalid, derived_id, parse_event
+from webhook_router.settings import Settings
 
 from ..conftest import eventually
 from .conftest import Stack
 from .test_delivery import receiver
+from .test_direct_handoff import direct_stack
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(90)]
 
@@ -179,6 +181,21 @@ async def answer(request: web.Request) -> web.StreamResponse:
 async def test_every_accepted_event_is_recorded_once_and_every_refused_one_dead_lettered(
     stack: Stack, seed: int
 ) -> None:
+    await holds_through(stack, seed)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+async def test_the_same_holds_with_the_direct_handoff_each_message_sent_twice(
+    settings: Settings, seed: int
+) -> None:
+    """One `up`-like stack with WEBHOOK_ROUTER_DIRECT_HANDOFF, every message published twice
+    (a publisher's retry): the same promise, and still one job per event and webhook."""
+    async with direct_stack(settings) as stack:
+        await holds_through(stack, seed, copies=2)
+
+
+async def holds_through(stack: Stack, seed: int, copies: int = 1) -> None:
+    """Send the seed's events (each `copies` times) through `stack` and check the promise."""
     assert stack.router.topology is not None
     rng = random.Random(seed)
     space = stack.space()
@@ -190,7 +207,8 @@ async def test_every_accepted_event_is_recorded_once_and_every_refused_one_dead_
             raw = generate(rng, space, n)
             event_id = accepted(raw)
             message_id = f"{space}-message-{n}"
-            await broker.publish(stack.router.topology.events, raw, KEY, message_id=message_id)
+            for _ in range(copies):
+                await broker.publish(stack.router.topology.events, raw, KEY, message_id=message_id)
             published.append(Published(message_id, raw, event_id is not None, event_id))
         good = [p for p in published if p.accepted]
         refused = [p for p in published if not p.accepted]
