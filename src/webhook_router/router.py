@@ -5,10 +5,11 @@ confirmed by the broker, so a router that dies mid-event loses nothing; the even
 back and, job ids being derived from event and webhook, makes no second job. An event
 published without `event.id` gets one derived from its routing key and body
 (`events.derived_id`), so its redelivery is the same event too; a missing
-`event.timestamp` is taken from the message's AMQP timestamp, else from the event's jobs
-already recorded (the job log's rows are keyed by id and event time), else now. With a
-direct handoff (handoff.py) the jobs go to the worker and the recorder of this process in
-memory instead, and the event is acknowledged once they are recorded.
+`event.timestamp` is taken from the message's AMQP timestamp, else from an earlier copy this
+router saw, else from the event's jobs already recorded (the job log's rows are keyed by id
+and event time), else now. With a direct handoff (handoff.py) the jobs go to the worker and
+the recorder of this process in memory instead, and the event is acknowledged once they are
+recorded.
 
 An event that can never be routed (invalid, not storable, not encodable, or too large for
 its deliveries to fit in a message) is dead-lettered with the reason before anything of it
@@ -149,7 +150,7 @@ class Router:
     async def event_of(self, message: AbstractIncomingMessage) -> Event:
         """The message's event, with what it lacked filled in the same way each time it is
         seen: the id derived from the message, the timestamp from the message's AMQP
-        timestamp or from the event's jobs already recorded."""
+        timestamp, an earlier copy's or the event's jobs already recorded."""
         stamped = message.timestamp
         event = parse_event(
             message.body,
