@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from webhook_router import broker, metrics
 from webhook_router.api import Api
 from webhook_router.classify import Decision, Verdict
-from webhook_router.jobs import Attempt, Delivery, Outcome, Status
+from webhook_router.jobs import Attempt, Outcome, Status
 from webhook_router.publisher import Publisher
 from webhook_router.runtime import health_app, serve
 from webhook_router.settings import Settings
@@ -26,6 +27,7 @@ from webhook_router.topology import Names
 
 from ..conftest import TEST_SCHEDULE, eventually, free_port
 from .conftest import Stack, answer_app, event_for
+from .test_delivery import a_delivery
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(60)]
 
@@ -196,23 +198,13 @@ async def test_the_readiness_gauge_says_which_role_is_not_ready(stack: Stack) ->
 
 async def test_the_recorder_lag_is_measured_from_each_outcome(stack: Stack) -> None:
     now = datetime.now(UTC)
-    delivery = Delivery(
+    delivery = replace(
+        a_delivery("http://127.0.0.1:1/"),
         job_id=str(uuid.uuid4()),
-        event_id="e",
         event_at=now.isoformat(),
         webhook_id=str(uuid.uuid4()),
         webhook_name="n",
-        space="s",
-        scope_type="Space",
-        scope_id="s",
-        type="User",
-        action="Created",
-        parent_type="User",
         parent_id=None,
-        tree_group="Users",
-        tree_name="Created",
-        url="http://127.0.0.1:1/",
-        body="{}",
         created_at=(now - timedelta(seconds=3)).isoformat(),
     )
     attempt = Attempt(1, (now - timedelta(seconds=2)).isoformat(), 500.0, 200, "", None)
