@@ -2,7 +2,7 @@
 
 Webhook URLs come from admins, but their hosts can resolve anywhere, and DNS answers can
 change between a check and a connect. The decision is therefore taken on the resolved
-address, inside the connector, right before the socket is opened.
+address, by the HTTP client (http_client.py), right before the socket is opened.
 
 The one exemption is the workflow engine, and only for what the router sends it itself: a
 delivery whose webhook URL is relative, to the engine's own scheme, host and port
@@ -12,18 +12,13 @@ engine's host or its very address.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.client_reqrep import ClientRequest
-from aiohttp.connector import Connection
-from aiohttp.resolver import DefaultResolver
-from aiohttp.tracing import Trace
 from yarl import URL
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -121,18 +116,13 @@ def _article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
 
 
-class TargetRefused(OSError):
-    """A webhook target the policy will not connect to.
-
-    An OSError, so aiohttp carries it as the cause of its connector error instead of
-    replacing it; `refusal_of` finds it again.
-    """
+class TargetRefused(Exception):
+    """A webhook target the policy will not connect to."""
 
     def __init__(self, host: str, address: str, reason: str, message: str | None = None) -> None:
         if message is None:
             message = f"refused: {address} is {_article(reason)} {reason} address (host {host})"
         super().__init__(message)
-        self.strerror = message
         self.message = message
         self.host = host
         self.address = address
@@ -143,27 +133,6 @@ class TargetRefused(OSError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.host, self.address, self.reason, self.message))
-
-
-def refusal_of(exc: BaseException) -> TargetRefused | None:
-    """Find the TargetRefused behind an exception raised by an aiohttp request, if any."""
-    pending: list[BaseException] = [exc]
-    seen: set[int] = set()
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, TargetRefused):
-            return current
-        if isinstance(current, aiohttp.ClientConnectorError):
-            pending.append(current.os_error)
-        if isinstance(current, BaseExceptionGroup):
-            pending.extend(current.exceptions)
-        for linked in (current.__cause__, current.__context__):
-            if linked is not None:
-                pending.append(linked)
-    return None
 
 
 def _normalise_host(host: str) -> str:
@@ -222,14 +191,14 @@ class AddressPolicy:
         if refusal is not None:
             raise refusal
 
-    def filter(self, host: str, results: Sequence[ResolveResult]) -> list[ResolveResult]:
-        """Keep the allowed resolutions; refuse when none is left."""
-        kept: list[ResolveResult] = []
+    def filter(self, host: str, addresses: Sequence[str]) -> list[str]:
+        """Keep the allowed addresses `host` resolved to; refuse when none is left."""
+        kept: list[str] = []
         first_refusal: TargetRefused | None = None
-        for result in results:
-            refusal = self.refusal(host, result["host"])
+        for address in addresses:
+            refusal = self.refusal(host, address)
             if refusal is None:
-                kept.append(result)
+                kept.append(address)
             elif first_refusal is None:
                 first_refusal = refusal
         if first_refusal is not None and not kept:
@@ -241,6 +210,7 @@ Origin = tuple[str, str, int | None]
 """Scheme, host and port, as the HTTP client will connect to them."""
 
 
+@functools.lru_cache(maxsize=4096)
 def origin_of(url: str) -> Origin:
     """The origin a URL is sent to, parsed as the HTTP client parses it; ValueError if none."""
     parsed = URL(url)
@@ -270,27 +240,6 @@ class EngineExemption:
             return False
 
 
-class GuardedResolver(AbstractResolver):
-    """A resolver that only hands the connector addresses the policy allows.
-
-    Checking the answer of the very lookup the connector will use closes the DNS
-    rebinding gap a check-then-connect sequence would leave.
-    """
-
-    def __init__(self, policy: AddressPolicy, resolver: AbstractResolver | None = None) -> None:
-        self._policy = policy
-        self._resolver = resolver if resolver is not None else DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._resolver.resolve(host, port, family)
-        return self._policy.filter(host, results)
-
-    async def close(self) -> None:
-        await self._resolver.close()
-
-
 _NUMERIC_PART = re.compile(r"0[xX][0-9a-fA-F]*|[0-9]+")
 
 
@@ -312,53 +261,3 @@ def legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
         return ipaddress.IPv4Address(socket.inet_aton(host))
     except OSError:
         return None
-
-
-class GuardedConnector(aiohttp.TCPConnector):
-    """A TCPConnector that applies an AddressPolicy to every address it connects to.
-
-    aiohttp never asks the resolver about IP literals, so they are checked here as well,
-    and numeric IPv4 spellings are decoded to the address the system would use.
-    """
-
-    def __init__(self, policy: AddressPolicy, **kwargs: Any) -> None:
-        resolver: AbstractResolver | None = kwargs.pop("resolver", None)
-        super().__init__(resolver=GuardedResolver(policy, resolver), **kwargs)
-        self.policy = policy
-
-    async def connect(
-        self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
-    ) -> Connection:
-        if req.proxy is not None:
-            host = req.url.raw_host or ""
-            raise TargetRefused(
-                host,
-                str(req.proxy.with_user(None)),
-                "proxy",
-                f"refused: a proxy would resolve the target beyond the address check (host {host})",
-            )
-        return await super().connect(req, traces, timeout)
-
-    async def _resolve_host(
-        self, host: str, port: int, traces: Sequence[Trace] | None = None
-    ) -> list[ResolveResult]:
-        legacy = legacy_ipv4(host)
-        if legacy is not None:
-            self.policy.check(host, str(legacy))
-            return [
-                ResolveResult(
-                    hostname=host,
-                    host=str(legacy),
-                    port=port,
-                    family=socket.AF_INET,
-                    proto=0,
-                    flags=0,
-                )
-            ]
-        results = await super()._resolve_host(host, port, traces)
-        return self.policy.filter(host, results)
-
-
-def guarded_connector(policy: AddressPolicy, **tcp_connector_kwargs: Any) -> aiohttp.TCPConnector:
-    """Build the connector deliveries must use, so no request bypasses the policy."""
-    return GuardedConnector(policy, **tcp_connector_kwargs)

@@ -1,9 +1,9 @@
 """Delivery worker role: POST each delivery, classify the answer, report the outcome.
 
-One shared aiohttp session whose connector refuses private and internal addresses after
-resolution; a second one, whose guard lets the engine's host through, carries only the
-deliveries the engine exemption covers (a relative webhook URL, to the engine's own origin).
-Neither keeps cookies: a receiver's Set-Cookie is sent back to no webhook, its own included.
+One HTTP client (http_client.py) refuses private and internal addresses after resolution;
+a second one, whose guard lets the engine's host through, carries only the deliveries the
+engine exemption covers (a relative webhook URL, to the engine's own origin). Neither keeps
+cookies: a receiver's Set-Cookie is sent back to no webhook, its own included.
 A delivery is acknowledged only after its outcome (and, for a retry, the next attempt waiting
 in its TTL queue) was confirmed by the broker: a worker killed mid-POST loses nothing, the
 delivery comes back and is posted again under the same job id, which receivers get in
@@ -14,7 +14,7 @@ Credentials (the signing secret, Basic and Bearer credentials, an mTLS client ce
 are looked up by webhook id in the webhook cache as each POST is made, never carried in the
 delivery, and never sent to the engine; an attempt records the `Authorization` header's
 scheme only. An mTLS client certificate is presented through its webhook's own SSL
-context, passed per request, so the guarded connector still checks every address.
+context, passed per request, so the client's guard still checks every address.
 
 A webhook with a rate limit has each delivery take a slot shared by every worker
 (ratelimit.py) before it takes one of its endpoint; one without never asks.
@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
 import asyncpg
 import orjson
 import structlog
@@ -43,7 +41,7 @@ from aio_pika.abc import (
 )
 
 from webhook_router import __version__, broker, metrics, tracing
-from webhook_router.answers import read_answer
+from webhook_router.answers import answer_text
 from webhook_router.batching import Batcher, TooLarge
 from webhook_router.cache import WebhookCache
 from webhook_router.classify import Decision, Verdict, classify
@@ -56,6 +54,7 @@ from webhook_router.credentials import (
 )
 from webhook_router.deadletters import dead_headers
 from webhook_router.holder import Holder
+from webhook_router.http_client import Client, PostFailed
 from webhook_router.isolation import AT_LIMIT, EndpointGuard, Line, endpoint_of
 from webhook_router.jobs import (
     Attempt,
@@ -71,7 +70,7 @@ from webhook_router.runs import run_id_of
 from webhook_router.service import InFlight, SideTasks, dead_letter, dead_letter_unreadable, link
 from webhook_router.settings import Settings
 from webhook_router.signing import signature_headers
-from webhook_router.ssrf import AddressPolicy, EngineExemption, guarded_connector, refusal_of
+from webhook_router.ssrf import AddressPolicy, EngineExemption
 from webhook_router.store import Ledger, Store
 from webhook_router.topology import (
     RECORD_KEY,
@@ -86,8 +85,6 @@ log = structlog.get_logger(__name__)
 USER_AGENT = f"webhook-router/{__version__}"
 RATE_LIMITED = "rate limit"
 """Why a delivery is deferred when its webhook's rate limit has no slot for it soon."""
-LARGE_BODY = 2**20
-"""Bodies above this are posted from a buffer, in chunks (aiohttp warns of raw ones)."""
 
 
 class Worker:
@@ -111,9 +108,9 @@ class Worker:
         self.inflight = InFlight()
         self.connection: AbstractRobustConnection | None = None
         self.topology: Topology | None = None
-        self.session: aiohttp.ClientSession | None = None
-        """Every delivery's session, but those the engine exemption covers."""
-        self.engine_session: aiohttp.ClientSession | None = None
+        self.client = self._client(self.policy)
+        """Every delivery's client, but those the engine exemption covers."""
+        self.engine_client = self._client(self.engine_policy)
         """Only for deliveries to the workflow engine's own origin (`EngineExemption`)."""
         self._consumer_tags: list[tuple[AbstractQueue, str]] = []
         self.batcher: Batcher[Outcome] | None = None
@@ -136,8 +133,6 @@ class Worker:
     async def start(self) -> None:
         s = self.settings
         self.side.watch(await self.cache.start())
-        self.session = self._session(self.policy)
-        self.engine_session = self._session(self.engine_policy)
         self.connection, self.topology = await link(s, self.name, prefetch=s.worker_concurrency)
         self.batcher = Batcher(
             lambda: self._results(), lambda _: RECORD_KEY, max_bytes=s.max_message_bytes
@@ -148,22 +143,20 @@ class Worker:
         self.side.start(self.holder.run(), "ordered-holder")
         log.info("worker started", queues=self.names.deliver_queues())
 
-    def _session(self, policy: AddressPolicy) -> aiohttp.ClientSession:
+    def _client(self, policy: AddressPolicy) -> Client:
         s = self.settings
-        return aiohttp.ClientSession(
-            connector=guarded_connector(policy, limit=0, ttl_dns_cache=60),
-            timeout=aiohttp.ClientTimeout(total=s.request_timeout, sock_connect=s.connect_timeout),
-            headers={"User-Agent": USER_AGENT},
-            trust_env=False,
-            cookie_jar=aiohttp.DummyCookieJar(),  # one receiver's cookies are no other's
+        return Client(
+            policy,
+            connect_timeout=s.connect_timeout,
+            request_timeout=s.request_timeout,
+            limit=s.response_limit,
+            user_agent=USER_AGENT,
         )
 
-    def session_for(self, delivery: Delivery) -> aiohttp.ClientSession:
-        """The engine's session for a delivery the exemption covers, else the guarded one."""
+    def client_for(self, delivery: Delivery) -> Client:
+        """The engine's client for a delivery the exemption covers, else the guarded one."""
         exempt = self.engine.covers(delivery.url, to_engine=delivery.to_engine)
-        session = self.engine_session if exempt else self.session
-        assert session is not None
-        return session
+        return self.engine_client if exempt else self.client
 
     def _results(self) -> AbstractExchange:
         assert self.topology is not None
@@ -181,9 +174,8 @@ class Worker:
             await self.batcher.drain()
         if self.connection is not None:
             await self.connection.close()
-        for session in (self.session, self.engine_session):
-            if session is not None:
-                await session.close()
+        for client in (self.client, self.engine_client):
+            await client.close()
         await self.side.stop()
         await self.cache.stop()
 
@@ -449,11 +441,11 @@ class Worker:
             secrets.append(webhook.previous_secret)
         return headers | signature_headers(secrets, delivery.job_id, body)
 
-    async def tls_for(self, delivery: Delivery) -> ssl.SSLContext | bool:
-        """The webhook's client certificate context for an mTLS delivery, else True (the
-        session's default verification)."""
+    async def tls_for(self, delivery: Delivery) -> ssl.SSLContext | None:
+        """The webhook's client certificate context for an mTLS delivery, else None (the
+        client's default verification)."""
         if delivery.auth_strategy != "mTLS" or delivery.to_engine:
-            return True
+            return None
         auth = await self._credentials(delivery)
         self.certificates.forget_except(self.cache.by_id)
         try:
@@ -464,7 +456,7 @@ class Worker:
     async def post(self, delivery: Delivery) -> tuple[Attempt, str | None, bool]:
         """Make one HTTP attempt; never raises for anything the endpoint does.
         Returns the attempt, the Retry-After header and whether the target was refused."""
-        session = self.session_for(delivery)
+        client = self.client_for(delivery)
         body = delivery.body.encode()
         started = utcnow()
         clock = time.perf_counter()
@@ -479,35 +471,13 @@ class Worker:
             if delivery.trace_context:
                 tracing.inject(headers)
             tls = await self.tls_for(delivery)
-            # a body above 1 MiB is streamed from a buffer, as aiohttp asks, not written whole
-            data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > LARGE_BODY else body
-            async with session.post(
-                delivery.url, data=data, headers=headers, allow_redirects=False, ssl=tls
-            ) as response:
-                status = response.status
-                retry_after = response.headers.get("Retry-After")
-                content = await self._read(response)
+            answer = await client.post(delivery.url, body, headers, tls)
+            status, retry_after = answer.status, answer.retry_after
+            content = answer_text(answer.body, answer.truncated)
         except LookupError as exc:
             error, refused = f"not sent: {exc}", True
-        except aiohttp.ConnectionTimeoutError:  # before TimeoutError: it is one
-            error = f"connect timed out after {self.settings.connect_timeout:g}s"
-        except TimeoutError:
-            error = f"timed out after {self.settings.request_timeout:g}s"
-        except aiohttp.ClientError as exc:
-            refusal = refusal_of(exc)
-            if refusal is not None:
-                error, refused = str(refusal), True
-            elif isinstance(exc, aiohttp.ClientConnectorError):
-                error = f"connection failed: {exc.os_error or exc}"
-            elif isinstance(exc, aiohttp.InvalidURL):
-                error, refused = f"bad URL: {exc}", True
-            else:
-                error = f"{type(exc).__name__}: {exc}"
-        except OSError as exc:
-            refusal = refusal_of(exc)
-            error, refused = (
-                (str(refusal), True) if refusal else (f"connection failed: {exc}", False)
-            )
+        except PostFailed as exc:
+            error, refused = exc.message, exc.refused
         duration = (time.perf_counter() - clock) * 1000
         shown = {k: v for k, v in headers.items() if k != "webhook-signature"}
         if "Authorization" in shown:
@@ -522,9 +492,6 @@ class Worker:
             request_headers=shown,
         )
         return attempt, retry_after, refused
-
-    async def _read(self, response: aiohttp.ClientResponse) -> str:
-        return await read_answer(response.content, self.settings.response_limit)
 
 
 def outcome_of(delivery: Delivery, attempt: Attempt, decision: Decision) -> Outcome:

@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
-from webhook_router.answers import TRUNCATED, read_answer
+from webhook_router.answers import TRUNCATED, answer_text
+from webhook_router.http_client import Client
+from webhook_router.ssrf import AddressPolicy
 
 from .conftest import Stack, answer_app, event_for
 
@@ -50,12 +51,15 @@ async def receiver(handler: Handler) -> AsyncIterator[str]:
 
 
 async def answer_of(handler: Handler, limit: int) -> str:
-    async with (
-        receiver(handler) as url,
-        aiohttp.ClientSession() as session,
-        session.post(url + "/hook", data=b"{}") as response,
-    ):
-        return await read_answer(response.content, limit)
+    """The answer as the worker's client reads it and the job log keeps it."""
+    loopback = AddressPolicy(allowed_networks=["127.0.0.0/8"])
+    client = Client(loopback, connect_timeout=5, request_timeout=10, limit=limit, user_agent="t")
+    try:
+        async with receiver(handler) as url:
+            answer = await client.post(url + "/hook", b"{}", {})
+    finally:
+        await client.close()
+    return answer_text(answer.body, answer.truncated)
 
 
 TWO_CHUNKS = (b'{"message": "Initiated ', b'run #4242."}')
@@ -78,8 +82,8 @@ async def test_an_answer_exactly_at_the_limit_is_not_marked() -> None:
 
 @pytest.mark.parametrize("size", [99, 100, 101, 200])
 async def test_an_answer_in_one_piece_is_cut_only_beyond_the_limit(size: int) -> None:
-    """Whole in its first chunk (read once): with a Content-Length, and in one chunk of a
-    chunked answer."""
+    """Whole in its first chunk: with a Content-Length, and in one chunk of a chunked
+    answer."""
 
     async def whole(request: web.Request) -> web.Response:
         return web.Response(body=b"z" * size)

@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from standardwebhooks import Webhook as StandardWebhook
@@ -20,7 +19,7 @@ from webhook_router import metrics
 from webhook_router.deadletters import DeadLetter
 from webhook_router.jobs import Delivery
 from webhook_router.settings import Settings
-from webhook_router.ssrf import AddressPolicy, guarded_connector
+from webhook_router.ssrf import AddressPolicy
 from webhook_router.store import Store
 from webhook_router.topology import delay_name
 from webhook_router.worker import Worker
@@ -409,12 +408,11 @@ async def test_loopback_targets_are_refused_unless_allowed(settings: Settings, h
     try:
         for allowed, expect_refused in (([], True), (["127.0.0.0/8", "::1/128"], False)):
             worker = Worker(guarded, Store(None))  # type: ignore[arg-type]
-            worker.policy = AddressPolicy(allowed, allowed_hosts=["engine.invalid"])
-            worker.session = aiohttp.ClientSession(connector=guarded_connector(worker.policy))
+            worker.client = worker._client(AddressPolicy(allowed, allowed_hosts=["engine.invalid"]))
             try:
                 attempt, _, refused = await worker.post(delivery)
             finally:
-                await worker.session.close()
+                await worker.client.close()
             assert refused is expect_refused, attempt.error
             if expect_refused:
                 assert attempt.error is not None and "refused" in attempt.error
@@ -441,12 +439,11 @@ async def test_a_receivers_cookies_are_never_sent_back(settings: Settings) -> No
 
     async with receiver(sets_a_cookie) as url:
         worker = Worker(settings, Store(None))  # type: ignore[arg-type]  # no database is used
-        worker.session = worker._session(worker.policy)
         try:
             for path in ("/first", "/second", "/first"):
                 delivery = a_delivery(url.replace("127.0.0.1", "localhost") + path)
                 attempt, _, _ = await worker.post(delivery)
                 assert attempt.response_status == 200, attempt.error
         finally:
-            await worker.session.close()
+            await worker.client.close()
     assert cookies == [None, None, None]

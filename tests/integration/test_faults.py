@@ -189,7 +189,7 @@ async def test_every_role_stops_cleanly_after_its_broker_went_away(settings: Set
             await running.__aexit__(None, None, None)
             raise
         await asyncio.wait_for(running.__aexit__(None, None, None), 30)
-        assert st.worker.session is not None and st.worker.session.closed
+        assert st.worker.client.closed and st.worker.engine_client.closed
 
 
 async def test_a_worker_stops_within_its_deadline_when_the_broker_goes_mid_post(

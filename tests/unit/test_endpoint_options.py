@@ -302,7 +302,7 @@ async def test_the_worker_sends_the_credentials_the_webhook_holds_when_it_posts(
         "webhook-id": "j",
         "Authorization": "Bearer t1",
     }
-    assert await worker.tls_for(delivery) is True, "no client certificate but for mTLS"
+    assert await worker.tls_for(delivery) is None, "no client certificate but for mTLS"
 
     engine = replace(delivery, to_engine=True)
     assert "Authorization" not in await worker.headers_for(engine, b"{}")
