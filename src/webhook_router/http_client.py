@@ -19,8 +19,9 @@ What it keeps:
   the rest is not read and the connection is closed.
 - keep-alive: a connection goes back to its origin's idle list only after a whole answer
   that lets it stay open; one the server closed while idle is dropped; none is kept idle
-  longer than KEEP_IDLE. A POST is not sent again on a new connection when a kept one
-  fails: the delivery's retry schedule decides, as for any failed attempt.
+  longer than KEEP_IDLE. A kept connection closed before a byte of its answer came (the
+  server closing it as it idled, racing the POST) sends the POST once more, on a new
+  connection; any other failure is the attempt's, and the retry schedule decides.
 
 Every failure is a PostFailed, with the wording the job log shows and whether the target
 was refused (never sent) rather than failed.
@@ -65,6 +66,13 @@ class PostFailed(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class _ClosedUnanswered(PostFailed):
+    """The connection closed before a byte of the answer came. On a kept connection that
+    is the server closing it as it idled, racing the POST: the POST goes once more, on a
+    new connection (a server that closes without answering may have seen it: the
+    `webhook-id` lets a receiver drop the second copy, as it does a retry's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +172,7 @@ class _Connection(asyncio.Protocol):
         """Ready for the next answer (the parser, at a message's end, is ready by itself)."""
         self._head = 0
         self._head_kept = 0
+        self._received = 0
         self._headers_done = False
         self._informational = False
         self._framed = False
@@ -182,15 +191,13 @@ class _Connection(asyncio.Protocol):
         if self._waiter is None or self._waiter.done():
             self.close()  # bytes nobody asked for: the connection can carry no other POST
             return
+        self._received += len(data)
         if not self._headers_done:
             self._head += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._finish()  # 101: the answer is its status; the connection is not HTTP now
-        except httptools.HttpParserCallbackError:
-            if not self._waiter.done():
-                raise
         except httptools.HttpParserError as exc:
             self._fail(PostFailed(f"bad answer: {exc}"))
             return
@@ -211,7 +218,8 @@ class _Connection(asyncio.Protocol):
             return
         stage = "the whole answer" if self._headers_done else "an answer"
         why = f": {exc}" if exc is not None else ""
-        waiter.set_exception(PostFailed(f"connection closed before {stage}{why}"))
+        failure = _ClosedUnanswered if self._received == 0 else PostFailed
+        waiter.set_exception(failure(f"connection closed before {stage}{why}"))
 
     # httptools callbacks
 
@@ -348,27 +356,42 @@ class Client:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout
         connection = self._take(key)
-        if connection is None:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    connection = await self._connect(target, context)
-            except TimeoutError:
-                raise PostFailed(f"timed out after {self.request_timeout:g}s") from None
+        try:
+            if connection is not None:
+                answer = await self._exchange(connection, head, body, deadline)
+                self._keep(key, connection)
+                return answer
+        except _ClosedUnanswered:
+            pass  # the server closed the kept connection as it was reused: once more, anew
+        try:
+            async with asyncio.timeout_at(deadline):
+                connection = await self._connect(target, context)
+        except TimeoutError:
+            raise PostFailed(f"timed out after {self.request_timeout:g}s") from None
+        answer = await self._exchange(connection, head, body, deadline)
+        self._keep(key, connection)
+        return answer
+
+    async def _exchange(
+        self, connection: _Connection, head: bytes, body: bytes, deadline: float
+    ) -> Answer:
+        loop = asyncio.get_running_loop()
         waiter = connection.send(head, body)
         timer = loop.call_at(deadline, connection.expire, self.request_timeout)
         self._busy.add(connection)
         try:
-            answer = await waiter
+            return await waiter
         except BaseException:
             connection.close()
             raise
         finally:
             timer.cancel()
             self._busy.discard(connection)
+
+    def _keep(self, key: PoolKey, connection: _Connection) -> None:
         if connection.reusable and not self.closed:
             connection.idle_since = time.monotonic()
             self._idle.setdefault(key, []).append(connection)
-        return answer
 
     def _take(self, key: PoolKey) -> _Connection | None:
         idle = self._idle.get(key)

@@ -121,6 +121,35 @@ async def test_a_kept_connection_carries_the_next_post_to_its_origin() -> None:
     assert server.connections == 1 and len(server.requests) == 5
 
 
+async def test_a_kept_connection_closed_unanswered_sends_the_post_once_more_anew() -> None:
+    """The server reads the second POST on a kept connection and closes it without a byte
+    of answer, as a server closing an idle connection does when a POST crosses its close:
+    the POST goes once more, on a new connection, and that answer is the attempt's."""
+
+    async def first_only(
+        server: Server, reader: asyncio.StreamReader, w: asyncio.StreamWriter
+    ) -> None:
+        server.requests.append(await read_request(reader))
+        w.write(OK)
+        await w.drain()
+        server.requests.append(await read_request(reader))  # read, never answered
+
+    async with serving(first_only) as server, a_client() as client:
+        assert (await client.post(server.url(), b"{}", {})).status == 200
+        assert (await client.post(server.url(), b'{"n": 2}', {})).status == 200
+    assert server.connections == 2
+    assert [r.endswith(b'{"n": 2}') for r in server.requests] == [False, True, True]
+
+
+async def test_a_new_connection_closed_unanswered_fails_the_attempt() -> None:
+    """On a connection opened for this POST, a close without answer is the endpoint's
+    doing: the attempt fails and the retry schedule decides; the POST is not sent again."""
+    async with serving(answering(b"", then_close=True)) as server, a_client() as client:
+        with pytest.raises(PostFailed, match="connection closed before an answer"):
+            await client.post(server.url(), b"{}", {})
+    assert server.connections == 1 and len(server.requests) == 1
+
+
 async def test_connection_close_in_the_answer_is_obeyed() -> None:
     close = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
     async with serving(answering(close)) as server, a_client() as client:
