@@ -140,7 +140,8 @@ def _request_head(
     for name, value in headers.items():
         if any(c in name for c in "\r\n\0: ") or any(c in value for c in "\r\n\0"):
             raise PostFailed(
-                f"not sent: the header {name!r} holds a control character", refused=True
+                f"not sent: the header {name!r} holds CR, LF, NUL, or in its name a space or colon",
+                refused=True,
             )
         lower = name.lower()
         if lower in ("host", "content-length", "transfer-encoding", "connection"):
