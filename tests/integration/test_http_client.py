@@ -226,6 +226,24 @@ async def test_a_broken_answer_fails_the_post_with_its_reason(answer: bytes, wor
     assert not info.value.refused
 
 
+async def test_a_hostile_endpoint_costs_its_neighbours_nothing() -> None:
+    """One client, POSTs at once to a good endpoint and to one answering endless headers,
+    NULs and all: the bad ones fail on their own, each on a connection of its own closed
+    after it; every good one gets its whole answer."""
+    hostile = b"HTTP/1.1 200 OK\r\n" + b"X-\0: \0\0\r\n" * 30000
+    async with (
+        serving(answering(OK)) as good,
+        serving(answering(hostile, then_close=True)) as bad,
+        a_client() as client,
+    ):
+        posts = [client.post(good.url(), b"{}", {}) for _ in range(20)]
+        posts += [client.post(bad.url(), b"{}", {}) for _ in range(5)]
+        results = await asyncio.gather(*posts, return_exceptions=True)
+    assert all(getattr(r, "body", None) == b"ok" for r in results[:20]), results[:20]
+    assert all(isinstance(r, PostFailed) and str(r).startswith("bad answer") for r in results[20:])
+    assert len(good.requests) == 20 and bad.connections == 5
+
+
 async def test_bytes_after_the_answer_close_the_connection() -> None:
     """Bytes no request asked for make a connection unfit to carry another POST."""
     extra = OK + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra"
