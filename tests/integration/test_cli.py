@@ -400,7 +400,9 @@ async def test_a_job_is_found_by_a_prefix_of_its_id_no_other_job_has(stack: Stac
     code, out, err = await cli(stack.settings, "jobs", "show", job_id[:size], "--json")
     assert code == 0, err
     assert json.loads(out)["webhookJob"]["id"] == job_id
-    # A second job whose id shares the first 13 hex digits: a copy of the row, new id.
+    # A second job whose id differs only in its 15th character: a copy of the row, new id.
+    # Only the two of them start with the prefix above (no other job shares it).
+    assert size <= 14, "a prefix this long that no other job has is shared by the twin below"
     twin = job_id[:14] + ("0" if job_id[14] != "0" else "1") + job_id[15:]
     await stack.store.pool.execute(
         "INSERT INTO webhook_jobs SELECT (jsonb_populate_record(j, jsonb_build_object("
@@ -408,15 +410,15 @@ async def test_a_job_is_found_by_a_prefix_of_its_id_no_other_job_has(stack: Stac
         uuid.UUID(job_id),
         twin,
     )
-    code, _, err = await cli(stack.settings, "jobs", "show", job_id[:4])
+    code, _, err = await cli(stack.settings, "jobs", "show", job_id[:size])
     assert code == 2
     assert err.strip() == (
-        f"webhook-router: 2 job ids start with '{job_id[:4]}': "
+        f"webhook-router: 2 job ids start with '{job_id[:size]}': "
         f"{', '.join(sorted([job_id, twin]))}; give more of the id"
     )
     code, out, err = await cli(stack.settings, "jobs", "show", job_id[:16], "--json")
     assert code == 0 and json.loads(out)["webhookJob"]["id"] == job_id, err
-    code, _, err = await cli(stack.settings, "jobs", "retry", job_id[:4])
+    code, _, err = await cli(stack.settings, "jobs", "retry", job_id[:size])
     assert code == 2 and "give more of the id" in err, "nothing is retried on a guess"
     for bad in ("17d", "xyz-1234", job_id + "0"):
         code, _, err = await cli(stack.settings, "jobs", "show", bad)
