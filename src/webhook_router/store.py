@@ -61,6 +61,14 @@ def _uuid(text: str) -> str | uuid.UUID:
     return text if type(text) is str and _CANONICAL_UUID.fullmatch(text) else uuid.UUID(text)
 
 
+def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
+    """Rows as `width` column lists, the parameters of an `unnest` insert (empty lists for
+    no rows)."""
+    return (
+        [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+    )
+
+
 def like_escape(text: str) -> str:
     """`text` matched literally inside a LIKE pattern (escape character `\\`)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -742,11 +750,7 @@ class Store:
                         a.request_headers,
                     )
                 )
-        async with self.pool.acquire() as conn, conn.transaction():
-            if jobs:
-                await conn.execute(Q["record_jobs"], *map(list, zip(*jobs, strict=True)))
-            if attempts:
-                await conn.execute(Q["record_attempts"], *map(list, zip(*attempts, strict=True)))
+        await self.pool.execute(Q["record"], *_columns(jobs, 30), *_columns(attempts, 12))
 
     async def event_time(self, event_id: str) -> datetime | None:
         """When the event with this id happened, as its recorded jobs say; None if none."""

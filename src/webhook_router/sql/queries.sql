@@ -127,8 +127,20 @@ SELECT name, role, spaces FROM api_tokens WHERE token_sha256 = $1 AND revoked_at
 -- name: touch_api_token
 UPDATE api_tokens SET last_used_at = $2 WHERE name = $1;
 
--- name: record_jobs
--- One statement per batch: column arrays, one element per job (each job once per batch).
+-- name: record
+-- One statement per batch, so one transaction and one round trip: column arrays, one element
+-- per job ($1-$30, each job once per batch) and per attempt ($31-$42), the attempts written
+-- by the WITH (no row refers to another, so the order does not matter).
+WITH attempts AS (
+    INSERT INTO webhook_job_attempts (
+        job_id, event_at, replay, attempt, webhook_id, url, started_at, duration_ms,
+        response_status, response_content, error, request_headers)
+    SELECT * FROM unnest(
+        $31::uuid[], $32::timestamptz[], $33::integer[], $34::integer[], $35::uuid[], $36::text[],
+        $37::timestamptz[], $38::double precision[], $39::integer[], $40::text[], $41::text[],
+        $42::jsonb[])
+    ON CONFLICT DO NOTHING
+)
 INSERT INTO webhook_jobs AS j (
     id, event_at, event_id, webhook_id, webhook_name, space, scope_type, scope_id, type, event,
     parent_type, parent_id, tree_group, tree_name, url, request_content, response_status,
@@ -160,16 +172,6 @@ ON CONFLICT (id, event_at) DO UPDATE SET
     trace_id = coalesce(EXCLUDED.trace_id, j.trace_id)
 WHERE (EXCLUDED.replay, EXCLUDED.attempts, webhook_router_status_rank(EXCLUDED.status))
     > (j.replay, j.attempts, webhook_router_status_rank(j.status));
-
--- name: record_attempts
-INSERT INTO webhook_job_attempts (
-    job_id, event_at, replay, attempt, webhook_id, url, started_at, duration_ms,
-    response_status, response_content, error, request_headers)
-SELECT * FROM unnest(
-    $1::uuid[], $2::timestamptz[], $3::integer[], $4::integer[], $5::uuid[], $6::text[],
-    $7::timestamptz[], $8::double precision[], $9::integer[], $10::text[], $11::text[],
-    $12::jsonb[])
-ON CONFLICT DO NOTHING;
 
 -- name: event_time
 -- When a recorded event happened, by its id (index webhook_jobs_event).
