@@ -140,6 +140,14 @@ class Settings(BaseSettings):
         "with no broker message between them, and an event is acknowledged once its jobs are "
         "recorded. Jobs show in the log once attempted (or deferred), not when routed.",
     )
+    direct_prefetch: int = Field(
+        default=1000,
+        gt=0,
+        description="Events the router of a direct handoff handles at once, in place of "
+        "`router_prefetch`: its events wait in hand for the recorder's batch, so it holds two "
+        "batches' worth; the worker still POSTs at most `worker_concurrency` of their "
+        "deliveries at once, the rest waiting their turn in hand.",
+    )
     recorder_batch_size: int = Field(
         default=500, description="Most outcomes the recorder writes in one transaction."
     )

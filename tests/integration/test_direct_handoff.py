@@ -13,7 +13,8 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from webhook_router.handoff import NEEDS
+from webhook_router.events import parse_event
+from webhook_router.handoff import NEEDS, DirectHandoff
 from webhook_router.jobs import Status
 from webhook_router.roles import build_roles
 from webhook_router.settings import Settings
@@ -93,6 +94,85 @@ async def test_many_events_each_posted_once_and_recorded(settings: Settings) -> 
         assert {j["attempts"] for j in jobs} == {1}
         sent = {(b["user"]["username"]) for b in gate.arrived}
         assert len(sent) == 40
+
+
+async def test_events_in_hand_wait_for_a_post_slot_not_in_the_endpoint_line(
+    settings: Settings,
+) -> None:
+    """The router of a direct handoff holds `direct_prefetch` events and hands the worker
+    at most `worker_concurrency` of their deliveries at once; the rest wait in hand for a
+    slot, not in the endpoint's line, so none is deferred while the endpoint is slow (a
+    line of 2 with a wait of 0.3 s, the POSTs held 1.5 s), and every job ends Complete
+    with one attempt."""
+    gate = Gate()
+    async with (
+        direct_stack(
+            settings,
+            direct_prefetch=5,
+            worker_concurrency=2,
+            endpoint_concurrency=2,
+            endpoint_wait=0.3,
+        ) as stack,
+        receiver(gate.post) as url,
+    ):
+        space = stack.space()
+        await stack.webhook(space, type="User", event="Created", url=url + "/hook")
+        for n in range(8):
+            event = user_created(space)
+            event["user"]["username"] = f"user-{n}"
+            await stack.publisher.publish(event)
+        assert await eventually(lambda: _arrived(gate, 2), timeout=20)
+        assert await eventually(lambda: _holding(stack, 5), timeout=20)
+        await asyncio.sleep(1.5)  # five endpoint waits
+        arrived, jobs = len(gate.arrived), await stack.jobs(space)
+        gate.open.set()  # before any assertion: a hung POST would hold the receiver's cleanup
+        assert arrived == 2, f"{arrived} POSTs at once"
+        assert jobs == [], "a delivery was deferred (recorded Queued) while it waited its turn"
+        assert stack.router.inflight.count == 5
+        done = await stack.settled(space, 8, timeout=30)
+        assert {j["status"] for j in done} == {Status.COMPLETE}
+        assert {j["attempts"] for j in done} == {1}
+        assert len(gate.arrived) == 8
+
+
+async def _holding(stack: Stack, count: int) -> bool:
+    return stack.router.inflight.count == count
+
+
+async def test_two_copies_of_an_event_in_hand_leave_no_post_slot_taken(
+    settings: Settings,
+) -> None:
+    """Two copies of one event in hand at once give their deliveries the same job id; each
+    delivery takes one of the two POST slots and gives one back, whichever copy's outcome
+    reaches the recorder first. The events after them are posted too, and once all are
+    recorded both slots are free and no job is counted as being posted."""
+    gate = Gate()
+    async with (
+        direct_stack(settings, worker_concurrency=2) as stack,
+        receiver(gate.post) as url,
+    ):
+        space = stack.space()
+        await stack.webhook(space, type="User", event="Created", url=url + "/hook")
+        twice = parse_event(user_created(space))
+        await stack.publisher.publish(twice)
+        await stack.publisher.publish(twice)
+        assert await eventually(lambda: _arrived(gate, 2), timeout=20)
+        assert gate.ids[0] == gate.ids[1], "the copies' deliveries are one job"
+        for n in range(3):
+            event = user_created(space)
+            event["user"]["username"] = f"user-{n}"
+            await stack.publisher.publish(event)
+        gate.open.set()
+        jobs = await stack.settled(space, 4, timeout=30)
+        assert {j["status"] for j in jobs} == {Status.COMPLETE}
+        assert await eventually(lambda: _idle(stack), timeout=10)
+        handoff = stack.router.handoff
+        assert isinstance(handoff, DirectHandoff)
+        assert handoff.posting == {}
+        for _ in range(2):  # both slots free: taken at once, then given back
+            await asyncio.wait_for(handoff.slots.acquire(), 1.0)
+        for _ in range(2):
+            handoff.slots.release()
 
 
 async def test_a_deferred_delivery_is_recorded_queued_then_delivered(settings: Settings) -> None:
