@@ -55,7 +55,8 @@ class DirectHandoff:
         self.recorder = recorder
         self.slots = asyncio.Semaphore(worker.settings.worker_concurrency)
         self.posting: dict[str, list[_Slot]] = {}
-        """Per job handed to the worker, the slots of its deliveries not yet recorded."""
+        """Per job handed to the worker, the slots of its deliveries whose outcome has not
+        reached the recorder yet."""
 
     async def __call__(self, deliveries: Sequence[Delivery], outcomes: Sequence[Outcome]) -> None:
         failed = [o for o in outcomes if o.status != Status.QUEUED]
