@@ -121,11 +121,14 @@ async def test_events_in_hand_wait_for_a_post_slot_not_in_the_endpoint_line(
             event = user_created(space)
             event["user"]["username"] = f"user-{n}"
             await stack.publisher.publish(event)
-        assert await eventually(lambda: _arrived(gate, 2), timeout=20)
-        assert await eventually(lambda: _holding(stack, 5), timeout=20)
-        await asyncio.sleep(1.5)  # five endpoint waits
-        arrived, jobs = len(gate.arrived), await stack.jobs(space)
-        gate.open.set()  # before any assertion: a hung POST would hold the receiver's cleanup
+        try:  # the gate opens before any assertion: a hung POST holds the receiver's cleanup
+            held = await eventually(lambda: _arrived(gate, 2), timeout=20)
+            holding = await eventually(lambda: _holding(stack, 5), timeout=20)
+            await asyncio.sleep(1.5)  # five endpoint waits
+            arrived, jobs = len(gate.arrived), await stack.jobs(space)
+        finally:
+            gate.open.set()
+        assert held and holding, (len(gate.arrived), stack.router.inflight.count)
         assert arrived == 2, f"{arrived} POSTs at once"
         assert jobs == [], "a delivery was deferred (recorded Queued) while it waited its turn"
         assert stack.router.inflight.count == 5
@@ -156,13 +159,15 @@ async def test_two_copies_of_an_event_in_hand_leave_no_post_slot_taken(
         twice = parse_event(user_created(space))
         await stack.publisher.publish(twice)
         await stack.publisher.publish(twice)
-        assert await eventually(lambda: _arrived(gate, 2), timeout=20)
-        assert gate.ids[0] == gate.ids[1], "the copies' deliveries are one job"
-        for n in range(3):
-            event = user_created(space)
-            event["user"]["username"] = f"user-{n}"
-            await stack.publisher.publish(event)
-        gate.open.set()
+        try:  # the gate opens before any assertion: a hung POST holds the receiver's cleanup
+            both = await eventually(lambda: _arrived(gate, 2), timeout=20)
+            for n in range(3):
+                event = user_created(space)
+                event["user"]["username"] = f"user-{n}"
+                await stack.publisher.publish(event)
+        finally:
+            gate.open.set()
+        assert both and gate.ids[0] == gate.ids[1], "the copies' deliveries are one job"
         jobs = await stack.settled(space, 4, timeout=30)
         assert {j["status"] for j in jobs} == {Status.COMPLETE}
         assert await eventually(lambda: _idle(stack), timeout=10)
