@@ -20,7 +20,7 @@ from webhook_router.roles import build_roles
 from webhook_router.settings import Settings
 from webhook_router.testing import MemoryStore
 
-from ..conftest import eventually
+from ..conftest import eventually, free_port
 from .conftest import Stack, open_stack, private_job_log
 from .test_delivery import receiver, user_created
 from .test_faults import own_namespace
@@ -140,6 +140,40 @@ async def test_events_in_hand_wait_for_a_post_slot_not_in_the_endpoint_line(
 
 async def _holding(stack: Stack, count: int) -> bool:
     return stack.router.inflight.count == count
+
+
+async def test_an_event_with_more_jobs_than_post_slots_posts_them_all(
+    settings: Settings,
+) -> None:
+    """One event with six webhooks and two POST slots, one of its endpoints refusing every
+    connection: each job takes its turn at a slot (none waits for the event's other jobs to
+    be recorded), the refused one fails on its own and is recorded with its retry, and
+    the five good jobs end Complete."""
+    async with (
+        direct_stack(settings, worker_concurrency=2) as stack,
+        receiver(_answer) as url,
+    ):
+        space = stack.space()
+        for n in range(5):
+            await stack.webhook(space, type="User", event="Created", url=f"{url}/hook-{n}")
+        closed = free_port()  # nothing listens there: every connection is refused
+        await stack.webhook(space, type="User", event="Created", url=f"http://127.0.0.1:{closed}/")
+        await stack.publisher.publish(user_created(space))
+        done = await stack.settled(space, 5, timeout=30)
+        assert (
+            sorted(j["status"] for j in done if j["url"].startswith(url)) == [Status.COMPLETE] * 5
+        )
+        [refused] = [j for j in await stack.jobs(space) if not j["url"].startswith(url)]
+        assert refused["status"] == Status.QUEUED and refused["attempts"] == 1
+        handoff = stack.router.handoff
+        assert isinstance(handoff, DirectHandoff)
+        assert await eventually(lambda: _idle(stack), timeout=10)
+        assert handoff.posting == {}
+
+
+async def _answer(request: web.Request) -> web.Response:
+    await request.read()
+    return web.json_response({"ok": True})
 
 
 async def test_two_copies_of_an_event_in_hand_leave_no_post_slot_taken(
