@@ -122,7 +122,6 @@ def connect(roles: Sequence[Role]) -> list[Role]:
     ):
         raise ValueError(NEEDS)
     router.handoff = handoff = DirectHandoff(worker, recorder)
-    router.prefetch = router.settings.direct_prefetch
     worker.handed_to = handoff.hand
     rest = [role for role in roles if role not in (router, worker, recorder)]
     return [recorder, worker, router, *rest]

@@ -75,17 +75,15 @@ class Router:
         """Per event id that came without a time, the time its first copy was given: a copy
         arriving before the first one's jobs are recorded gets the same (the job log keys a
         job by id and event time, so two times would make two rows of one job)."""
-        self.prefetch = settings.router_prefetch
-        """Events held at once (a direct handoff holds more: handoff.connect)."""
         self.handoff: Handoff | None = None
         """Where an event's jobs go in memory (a direct handoff: handoff.py), returning once
         they are done; None: published to the workers and the recorder."""
 
     async def start(self) -> None:
         self.side.watch(await self.cache.start())
-        self.connection, self.topology = await link(
-            self.settings, self.name, prefetch=self.prefetch
-        )
+        s = self.settings  # a direct handoff's events wait for their records: it holds more
+        prefetch = s.router_prefetch if self.handoff is None else s.direct_prefetch
+        self.connection, self.topology = await link(s, self.name, prefetch=prefetch)
         self.batchers = Batchers.of(self.topology, self.settings.max_message_bytes)
         await self.sequencer.load()
         self._consumer_tag = await self.topology.router.consume(self.on_event)
