@@ -21,6 +21,8 @@ from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelInvalidStateError
 from yarl import URL
 
+from webhook_router import frames
+
 log = structlog.get_logger(__name__)
 
 JSON = "application/json"
@@ -138,7 +140,8 @@ _connect_transport = aio_pika.RobustConnection._RobustConnection__connect_transp
 
 async def connect(urls: Sequence[str], *, name: str) -> AbstractRobustConnection:
     """A robust connection to the first reachable node of `urls`, failing over to the
-    others whenever it is lost."""
+    others whenever it is lost; its frames read by frames.LeanFrameReceiver."""
+    frames.install()
     connection = FailoverConnection(
         urls, client_properties={"connection_name": name}, reconnect_interval=1.0
     )
