@@ -12,6 +12,7 @@ bounds the wait of everyone in it, not one per waiting delivery.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 AT_LIMIT = "endpoint at its concurrency limit"
 
 
+@functools.lru_cache(maxsize=4096)
 def endpoint_of(url: str) -> str:
     """`scheme://host:port`: what shares connections, and fails together."""
     parts = urlsplit(url)

@@ -114,14 +114,16 @@ API_REQUESTS = Counter(
 )
 
 
-def event_received(type_: str, action: str) -> None:
-    EVENTS_RECEIVED.labels(type_, action).inc()
-
-
+_events_received = functools.cache(EVENTS_RECEIVED.labels)
 _deliveries = functools.cache(DELIVERIES.labels)
 _webhook_attempts = functools.cache(WEBHOOK_ATTEMPTS.labels)
-"""The series of each delivery's counters, each looked up once: `labels` checks its values
-and takes a lock every time it is asked."""
+"""The series of each event's and each delivery's counters, each looked up once: `labels`
+checks its values and takes a lock every time it is asked."""
+
+
+def event_received(type_: str, action: str) -> None:
+    """A valid event was taken in (its type and action are the catalogue's)."""
+    _events_received(type_, action).inc()
 
 
 def delivery_done(decision: Decision, seconds: float) -> None:
