@@ -33,6 +33,7 @@ import asyncio
 import base64
 import functools
 import ipaddress
+import re
 import socket
 import ssl
 import time
@@ -132,22 +133,30 @@ def target_of(url: str) -> Target:
     return Target(scheme, host, port, authority, path, authorization)
 
 
+_BAD_NAME = re.compile(r"[\r\n\x00: ]")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+_OURS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+"""Headers the client writes itself: one given is left out."""
+
+
 def _request_head(
     target: Target, headers: Mapping[str, str], length: int, user_agent: str
 ) -> bytes:
     lines = [f"POST {target.path} HTTP/1.1\r\nHost: {target.authority}\r\n"]
     has_authorization = has_user_agent = False
     for name, value in headers.items():
-        if any(c in name for c in "\r\n\0: ") or any(c in value for c in "\r\n\0"):
+        if _BAD_NAME.search(name) or _BAD_VALUE.search(value):
             raise PostFailed(
                 f"not sent: the header {name!r} holds CR, LF, NUL, or in its name a space or colon",
                 refused=True,
             )
         lower = name.lower()
-        if lower in ("host", "content-length", "transfer-encoding", "connection"):
+        if lower in _OURS:
             continue
-        has_authorization = has_authorization or lower == "authorization"
-        has_user_agent = has_user_agent or lower == "user-agent"
+        if lower == "authorization":
+            has_authorization = True
+        elif lower == "user-agent":
+            has_user_agent = True
         lines.append(f"{name}: {value}\r\n")
     if not has_user_agent:
         lines.append(f"User-Agent: {user_agent}\r\n")

@@ -107,9 +107,10 @@ class Handed:
 
     def __init__(self, outcomes: list[Outcome]) -> None:
         self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.size = sum(
-            len(o.delivery.body) + len(o.response_content or "") + HANDED_OVERHEAD for o in outcomes
-        )
+        size = HANDED_OVERHEAD * len(outcomes)
+        for o in outcomes:
+            size += len(o.delivery.body) + len(o.response_content or "")
+        self.size = size
         """About the bytes a results message of these outcomes would hold."""
 
     async def ack(self) -> None:
