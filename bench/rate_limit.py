@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import socket
 import sys
@@ -45,24 +46,49 @@ class Figures:
     """Arrivals per second from the first to the last."""
     max_window: int
     """Most arrivals within any 1-second window."""
+    max_start_window: int | None = None
+    """Most attempts started (as the job log's `started_at` says, the workers' clocks)
+    within any 1-second window: what the limiter itself spaces."""
+    gap_before: float = 0.0
+    """The longest pause between two arrivals in the two seconds up to the busiest window's
+    last one: a window filled right after a second or more without any arrival is a
+    pile-up after a stall, of the receiver or of every worker."""
 
     def line(self) -> str:
+        starts = "" if self.max_start_window is None else f", of starts {self.max_start_window}"
         return (
             f"workers={self.workers} limit={self.rate:g}/s arrivals={self.arrivals} "
             f"duplicates={self.duplicates} over {self.duration:.2f}s: "
             f"mean {self.mean:.2f}/s ({(self.mean / self.rate - 1) * 100:+.1f}%), "
-            f"busiest 1s window {self.max_window}"
+            f"busiest 1s window {self.max_window}{starts} "
+            f"(longest pause before it {self.gap_before:.2f}s)"
         )
 
 
-def figures(workers: int, rate: float, times: list[float], ids: list[str]) -> Figures:
-    times = sorted(times)
-    duration = times[-1] - times[0] if len(times) > 1 else 0.0
-    most, start = 0, 0
+def busiest(times: list[float]) -> tuple[int, int]:
+    """The most of `times` (sorted) within any 1-second window, and the index of the
+    window's last one."""
+    most, last, start = 0, 0, 0
     for end, at in enumerate(times):
         while at - times[start] >= 1.0:
             start += 1
-        most = max(most, end - start + 1)
+        if end - start + 1 > most:
+            most, last = end - start + 1, end
+    return most, last
+
+
+def figures(
+    workers: int,
+    rate: float,
+    times: list[float],
+    ids: list[str],
+    starts: list[float] | None = None,
+) -> Figures:
+    times = sorted(times)
+    duration = times[-1] - times[0] if len(times) > 1 else 0.0
+    most, last = busiest(times)
+    before = [t for t in times[: last + 1] if times[last] - 2.0 <= t]
+    gap = max((b - a for a, b in itertools.pairwise(before)), default=0.0)
     return Figures(
         workers,
         rate,
@@ -71,6 +97,8 @@ def figures(workers: int, rate: float, times: list[float], ids: list[str]) -> Fi
         duration,
         (len(times) - 1) / duration if duration else 0.0,
         most,
+        busiest(sorted(starts))[0] if starts else None,
+        gap,
     )
 
 
@@ -147,7 +175,7 @@ async def measure(settings: Settings, *, workers: int, rate: float, seconds: flo
     space = f"rate-{uuid.uuid4().hex[:8]}"
     events = round(rate * seconds) + 1
     try:
-        await store.Store(pool).insert_webhook(
+        webhook = await store.Store(pool).insert_webhook(
             space=space,
             kapp=None,
             name="limited",
@@ -190,12 +218,29 @@ async def measure(settings: Settings, *, workers: int, rate: float, seconds: flo
             while len(times) < events and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
             await asyncio.sleep(1.5)  # anything beyond the events would show as a duplicate
+            assert webhook is not None
+            starts = await started(pool, webhook.id, events)
     finally:
         await pool.close()
         await runner.cleanup()
     if len(times) < events:
         raise RuntimeError(f"only {len(times)} of {events} deliveries arrived")
-    return figures(workers, rate, times, ids)
+    return figures(workers, rate, times, ids, starts)
+
+
+async def started(pool: asyncpg.Pool, webhook_id: str, events: int) -> list[float]:
+    """When each attempt of the webhook started, by the job log (once all are recorded,
+    within 30 s), in seconds of the epoch."""
+    query = (
+        "SELECT extract(epoch FROM started_at)::double precision AS at "
+        "FROM webhook_job_attempts WHERE webhook_id = $1"
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        rows = await pool.fetch(query, uuid.UUID(webhook_id))
+        if len(rows) >= events or time.monotonic() > deadline:
+            return [float(r["at"]) for r in rows]
+        await asyncio.sleep(0.2)
 
 
 async def main_async(rate: float, seconds: float, worker_counts: list[int]) -> None:

@@ -8,7 +8,10 @@ slot that close is deferred without spending an attempt and comes back later; no
 dropped. A worker asks for one slot of a webhook at a time (its deliveries wait in memory,
 not on the row's lock): the first in line, told that the slots are booked, waits until
 they run out (within its horizon) and asks again, the others waiting behind it; whoever
-is still in line at the end of its horizon is deferred. Unlimited webhooks never come
+is still in line at the end of its horizon is deferred. A delivery that wakes more than
+LATE seconds after its slot (its process was not running: the machine stalled it) takes a
+new slot instead of starting at once: otherwise every slot a stalled worker held would
+start together, on top of the other workers' deliveries. Unlimited webhooks never come
 here.
 """
 
@@ -25,6 +28,10 @@ class SlotSource(Protocol):
     ) -> tuple[float | None, float]: ...
 
 
+LATE = 0.25
+"""Seconds after its slot a delivery may still start."""
+
+
 class RateLimits:
     def __init__(self, slots: SlotSource, horizon: float) -> None:
         self._slots = slots
@@ -32,6 +39,20 @@ class RateLimits:
         self._lines: dict[str, asyncio.Lock] = {}
         self._booked_until: dict[str, float] = {}
         """Per webhook, until when (monotonic) another slot cannot start within the horizon."""
+
+    async def reach(self, webhook_id: str, rate: float) -> bool:
+        """Wait until a slot of the webhook starts: True then, False to defer the delivery
+        (no slot within the horizon). Woken more than LATE seconds after its slot, it takes
+        the next free one (the slot it missed is left unused). Raises as `admit` does."""
+        while True:
+            wait = await self.admit(webhook_id, rate)
+            if wait is None:
+                return False
+            due = time.monotonic() + wait
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if time.monotonic() - due <= LATE:
+                return True
 
     async def admit(self, webhook_id: str, rate: float) -> float | None:
         """Seconds to wait before the delivery starts, or None: defer it, no slot starting

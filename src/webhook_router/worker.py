@@ -271,15 +271,10 @@ class Worker:
         if webhook is None or webhook.rate_limit is None:
             return True
         try:
-            wait = await self.rates.admit(webhook.id, webhook.rate_limit)
+            return await self.rates.reach(webhook.id, webhook.rate_limit)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("rate limit slot not taken", webhook=webhook.name, error=repr(exc))
             return False
-        if wait is None:
-            return False
-        if wait > 0:
-            await asyncio.sleep(wait)
-        return True
 
     async def slot(self, endpoint: str) -> str | None:
         """Take a slot of the endpoint, waiting up to `endpoint_wait` in line while it is

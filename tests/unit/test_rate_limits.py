@@ -52,3 +52,36 @@ async def test_a_database_error_reaches_the_caller() -> None:
 
     with pytest.raises(OSError, match="connection refused"):
         await RateLimits(Away(), horizon=0.5).admit("hook", 10.0)
+
+
+async def test_deliveries_a_stalled_process_held_do_not_start_together() -> None:
+    """Five deliveries hold the slots at 0.1-0.5s (10/s); the process then stalls for 0.8s
+    (its loop blocked, as when the machine does not run it). Each wakes after its slot
+    and, being more than LATE late, takes a new slot: they start 0.1s apart after the
+    stall, not all at once on top of whatever other workers start then."""
+    limits = RateLimits(MemoryStore(), horizon=2.0)
+    assert await limits.reach("hook", 10.0)  # the slot at 0s
+    began = time.monotonic()
+    started: list[float] = []
+
+    async def deliver() -> None:
+        assert await limits.reach("hook", 10.0)
+        started.append(time.monotonic() - began)
+
+    waiting = [asyncio.create_task(deliver()) for _ in range(5)]
+    await asyncio.sleep(0.02)  # each has its slot and sleeps until it
+    time.sleep(0.8)  # noqa: ASYNC251 -- the stall: the loop blocked, on purpose
+    await asyncio.gather(*waiting)
+    assert len(started) == 5 and min(started) >= 0.8, started
+    assert all(b - a >= 0.09 for a, b in itertools.pairwise(sorted(started))), started
+
+
+async def test_a_delivery_on_time_keeps_its_slot() -> None:
+    limits = RateLimits(MemoryStore(), horizon=2.0)
+    began = time.monotonic()
+    starts = []
+    for _ in range(3):
+        assert await limits.reach("hook", 10.0)
+        starts.append(time.monotonic() - began)
+    assert starts[0] == pytest.approx(0.0, abs=0.05)
+    assert starts[2] == pytest.approx(0.2, abs=0.05), starts
