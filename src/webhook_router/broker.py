@@ -49,7 +49,7 @@ class LeanMessage(aio_pika.IncomingMessage):
 
     def __init__(self, message: DeliveredMessage, no_ack: bool = False) -> None:
         deliver = message.delivery
-        if type(deliver) is not Deliver:
+        if type(deliver) is not _DELIVER:
             super().__init__(message, no_ack=no_ack)
             return
         p = message.header.properties
@@ -86,7 +86,7 @@ class LeanMessage(aio_pika.IncomingMessage):
             self._IncomingMessage__processed = True
 
 
-Deliver = Basic.Deliver
+_DELIVER = Basic.Deliver
 _MODES = {
     None: aio_pika.DeliveryMode.NOT_PERSISTENT,
     0: aio_pika.DeliveryMode.NOT_PERSISTENT,
