@@ -32,6 +32,14 @@ def cluster() -> Iterator[RabbitCluster]:
     assert not leftover, f"cluster processes still running after teardown: {leftover}"
 
 
+@pytest.fixture(autouse=True)
+def whole_cluster(cluster: RabbitCluster) -> Iterator[None]:
+    """After each test, the nodes it lost back in the cluster, even when it failed before
+    bringing them back itself: the next test needs every node for its quorum."""
+    yield
+    cluster.heal()
+
+
 @pytest.fixture
 def cluster_settings(settings: Settings, cluster: RabbitCluster) -> Settings:
     """The session's settings on the cluster, every node listed, with a namespace of the

@@ -13,7 +13,10 @@ makes exactly one job, recorded Complete, and every POST arrives at least once.
   as stuck and fail over while it still hangs;
   then it is restarted, as a supervisor would, and rejoins.
 
-Each run asserts which roles were on the lost node, that those moved to a live node, and
+Before the load, each run waits until a member of the queue to lose runs on every node (so
+that the loss leaves a quorum: otherwise it says so instead of failing for want of one);
+after it, the cluster's fixture brings back any node a failed run left down. Each run
+asserts which roles were on the lost node, that those moved to a live node, and
 that the longest stall of deliveries stays under the time the node took to go down plus
 the case's resumption bound.
 """
@@ -179,21 +182,39 @@ def roles_on_all(stack: Stack) -> list[Any]:
     return [stack.recorder, stack.router, stack.worker]
 
 
+async def members_everywhere(cluster: RabbitCluster, queue: str) -> None:
+    """Wait until a member of `queue` runs on every node, so that losing any one node
+    leaves it a quorum; fail saying so when it does not come to that."""
+    every = sorted(n.name for n in cluster.nodes)
+
+    async def everywhere() -> bool:
+        return await asyncio.to_thread(cluster.online_members, queue) == every
+
+    if not await eventually(everywhere, timeout=30):
+        online = await asyncio.to_thread(cluster.online_members, queue)
+        raise AssertionError(
+            f"{queue} runs members on {online} of {every}: losing a node would not test "
+            "failover but a queue without a quorum"
+        )
+
+
 async def run_with_node_loss(
     stack: Stack,
     cluster: RabbitCluster,
     lose: Callable[[str], None],
     bring_back: Callable[[str], None],
+    queue: str,
     leader: str,
     figures: list[tuple[str, object]],
     *,
     resume_within: float = 30.0,
     roles_on_leader: bool = True,
 ) -> None:
-    """Publish the events, `lose` the leader once a fifth of them were delivered, wait
-    until deliveries go on without it and the roles that were on it moved to a live node,
-    then `bring_back` it while the load goes on; check every job and POST, the roles'
-    failover and the longest stall, and add what was measured to `figures`."""
+    """Publish the events, `lose` the leader of `queue` once a fifth of them were
+    delivered, wait until deliveries go on without it and the roles that were on it moved
+    to a live node, then `bring_back` it while the load goes on; check every job and POST,
+    the roles' failover and the longest stall, and add what was measured to `figures`."""
+    await members_everywhere(cluster, queue)
     space = stack.space()
     await stack.webhook(space, type="User", event="Created", url=RUN_TREE)
     events = [user_created(space, n) for n in range(EVENTS)]
@@ -291,6 +312,7 @@ async def test_losing_the_delivery_queue_leader_loses_no_job(
             cluster,
             cluster.stop_node,
             cluster.start_node,
+            queue,
             leader,
             request.node.user_properties,
         )
@@ -309,15 +331,15 @@ async def test_losing_the_router_queue_leader_loses_no_job(
         await declare_ingress(await connection.channel(), Names(cluster_settings.namespace))
     others = [url for url in cluster.urls if url != seat.url]
     async with open_stack(cluster_settings.model_copy(update={"amqp_url": others})) as stack:
-        leader = await asyncio.to_thread(
-            cluster.leader_of, Names(cluster_settings.namespace).router
-        )
+        queue = Names(cluster_settings.namespace).router
+        leader = await asyncio.to_thread(cluster.leader_of, queue)
         assert leader == seat.name
         await run_with_node_loss(
             stack,
             cluster,
             cluster.kill_node,
             cluster.start_node,
+            queue,
             leader,
             request.node.user_properties,
             roles_on_leader=False,
@@ -340,6 +362,7 @@ async def test_clients_leave_a_hung_delivery_queue_leader_before_it_comes_back(
             cluster,
             cluster.freeze_node,
             cluster.restart_node,
+            queue,
             leader,
             request.node.user_properties,
             resume_within=45.0,

@@ -3,6 +3,7 @@ on the test session's own namespace and database, with real HTTP on 127.0.0.1.""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -197,6 +198,12 @@ def event_for(space: str, type_: str, action: str, **entities: Mapping[str, Any]
     }
 
 
+ROLE_STOP_BOUND = 60.0
+"""How long a role of a test's stack may take to stop: its drain timeout and its closing
+handshakes with a broker and a database that may be going away take far less; past it, the
+test fails saying which role hung instead of hanging until its own timeout."""
+
+
 @asynccontextmanager
 async def open_stack(
     settings: Settings, roles: tuple[str, ...] = ("recorder", "router", "worker", "api")
@@ -242,10 +249,21 @@ async def open_stack(
         )
     finally:
         await publisher.close()
+        unstopped = []
         for role in reversed(started):
-            await role.stop(s.drain_timeout)
+            try:
+                await asyncio.wait_for(role.stop(s.drain_timeout), ROLE_STOP_BOUND)
+            except TimeoutError:
+                unstopped.append(role.name)
         await engine_runner.cleanup()
-        await pool.close()
+        if unstopped:
+            pool.terminate()
+        else:
+            await pool.close()
+        assert not unstopped, (
+            f"{unstopped} did not stop within {ROLE_STOP_BOUND:g}s of being asked to "
+            f"(drain timeout {s.drain_timeout:g}s)"
+        )
 
 
 @pytest_asyncio.fixture(loop_scope="session")

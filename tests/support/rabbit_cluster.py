@@ -253,16 +253,25 @@ class RabbitCluster:
             list(pool.map(self._await_boot, others))
         self.wait_running(len(self.nodes))
 
-    def running_nodes(self) -> list[str]:
-        status = json.loads(self.ctl(self._any_running(), "cluster_status", "--formatter", "json"))
+    def running_nodes(self, node: str | None = None) -> list[str]:
+        """The running nodes as `node` (by default any node that answers) sees them."""
+        status = json.loads(
+            self.ctl(node or self._any_running(), "cluster_status", "--formatter", "json")
+        )
         return list(status.get("running_nodes", []))
 
     def wait_running(self, count: int, timeout: float = 60.0) -> list[str]:
-        """Wait until the cluster reports `count` running nodes."""
+        """Wait until every node that is up reports `count` running nodes. Each node's own
+        view counts: a quorum queue declared through a node that does not see them all yet
+        gets fewer members, and losing one node can then leave it without a quorum."""
         deadline = time.monotonic() + timeout
         while True:
+            up = [n.name for n in self.nodes if n.name not in self.stopped | self.frozen]
             try:
-                running: list[str] | str = self.running_nodes()
+                views = [self.running_nodes(name) for name in up]
+                running: list[str] | str = views[0] if views else "no node is up"
+                if any(len(view) != count for view in views):
+                    running = f"as each node sees it: {dict(zip(up, views, strict=True))}"
             except ClusterError as exc:  # a node restarting to heal a partition
                 running = str(exc)
             if isinstance(running, list) and len(running) == count:
@@ -316,10 +325,23 @@ class RabbitCluster:
 
     def start_node(self, name: str) -> None:
         """Start a stopped node again and wait until the whole cluster runs."""
+        self._boot_again(name)
+        self.wait_running(len(self.nodes))
+
+    def _boot_again(self, name: str) -> None:
         node = self.node(name)
         self._launch(node)
         self._await_boot(node)
         self.stopped.discard(name)
+
+    def heal(self) -> None:
+        """Bring back every node that is stopped, killed or frozen (a frozen one restarted,
+        as a supervisor would), so that a test that failed half way leaves the next one a
+        whole cluster."""
+        for name in sorted(self.frozen):
+            self.kill_node(name)
+        for name in sorted(self.stopped):
+            self._boot_again(name)
         self.wait_running(len(self.nodes))
 
     # -- queues -----------------------------------------------------------------------
@@ -339,6 +361,13 @@ class RabbitCluster:
             "json",
         )
         return list(json.loads(out or "[]"))
+
+    def online_members(self, queue: str) -> list[str]:
+        """The nodes where a member of a quorum queue runs."""
+        for q in self.queues():
+            if q["name"] == queue:
+                return sorted(q["online"])
+        raise KeyError(queue)
 
     def leader_of(self, queue: str) -> str:
         """The node that leads a quorum queue."""
