@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 import aio_pika
 import structlog
 from aio_pika.abc import (
     AbstractChannel,
+    AbstractConnection,
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
@@ -244,11 +245,41 @@ async def cancel(consumers: Iterable[tuple[AbstractQueue, str]]) -> None:
 
     async def one(queue: AbstractQueue, consumer_tag: str) -> None:
         try:
-            await asyncio.wait_for(queue.cancel(consumer_tag), CANCEL_TIMEOUT)
+            await within(queue.cancel(consumer_tag), CANCEL_TIMEOUT)
         except (*CONNECTION_EXCEPTIONS, ChannelInvalidStateError, TimeoutError) as exc:
             log.warning("consumer not cancelled on the broker", queue=queue.name, error=repr(exc))
 
     await asyncio.gather(*(one(queue, tag) for queue, tag in consumers))
+
+
+async def close(connection: AbstractConnection, seconds: float) -> None:
+    """Close a connection, waiting for the broker's answers at most `seconds`: a broker
+    whose channels hang (a queue that lost its quorum holds them) answers the closing
+    handshakes late or never, and a stopping role does not wait for that. The handshake
+    goes on in the background; the socket closes with the process in any case."""
+    try:
+        await within(connection.close(), seconds)
+    except (*CONNECTION_EXCEPTIONS, TimeoutError) as exc:
+        log.warning("broker connection not closed cleanly", error=repr(exc))
+
+
+async def within(work: Coroutine[Any, Any, Any], seconds: float) -> None:
+    """Await `work` for at most `seconds`; TimeoutError past that. Unlike
+    `asyncio.wait_for`, a late `work` is cancelled without waiting for it to unwind: the
+    cancel or close of an aio-pika object waits on the broker while it unwinds."""
+    task = asyncio.ensure_future(work)
+    await asyncio.wait([task], timeout=seconds)
+    if not task.done():
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise TimeoutError
+    task.result()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Take a late task's outcome, so that asyncio does not report it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def message(

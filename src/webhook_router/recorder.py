@@ -54,6 +54,7 @@ from webhook_router.operator_events import (
     publish_operator_event,
 )
 from webhook_router.service import (
+    Drain,
     SideTasks,
     dead_letter,
     dead_letter_item,
@@ -180,6 +181,7 @@ class Recorder:
         return broker.connected(self.connection) and self.side.alive
 
     async def stop(self, deadline: float) -> None:
+        drain = Drain(deadline, self.name)
         if self.topology is not None:
             consumers = [
                 (queue, tag)
@@ -195,15 +197,16 @@ class Recorder:
         self.side.retire()
         self._arrived.set()
         if self._flusher is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._flusher), deadline)
+            # the loop may also have ended on its own, its connection dropped under an ack
+            # (aiormq fails that with a CancelledError): the stop goes on all the same
+            await asyncio.wait([self._flusher], timeout=drain.left())
             self._flusher.cancel()
         for _, message in self._buffer:  # not written in time: handed ones learn it now
             if isinstance(message, Handed):
                 await message.nack()
         await self.side.stop()
         if self.connection is not None:
-            await self.connection.close()
+            await broker.close(self.connection, drain.left())
 
     async def on_outcome(self, message: AbstractIncomingMessage) -> None:
         assert self.topology is not None

@@ -33,7 +33,7 @@ from webhook_router.events import Event, EventInvalid, derived_id, iso_timestamp
 from webhook_router.jobs import Delivery, Outcome, Status
 from webhook_router.planning import Batchers, plan, publish_jobs
 from webhook_router.sequencer import Sequencer
-from webhook_router.service import InFlight, SideTasks, dead_letter, link
+from webhook_router.service import Drain, InFlight, SideTasks, dead_letter, link
 from webhook_router.settings import Settings
 from webhook_router.store import Ledger, Store
 from webhook_router.topology import Topology
@@ -94,18 +94,19 @@ class Router:
         return broker.connected(self.connection) and self.side.alive
 
     async def stop(self, deadline: float) -> None:
+        drain = Drain(deadline, self.name)
         self.side.retire()  # the sequencer's loop ends now, and that is no death
         await self.sequencer.stop()
         if self.topology is not None and self._consumer_tag is not None:
             await broker.cancel([(self.topology.router, self._consumer_tag)])
-        await self.inflight.wait_idle(deadline)
+        await self.inflight.wait_idle(drain.left())
         if self.batchers is not None:
-            await self.batchers.drain()
+            await drain.step(self.batchers.drain(), "deliveries and outcomes confirmed")
         await self.acks.drain()
         await self.side.stop()
         await self.cache.stop()
         if self.connection is not None:
-            await self.connection.close()
+            await broker.close(self.connection, drain.left())
 
     async def on_event(self, message: AbstractIncomingMessage) -> None:
         assert self.topology is not None

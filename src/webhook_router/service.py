@@ -92,6 +92,38 @@ class Role(Protocol):
         """Connected now, and every background task alive."""
 
 
+class Drain:
+    """A stopping role's drain timeout, shared by its steps: each waits at most what is
+    left of it. What a step has not finished by then (a publish the broker never confirms,
+    as when a queue has lost its quorum) is given up: its messages stay unacknowledged and
+    the broker hands them to another process once the connection closes."""
+
+    FLOOR = 1.0
+    """What a step is given even after the timeout went to the steps before it: enough to
+    settle what is already done, not enough to hang."""
+
+    def __init__(self, seconds: float, role: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._end = loop.time() + seconds
+        self._role = role
+
+    def left(self) -> float:
+        return max(self._end - asyncio.get_running_loop().time(), self.FLOOR)
+
+    async def step(self, work: Coroutine[Any, Any, None], what: str) -> bool:
+        """Await `work` within what is left; False (and a warning) when it was given up."""
+        try:
+            await broker.within(work, self.left())
+        except TimeoutError:
+            log.warning(
+                "not finished within the drain timeout: left unacknowledged for another process",
+                role=self._role,
+                step=what,
+            )
+            return False
+        return True
+
+
 class InFlight:
     """Messages being handled, so that a stopping role can wait for them."""
 

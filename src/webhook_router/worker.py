@@ -67,7 +67,14 @@ from webhook_router.jobs import (
 )
 from webhook_router.ratelimit import RateLimits
 from webhook_router.runs import run_id_of
-from webhook_router.service import InFlight, SideTasks, dead_letter, dead_letter_unreadable, link
+from webhook_router.service import (
+    Drain,
+    InFlight,
+    SideTasks,
+    dead_letter,
+    dead_letter_unreadable,
+    link,
+)
 from webhook_router.settings import Settings
 from webhook_router.signing import signature_headers
 from webhook_router.ssrf import AddressPolicy, EngineExemption
@@ -166,14 +173,15 @@ class Worker:
         return broker.connected(self.connection) and self.side.alive
 
     async def stop(self, deadline: float) -> None:
+        drain = Drain(deadline, self.name)
         await broker.cancel(self._consumer_tags)
         self.side.retire()  # the holder's loop ends now, and that is no death
-        await self.holder.stop(deadline)
-        await self.inflight.wait_idle(deadline)
+        await self.holder.stop(drain.left())
+        await self.inflight.wait_idle(drain.left())
         if self.batcher is not None:
-            await self.batcher.drain()
+            await drain.step(self.batcher.drain(), "outcomes confirmed")
         if self.connection is not None:
-            await self.connection.close()
+            await broker.close(self.connection, drain.left())
         for client in (self.client, self.engine_client):
             await client.close()
         await self.side.stop()

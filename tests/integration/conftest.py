@@ -204,6 +204,18 @@ handshakes with a broker and a database that may be going away take far less; pa
 test fails saying which role hung instead of hanging until its own timeout."""
 
 
+def awaiting(task: asyncio.Future[Any]) -> str:
+    """Where a task's coroutine waits: the chain of awaits, outermost first."""
+    where = []
+    awaited: Any = getattr(task, "get_coro", lambda: None)()
+    while awaited is not None and getattr(awaited, "cr_frame", None) is not None:
+        frame = awaited.cr_frame
+        file = frame.f_code.co_filename.rsplit("/", 1)[-1]
+        where.append(f"{frame.f_code.co_name} ({file}:{frame.f_lineno})")
+        awaited = awaited.cr_await
+    return " <- ".join(reversed(where)) or "?"
+
+
 @asynccontextmanager
 async def open_stack(
     settings: Settings, roles: tuple[str, ...] = ("recorder", "router", "worker", "api")
@@ -251,10 +263,14 @@ async def open_stack(
         await publisher.close()
         unstopped = []
         for role in reversed(started):
-            try:
-                await asyncio.wait_for(role.stop(s.drain_timeout), ROLE_STOP_BOUND)
-            except TimeoutError:
-                unstopped.append(role.name)
+            stopping = asyncio.ensure_future(role.stop(s.drain_timeout))
+            await asyncio.wait([stopping], timeout=ROLE_STOP_BOUND)
+            if not stopping.done():
+                unstopped.append(f"{role.name} (waiting in {awaiting(stopping)})")
+                stopping.cancel()
+                await asyncio.gather(stopping, return_exceptions=True)
+            else:
+                stopping.result()
         await engine_runner.cleanup()
         if unstopped:
             pool.terminate()
