@@ -11,7 +11,9 @@ makes exactly one job, recorded Complete, and every POST arrives at least once.
 - the delivery queue's leader hangs (SIGSTOP) under the clients connected to it (again
   at least one role): with a heartbeat (5 s unless the URL says otherwise) they drop it
   as stuck and fail over while it still hangs;
-  then it is restarted, as a supervisor would, and rejoins.
+  then it is restarted, as a supervisor would, and rejoins;
+- the delivery queue, with members on two nodes only, loses its leader: no quorum is left;
+  the roles still stop in bounded time, and once the node is back no event is lost.
 
 Before the load, each run waits until a member of the queue to lose runs on every node (so
 that the loss leaves a quorum: otherwise it says so instead of failing for want of one);
