@@ -369,19 +369,6 @@ class RabbitCluster:
                 return sorted(q["online"])
         raise KeyError(queue)
 
-    def delete_member(self, queue: str, node: str) -> None:
-        """Take `node`'s member out of a quorum queue, as if the queue had been declared
-        through a node that did not see that one running."""
-        done = subprocess.run(
-            ["rabbitmq-queues", "-n", self._any_running(), "delete_member", queue, node],
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise ClusterError(f"delete_member {queue} {node} failed: {done.stderr.strip()}")
-
     def leader_of(self, queue: str) -> str:
         """The node that leads a quorum queue."""
         for q in self.queues():
