@@ -24,6 +24,7 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
 
+from webhook_router import broker
 from webhook_router.catalogue import routing_key
 from webhook_router.jobs import Delivery
 from webhook_router.topology import DELIVERY_LIMIT, Names
@@ -105,7 +106,13 @@ async def connect_plain(urls: Sequence[str], name: str) -> AbstractConnection:
     raise last
 
 
+CLOSE_TIMEOUT = 5.0
+"""How long closing an ordered-delivery connection waits for the broker's answers."""
+
+
 async def close_quietly(connection: AbstractConnection | None) -> None:
+    """Close a connection that may be broken already; its errors, and a broker that does
+    not answer within CLOSE_TIMEOUT (broker.within), are not the caller's concern."""
     if connection is not None and not connection.is_closed:
         with contextlib.suppress(Exception):
-            await connection.close()
+            await broker.within(connection.close(), CLOSE_TIMEOUT)
